@@ -1,0 +1,556 @@
+//! Active Directory over LDAP: the only place shadowsync talks to a domain controller.
+//!
+//! Every connection is encrypted (LDAPS, or StartTLS on `ldap://`) with the server certificate
+//! verified against a configured CA file (or the system roots). Every DN value is escaped with
+//! the core's RFC 4514 rules and every filter value with ldap3's RFC 4515 escaping. Writes only
+//! ever target accounts the caller found by anchor inside the managed OUs; [`Directory::apply`]
+//! refuses anything else.
+
+mod error;
+mod password;
+mod tls;
+
+pub use error::DirectoryError;
+pub use tls::client_config as tls_client_config;
+
+use futures::future::BoxFuture;
+use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use secrecy::{ExposeSecret, SecretString};
+use shadowsync_core::account::{attr, uac};
+use shadowsync_core::{
+    dn, ActualAccount, AttributeChange, Location, ManagedAttributes, Operation, Policy,
+    ShadowAccount,
+};
+use std::collections::HashSet;
+use std::path::PathBuf;
+use std::time::Duration;
+use tokio::sync::Mutex;
+
+/// How to reach and bind to the directory.
+#[derive(Debug, Clone)]
+pub struct DirectoryConfig {
+    /// `ldaps://dc:636`, or `ldap://dc:389` (always upgraded with StartTLS).
+    pub url: String,
+    pub bind_dn: String,
+    pub bind_password: SecretString,
+    /// PEM file of the CA(s) that issued the DCs' certificates; `None` uses the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// Turns certificate verification off. Exists for emergencies only: no default, test or
+    /// example sets it, and a warning is logged on every connection while it is on.
+    pub danger_accept_invalid_certs: bool,
+    pub connect_timeout: Duration,
+    pub operation_timeout: Duration,
+    /// Where to look for UPN and sAMAccountName clashes and stray anchors; `None` reads the
+    /// domain's `defaultNamingContext` from the rootDSE.
+    pub base_dn: Option<String>,
+    /// Entries per page in paged searches (AD's MaxPageSize is 1,000).
+    pub page_size: i32,
+}
+
+impl DirectoryConfig {
+    pub fn new(
+        url: impl Into<String>,
+        bind_dn: impl Into<String>,
+        bind_password: SecretString,
+    ) -> Self {
+        Self {
+            url: url.into(),
+            bind_dn: bind_dn.into(),
+            bind_password,
+            ca_file: None,
+            danger_accept_invalid_certs: false,
+            connect_timeout: Duration::from_secs(10),
+            operation_timeout: Duration::from_secs(30),
+            base_dn: None,
+            page_size: 500,
+        }
+    }
+}
+
+/// Any object found by a uniqueness check: enough to say who holds a name.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DirectoryObject {
+    pub dn: String,
+    pub object_guid: Option<String>,
+    pub anchor: Option<String>,
+}
+
+/// Attributes read for a shadow account.
+const ACCOUNT_ATTRS: [&str; 10] = [
+    attr::CN,
+    attr::SAM_ACCOUNT_NAME,
+    attr::USER_PRINCIPAL_NAME,
+    attr::DISPLAY_NAME,
+    attr::GIVEN_NAME,
+    attr::SURNAME,
+    attr::MAIL,
+    attr::DESCRIPTION,
+    attr::USER_ACCOUNT_CONTROL,
+    "objectGUID",
+];
+
+/// A connection to one directory, re-established when it drops.
+pub struct Directory {
+    config: DirectoryConfig,
+    anchor_attribute: String,
+    base_dn: String,
+    ldap: Mutex<Option<Ldap>>,
+}
+
+impl std::fmt::Debug for Directory {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Directory")
+            .field("url", &self.config.url)
+            .field("base_dn", &self.base_dn)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Directory {
+    /// Connects and binds once, so that a wrong URL, certificate or password fails here.
+    pub async fn connect(config: DirectoryConfig, policy: &Policy) -> Result<Self, DirectoryError> {
+        let mut ldap = open(&config).await?;
+        let base_dn = match &config.base_dn {
+            Some(base) => base.clone(),
+            None => default_naming_context(&mut ldap, config.operation_timeout).await?,
+        };
+        Ok(Self {
+            anchor_attribute: policy.anchor.attribute.clone(),
+            base_dn,
+            config,
+            ldap: Mutex::new(Some(ldap)),
+        })
+    }
+
+    pub fn base_dn(&self) -> &str {
+        &self.base_dn
+    }
+
+    /// A live connection handle; reconnects when the last one was closed.
+    async fn handle(&self) -> Result<Ldap, DirectoryError> {
+        let mut slot = self.ldap.lock().await;
+        if let Some(ldap) = slot.as_mut() {
+            if !ldap.is_closed() {
+                return Ok(ldap.clone());
+            }
+            tracing::info!(url = %self.config.url, "directory connection dropped, reconnecting");
+        }
+        let ldap = open(&self.config).await?;
+        *slot = Some(ldap.clone());
+        Ok(ldap)
+    }
+
+    /// Forgets the connection after a connection-level failure so the next call reconnects.
+    async fn discard(&self, err: &DirectoryError) {
+        if err.is_connection_lost() {
+            if let Some(mut ldap) = self.ldap.lock().await.take() {
+                let _ = ldap.unbind().await;
+            }
+        }
+    }
+
+    /// Runs a read, retrying it once on a fresh connection if the old one was found dead.
+    async fn read<T>(
+        &self,
+        op: impl for<'a> Fn(&'a mut Ldap, Duration) -> BoxFuture<'a, Result<T, DirectoryError>>,
+    ) -> Result<T, DirectoryError> {
+        let mut ldap = self.handle().await?;
+        match op(&mut ldap, self.config.operation_timeout).await {
+            Err(e) if e.is_connection_lost() => {
+                self.discard(&e).await;
+                let mut ldap = self.handle().await?;
+                op(&mut ldap, self.config.operation_timeout).await
+            }
+            other => other,
+        }
+    }
+
+    /// Runs a write once; a connection failure is returned (retryable) and the connection
+    /// discarded, because a write may have been applied before the connection died.
+    async fn write<T>(
+        &self,
+        op: impl for<'a> FnOnce(&'a mut Ldap, Duration) -> BoxFuture<'a, Result<T, DirectoryError>>,
+    ) -> Result<T, DirectoryError> {
+        let mut ldap = self.handle().await?;
+        let result = op(&mut ldap, self.config.operation_timeout).await;
+        if let Err(e) = &result {
+            self.discard(e).await;
+        }
+        result
+    }
+
+    async fn search(
+        &self,
+        base: &str,
+        filter: String,
+        attrs: Vec<String>,
+    ) -> Result<Vec<SearchEntry>, DirectoryError> {
+        let base = base.to_string();
+        self.read(move |ldap, timeout| {
+            let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+            Box::pin(async move {
+                let mut stream = ldap
+                    .with_timeout(timeout)
+                    .streaming_search_with(
+                        vec![
+                            Box::new(EntriesOnly::new()) as Box<dyn ldap3::adapters::Adapter<_, _>>,
+                            Box::new(PagedResults::new(500)),
+                        ],
+                        &base,
+                        Scope::Subtree,
+                        &filter,
+                        attrs,
+                    )
+                    .await?;
+                let mut entries = Vec::new();
+                while let Some(entry) = stream.next().await? {
+                    entries.push(SearchEntry::construct(entry));
+                }
+                stream.finish().await.success()?;
+                Ok(entries)
+            })
+        })
+        .await
+    }
+
+    fn account_attrs(&self) -> Vec<String> {
+        ACCOUNT_ATTRS
+            .iter()
+            .map(|a| a.to_string())
+            .chain([self.anchor_attribute.clone()])
+            .collect()
+    }
+
+    /// Every user object in the domain whose anchor attribute equals `anchor` (the caller
+    /// decides what to do with ones outside the managed OUs).
+    pub async fn find_by_anchor(&self, anchor: &str) -> Result<Vec<ActualAccount>, DirectoryError> {
+        let filter = format!(
+            "(&(objectClass=user)({}={}))",
+            self.anchor_attribute,
+            ldap_escape(anchor)
+        );
+        let entries = self
+            .search(&self.base_dn, filter, self.account_attrs())
+            .await?;
+        Ok(entries.into_iter().map(|e| self.to_account(e)).collect())
+    }
+
+    /// The object holding `sAMAccountName`, whatever its class (the name is unique domain-wide).
+    pub async fn find_by_sam_account_name(
+        &self,
+        sam: &str,
+    ) -> Result<Option<DirectoryObject>, DirectoryError> {
+        self.find_one(format!("(sAMAccountName={})", ldap_escape(sam)))
+            .await
+    }
+
+    /// The object holding `userPrincipalName`.
+    pub async fn find_by_user_principal_name(
+        &self,
+        upn: &str,
+    ) -> Result<Option<DirectoryObject>, DirectoryError> {
+        self.find_one(format!("(userPrincipalName={})", ldap_escape(upn)))
+            .await
+    }
+
+    async fn find_one(&self, filter: String) -> Result<Option<DirectoryObject>, DirectoryError> {
+        let attrs = vec!["objectGUID".to_string(), self.anchor_attribute.clone()];
+        let entry = self
+            .search(&self.base_dn, filter, attrs)
+            .await?
+            .into_iter()
+            .next();
+        Ok(entry.map(|e| DirectoryObject {
+            object_guid: object_guid(&e),
+            anchor: first(&e, &self.anchor_attribute),
+            dn: e.dn,
+        }))
+    }
+
+    /// Every user object inside `ou` (paged), with or without an anchor.
+    pub async fn list_accounts(&self, ou: &str) -> Result<Vec<ActualAccount>, DirectoryError> {
+        let entries = self
+            .search(ou, "(objectClass=user)".to_string(), self.account_attrs())
+            .await?;
+        Ok(entries.into_iter().map(|e| self.to_account(e)).collect())
+    }
+
+    fn to_account(&self, e: SearchEntry) -> ActualAccount {
+        let get = |a: &str| first(&e, a);
+        ActualAccount {
+            object_guid: object_guid(&e),
+            anchor: get(&self.anchor_attribute),
+            sam_account_name: get(attr::SAM_ACCOUNT_NAME).unwrap_or_default(),
+            location: Location {
+                cn: get(attr::CN)
+                    .or_else(|| dn::first_value(&e.dn).ok())
+                    .unwrap_or_default(),
+                ou: dn::parent(&e.dn).unwrap_or_default(),
+            },
+            attributes: ManagedAttributes {
+                user_principal_name: get(attr::USER_PRINCIPAL_NAME),
+                display_name: get(attr::DISPLAY_NAME),
+                given_name: get(attr::GIVEN_NAME),
+                surname: get(attr::SURNAME),
+                mail: get(attr::MAIL),
+                description: get(attr::DESCRIPTION),
+            },
+            user_account_control: get(attr::USER_ACCOUNT_CONTROL)
+                .and_then(|v| v.parse().ok())
+                .unwrap_or(0),
+            dn: e.dn,
+        }
+    }
+
+    /// Creates the account: first disabled, then a random password over the encrypted
+    /// connection, then the final `userAccountControl` (AD will not enable an account without a
+    /// password that meets policy). A half-created account is removed again on failure.
+    pub async fn create(&self, account: &ShadowAccount) -> Result<String, DirectoryError> {
+        let dn = account.location.dn();
+        let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
+            value("objectClass", "user"),
+            value(attr::CN, &account.location.cn),
+            value(attr::SAM_ACCOUNT_NAME, &account.sam_account_name),
+            value(&self.anchor_attribute, &account.anchor),
+            value(
+                attr::USER_ACCOUNT_CONTROL,
+                &(uac::NORMAL_ACCOUNT | uac::ACCOUNTDISABLE).to_string(),
+            ),
+        ];
+        for (name, v) in account.attributes.fields() {
+            if let Some(v) = v {
+                attrs.push(value(name, v));
+            }
+        }
+        let add_dn = dn.clone();
+        self.write(move |ldap, t| {
+            Box::pin(async move {
+                ldap.with_timeout(t).add(&add_dn, attrs).await?.success()?;
+                Ok(())
+            })
+        })
+        .await?;
+
+        let finish = async {
+            let password = password::random();
+            self.modify(
+                &dn,
+                vec![Mod::Replace(
+                    b"unicodePwd".to_vec(),
+                    HashSet::from([password::encode(&password)]),
+                )],
+            )
+            .await?;
+            self.set_account_control(&dn, uac::ENABLED).await
+        };
+        if let Err(e) = finish.await {
+            tracing::warn!(%dn, error = %e, "finishing a new account failed; removing it");
+            if let Err(cleanup) = self.delete(&dn).await {
+                tracing::error!(%dn, error = %cleanup, "could not remove the half-created account");
+            }
+            return Err(e);
+        }
+        Ok(dn)
+    }
+
+    async fn modify(&self, dn: &str, mods: Vec<Mod<Vec<u8>>>) -> Result<(), DirectoryError> {
+        let dn = dn.to_string();
+        self.write(move |ldap, t| {
+            Box::pin(async move {
+                ldap.with_timeout(t).modify(&dn, mods).await?.success()?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    async fn set_account_control(&self, dn: &str, control: u32) -> Result<(), DirectoryError> {
+        self.modify(
+            dn,
+            vec![replace(
+                attr::USER_ACCOUNT_CONTROL,
+                Some(&control.to_string()),
+            )],
+        )
+        .await
+    }
+
+    /// Sets or removes attributes (`None` removes).
+    pub async fn update(
+        &self,
+        dn: &str,
+        changes: &[AttributeChange],
+    ) -> Result<(), DirectoryError> {
+        let mods = changes
+            .iter()
+            .map(|c| replace(&c.attribute, c.value.as_deref()))
+            .collect();
+        self.modify(dn, mods).await
+    }
+
+    /// Renames and/or moves; returns the new DN.
+    pub async fn move_to(&self, dn: &str, to: &Location) -> Result<String, DirectoryError> {
+        let rdn = format!("CN={}", dn::escape_value(&to.cn));
+        let (old, ou) = (dn.to_string(), to.ou.clone());
+        self.write(move |ldap, t| {
+            Box::pin(async move {
+                ldap.with_timeout(t)
+                    .modifydn(&old, &rdn, true, Some(&ou))
+                    .await?
+                    .success()?;
+                Ok(())
+            })
+        })
+        .await?;
+        Ok(to.dn())
+    }
+
+    pub async fn delete(&self, dn: &str) -> Result<(), DirectoryError> {
+        let dn = dn.to_string();
+        self.write(move |ldap, t| {
+            Box::pin(async move {
+                ldap.with_timeout(t).delete(&dn).await?.success()?;
+                Ok(())
+            })
+        })
+        .await
+    }
+
+    /// Carries out a plan on the account it was made for. Refuses to write to anything that
+    /// is not an anchored account inside the managed OUs.
+    pub async fn apply(
+        &self,
+        account: Option<&ActualAccount>,
+        plan: &[Operation],
+        policy: &Policy,
+    ) -> Result<(), DirectoryError> {
+        let mut current = account.map(|a| a.dn.clone());
+        if let Some(a) = account {
+            let anchored = a
+                .anchor
+                .as_deref()
+                .is_some_and(|v| policy.anchor.object_id(v).is_some());
+            if !anchored || !policy.manages(&a.dn) {
+                return Err(DirectoryError::NotOwned { dn: a.dn.clone() });
+            }
+        }
+        for op in plan {
+            let target = || current.clone().ok_or(DirectoryError::NoAccount);
+            match op {
+                Operation::Create { account } => {
+                    current = Some(self.create(account).await?);
+                }
+                Operation::Update { changes } => self.update(&target()?, changes).await?,
+                Operation::Disable { move_to } => {
+                    let dn = target()?;
+                    self.set_account_control(&dn, uac::DISABLED).await?;
+                    if let Some(to) = move_to {
+                        current = Some(self.move_to(&dn, to).await?);
+                    }
+                }
+                Operation::Enable { move_to } => {
+                    let mut dn = target()?;
+                    if let Some(to) = move_to {
+                        dn = self.move_to(&dn, to).await?;
+                        current = Some(dn.clone());
+                    }
+                    self.set_account_control(&dn, uac::ENABLED).await?;
+                }
+                Operation::Move { to } => current = Some(self.move_to(&target()?, to).await?),
+                Operation::Delete { .. } => {
+                    self.delete(&target()?).await?;
+                    current = None;
+                }
+                Operation::Conflict { .. } => {}
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Opens an encrypted connection and binds.
+async fn open(config: &DirectoryConfig) -> Result<Ldap, DirectoryError> {
+    let mut settings = LdapConnSettings::new().set_conn_timeout(config.connect_timeout);
+    if config.danger_accept_invalid_certs {
+        tracing::warn!(url = %config.url, "TLS certificate verification is OFF for the directory");
+        settings = settings.set_no_tls_verify(true);
+    } else {
+        settings = settings.set_config(tls::client_config(config.ca_file.as_deref())?);
+    }
+    if config.url.starts_with("ldap://") {
+        settings = settings.set_starttls(true);
+    } else if !config.url.starts_with("ldaps://") {
+        return Err(DirectoryError::Config(format!(
+            "directory url {:?} must start with ldaps:// (or ldap://, which is upgraded with StartTLS)",
+            config.url
+        )));
+    }
+    let (conn, mut ldap) = tokio::time::timeout(
+        config.connect_timeout,
+        LdapConnAsync::with_settings(settings, &config.url),
+    )
+    .await
+    .map_err(|_| DirectoryError::Timeout)??;
+    ldap3::drive!(conn);
+    ldap.with_timeout(config.operation_timeout)
+        .simple_bind(&config.bind_dn, config.bind_password.expose_secret())
+        .await?
+        .success()?;
+    Ok(ldap)
+}
+
+async fn default_naming_context(
+    ldap: &mut Ldap,
+    timeout: Duration,
+) -> Result<String, DirectoryError> {
+    let (entries, _) = ldap
+        .with_timeout(timeout)
+        .search(
+            "",
+            Scope::Base,
+            "(objectClass=*)",
+            vec!["defaultNamingContext"],
+        )
+        .await?
+        .success()?;
+    entries
+        .into_iter()
+        .next()
+        .and_then(|e| first(&SearchEntry::construct(e), "defaultNamingContext"))
+        .ok_or_else(|| {
+            DirectoryError::Config("the rootDSE has no defaultNamingContext; set a base DN".into())
+        })
+}
+
+fn first(e: &SearchEntry, attribute: &str) -> Option<String> {
+    e.attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attribute))
+        .and_then(|(_, v)| v.first().cloned())
+}
+
+/// `objectGUID` is binary; ldap3 files a value under `attrs` when its bytes happen to be UTF-8.
+fn object_guid(e: &SearchEntry) -> Option<String> {
+    let bytes = e
+        .bin_attrs
+        .get("objectGUID")
+        .and_then(|v| v.first().cloned())
+        .or_else(|| first(e, "objectGUID").map(String::into_bytes))?;
+    let bytes: [u8; 16] = bytes.try_into().ok()?;
+    Some(uuid::Uuid::from_bytes_le(bytes).to_string())
+}
+
+fn value(name: &str, v: &str) -> (Vec<u8>, HashSet<Vec<u8>>) {
+    (
+        name.as_bytes().to_vec(),
+        HashSet::from([v.as_bytes().to_vec()]),
+    )
+}
+
+fn replace(name: &str, v: Option<&str>) -> Mod<Vec<u8>> {
+    let values = v
+        .map(|v| HashSet::from([v.as_bytes().to_vec()]))
+        .unwrap_or_default();
+    Mod::Replace(name.as_bytes().to_vec(), values)
+}

@@ -1,0 +1,407 @@
+//! The Graph client: the one place that authenticates requests and retries them.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::Rng;
+use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::{Method, StatusCode};
+use serde::de::DeserializeOwned;
+use serde::Deserialize;
+use serde_json::Value;
+use shadowsync_core::user::{GraphUser, UserLookup, USER_SELECT};
+use tracing::warn;
+use url::Url;
+
+use crate::auth::{AccessToken, TokenProvider};
+use crate::config::{base_str, check_endpoint, GraphConfig};
+use crate::error::GraphError;
+
+/// A Microsoft Graph client with app-only authentication. Cheap to clone (shared connection pool
+/// and token cache).
+#[derive(Clone)]
+pub struct GraphClient {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    http: reqwest::Client,
+    auth: TokenProvider,
+    graph: Url,
+    client_id: String,
+    max_retries: u32,
+    base_backoff: Duration,
+    max_backoff: Duration,
+}
+
+impl fmt::Debug for GraphClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GraphClient")
+            .field("graph_endpoint", &self.inner.graph.as_str())
+            .field("client_id", &self.inner.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why one attempt failed.
+enum Failure {
+    /// `401`: the token was refused; worth one retry with a fresh token.
+    Unauthorized {
+        token: AccessToken,
+        error: GraphError,
+    },
+    Other {
+        error: GraphError,
+        /// `Retry-After` of a 429 or 503.
+        retry_after: Option<Duration>,
+    },
+}
+
+impl From<GraphError> for Failure {
+    fn from(error: GraphError) -> Self {
+        Failure::Other {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl GraphClient {
+    pub fn new(config: GraphConfig) -> Result<Self, GraphError> {
+        check_endpoint(&config.login_endpoint, "login endpoint")?;
+        check_endpoint(&config.graph_endpoint, "Graph endpoint")?;
+        if config.request_timeout.is_zero() {
+            return Err(GraphError::Config(
+                "request timeout must not be zero".into(),
+            ));
+        }
+        let http = reqwest::Client::builder()
+            .use_rustls_tls()
+            .timeout(config.request_timeout)
+            .connect_timeout(config.request_timeout.min(Duration::from_secs(10)))
+            .user_agent(concat!("shadowsync/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|e| GraphError::Config(format!("cannot build the HTTP client: {e}")))?;
+        let auth = TokenProvider::new(&config, http.clone())?;
+        Ok(GraphClient {
+            inner: Arc::new(Inner {
+                http,
+                auth,
+                graph: config.graph_endpoint,
+                client_id: config.client_id,
+                max_retries: config.max_retries,
+                base_backoff: config.base_backoff,
+                max_backoff: config.max_backoff,
+            }),
+        })
+    }
+
+    pub fn graph_endpoint(&self) -> &Url {
+        &self.inner.graph
+    }
+
+    /// What Graph says about user `id` (object id or UPN) now: active, soft-deleted or gone.
+    pub async fn user(&self, id: &str) -> Result<UserLookup, GraphError> {
+        if id.trim().is_empty() {
+            return Err(GraphError::Config("user id is empty".into()));
+        }
+        let url = self.select_user(self.segments_url(&["v1.0", "users", id]));
+        match self
+            .execute_json::<GraphUser>(Method::GET, &url, None)
+            .await
+        {
+            Ok(user) => return Ok(UserLookup::Active(user)),
+            Err(e) if e.is_not_found() => {}
+            Err(e) => return Err(e),
+        }
+        let url = self.select_user(self.segments_url(&[
+            "v1.0",
+            "directory",
+            "deletedItems",
+            "microsoft.graph.user",
+            id,
+        ]));
+        match self
+            .execute_json::<GraphUser>(Method::GET, &url, None)
+            .await
+        {
+            Ok(user) => Ok(UserLookup::SoftDeleted(user)),
+            Err(e) if e.is_not_found() => Ok(UserLookup::Gone),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether `user_id` is a member of `group_id`, directly or through nested groups.
+    pub async fn is_member_of(&self, user_id: &str, group_id: &str) -> Result<bool, GraphError> {
+        if user_id.trim().is_empty() || group_id.trim().is_empty() {
+            return Err(GraphError::Config("user id or group id is empty".into()));
+        }
+        #[derive(Deserialize)]
+        struct Ids {
+            value: Vec<String>,
+        }
+        let url = self.segments_url(&["v1.0", "users", user_id, "checkMemberGroups"]);
+        let body = serde_json::json!({ "groupIds": [group_id] });
+        let ids: Ids = self.execute_json(Method::POST, &url, Some(&body)).await?;
+        Ok(ids.value.iter().any(|g| g.eq_ignore_ascii_case(group_id)))
+    }
+
+    /// `GET` a Graph path (`/v1.0/users/delta?$select=…`) or a full URL on the Graph endpoint (an
+    /// `@odata.nextLink` or `@odata.deltaLink`, followed exactly as given), decoded as `T`
+    /// (`serde_json::Value` for anything).
+    pub async fn get_json<T: DeserializeOwned>(&self, url_or_path: &str) -> Result<T, GraphError> {
+        let url = self.resolve(url_or_path)?;
+        self.execute_json(Method::GET, &url, None).await
+    }
+
+    /// Any request with an optional JSON body (subscriptions: `POST`/`PATCH`/`DELETE`
+    /// `/v1.0/subscriptions…`). Returns the response JSON, or `Value::Null` for an empty body
+    /// (`204 No Content`).
+    pub async fn send(
+        &self,
+        method: Method,
+        url_or_path: &str,
+        body: Option<&Value>,
+    ) -> Result<Value, GraphError> {
+        let url = self.resolve(url_or_path)?;
+        let bytes = self.execute(method, &url, body).await?;
+        if bytes.iter().all(u8::is_ascii_whitespace) {
+            return Ok(Value::Null);
+        }
+        decode(&bytes)
+    }
+
+    /// A Graph path (`/v1.0/...`) appended to the Graph endpoint, or an absolute URL, which must
+    /// point at the Graph endpoint: the bearer token is never sent anywhere else.
+    pub fn resolve(&self, url_or_path: &str) -> Result<Url, GraphError> {
+        let graph = &self.inner.graph;
+        if url_or_path.starts_with("https://") || url_or_path.starts_with("http://") {
+            let url = Url::parse(url_or_path)
+                .map_err(|e| GraphError::Config(format!("invalid URL {url_or_path:?}: {e}")))?;
+            if url.origin() != graph.origin() || !url.path().starts_with(graph.path()) {
+                return Err(GraphError::Config(format!(
+                    "refusing to send the Graph token to {}, which is not under {graph}",
+                    url.origin().ascii_serialization()
+                )));
+            }
+            return Ok(url);
+        }
+        let path = url_or_path.trim_start_matches('/');
+        Url::parse(&format!("{}/{path}", base_str(graph)))
+            .map_err(|e| GraphError::Config(format!("invalid Graph path {url_or_path:?}: {e}")))
+    }
+
+    /// The Graph endpoint plus `segments`, each percent-encoded as one path segment.
+    fn segments_url(&self, segments: &[&str]) -> Url {
+        let mut url = self.inner.graph.clone();
+        url.path_segments_mut()
+            .expect("checked: the Graph endpoint is an http(s) base URL")
+            .pop_if_empty()
+            .extend(segments);
+        url
+    }
+
+    fn select_user(&self, mut url: Url) -> Url {
+        url.set_query(Some(&format!("$select={USER_SELECT}")));
+        url
+    }
+
+    async fn execute_json<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<T, GraphError> {
+        let bytes = self.execute(method, url, body).await?;
+        decode(&bytes)
+    }
+
+    /// Sends the request with a bearer token and retries: once with a fresh token after a 401;
+    /// up to `max_retries` times after throttling, 5xx, timeouts and network errors, sleeping
+    /// `Retry-After` (429/503) or a capped exponential backoff with full jitter. Returns the body
+    /// of a 2xx response.
+    async fn execute(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, GraphError> {
+        let inner = &*self.inner;
+        let mut retries = 0u32;
+        let mut reauthenticated = false;
+        loop {
+            let (error, retry_after) = match self.attempt(&method, url, body).await {
+                Ok(bytes) => return Ok(bytes),
+                Err(Failure::Unauthorized { token, error }) => {
+                    if reauthenticated {
+                        return Err(error);
+                    }
+                    reauthenticated = true;
+                    warn!(%method, path = url.path(), "Graph answered 401; retrying once with a new token");
+                    inner.auth.invalidate(&token).await;
+                    continue;
+                }
+                Err(Failure::Other { error, retry_after }) => (error, retry_after),
+            };
+            if !error.is_retryable() {
+                return Err(error);
+            }
+            if retries >= inner.max_retries {
+                warn!(%method, path = url.path(), retries, %error, "giving up on Graph request");
+                return Err(error);
+            }
+            let delay = match retry_after {
+                Some(wait) if wait > inner.max_backoff => {
+                    warn!(%method, path = url.path(), retry_after_s = wait.as_secs(), %error,
+                        "Retry-After exceeds max_backoff; leaving the retry to the caller");
+                    return Err(error);
+                }
+                Some(wait) => wait,
+                None => backoff(retries, inner.base_backoff, inner.max_backoff),
+            };
+            retries += 1;
+            warn!(%method, path = url.path(), retry = retries, max_retries = inner.max_retries,
+                delay_ms = delay.as_millis() as u64, %error, "retrying Graph request");
+            tokio::time::sleep(delay).await;
+        }
+    }
+
+    async fn attempt(
+        &self,
+        method: &Method,
+        url: &Url,
+        body: Option<&Value>,
+    ) -> Result<Vec<u8>, Failure> {
+        let inner = &*self.inner;
+        let token = inner.auth.token().await?;
+        let mut request = inner
+            .http
+            .request(method.clone(), url.clone())
+            .bearer_auth(token.as_str())
+            .header(ACCEPT, "application/json");
+        if let Some(body) = body {
+            request = request.json(body);
+        }
+        let response = request.send().await.map_err(GraphError::from_reqwest)?;
+        let status = response.status();
+        let retry_after = match status {
+            StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                parse_retry_after(response.headers())
+            }
+            _ => None,
+        };
+        let bytes = response.bytes().await.map_err(GraphError::from_reqwest)?;
+        if status.is_success() {
+            return Ok(Vec::from(bytes));
+        }
+        let error = GraphError::from_graph_response(status.as_u16(), &bytes, retry_after);
+        if status == StatusCode::UNAUTHORIZED {
+            return Err(Failure::Unauthorized { token, error });
+        }
+        Err(Failure::Other { error, retry_after })
+    }
+}
+
+fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GraphError> {
+    serde_json::from_slice(bytes).map_err(|e| GraphError::Decode(e.to_string()))
+}
+
+/// `Retry-After` as delay-seconds or an HTTP date.
+fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
+    let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    let wait = at.signed_duration_since(chrono::Utc::now());
+    Some(wait.to_std().unwrap_or(Duration::ZERO))
+}
+
+/// Full jitter: uniformly random in `[0, min(cap, base * 2^retry)]`.
+fn backoff(retry: u32, base: Duration, cap: Duration) -> Duration {
+    let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(cap);
+    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
+    Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Credential;
+    use reqwest::header::HeaderValue;
+
+    fn client(graph: &str) -> GraphClient {
+        let mut c = GraphConfig::new("tenant", "app", Credential::secret("hunter2-secret"));
+        c.graph_endpoint = Url::parse(graph).unwrap();
+        GraphClient::new(c).unwrap()
+    }
+
+    #[test]
+    fn backoff_is_capped_with_jitter() {
+        let base = Duration::from_millis(500);
+        let cap = Duration::from_secs(60);
+        for retry in 0..40 {
+            let d = backoff(retry, base, cap);
+            assert!(d <= cap);
+            assert!(d <= base * 2u32.saturating_pow(retry.min(20)));
+        }
+        let samples: Vec<_> = (0..50).map(|_| backoff(5, base, cap)).collect();
+        assert!(samples.iter().any(|d| *d != samples[0]), "jittered");
+    }
+
+    #[test]
+    fn retry_after_seconds_and_date() {
+        let mut h = HeaderMap::new();
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("7"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_secs(7)));
+        h.insert(
+            RETRY_AFTER,
+            HeaderValue::from_static("Wed, 21 Oct 2015 07:28:00 GMT"),
+        );
+        assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+    }
+
+    #[test]
+    fn resolves_paths_and_next_links() {
+        let c = client("https://graph.microsoft.com");
+        assert_eq!(
+            c.resolve("/v1.0/users/delta?$select=id").unwrap().as_str(),
+            "https://graph.microsoft.com/v1.0/users/delta?$select=id"
+        );
+        let next = "https://graph.microsoft.com/v1.0/users/delta?$skiptoken=pqr%2Fx";
+        assert_eq!(c.resolve(next).unwrap().as_str(), next);
+        assert!(matches!(
+            c.resolve("https://evil.example/v1.0/users"),
+            Err(GraphError::Config(_))
+        ));
+        let sub = client("http://127.0.0.1:9/sim/");
+        assert_eq!(
+            sub.resolve("v1.0/subscriptions").unwrap().as_str(),
+            "http://127.0.0.1:9/sim/v1.0/subscriptions"
+        );
+        assert!(sub.resolve("http://127.0.0.1:9/other").is_err());
+    }
+
+    #[test]
+    fn user_ids_are_one_encoded_path_segment() {
+        let c = client("https://graph.microsoft.com");
+        let url = c.select_user(c.segments_url(&["v1.0", "users", "al_x.com#EXT#@t.com/../x?y"]));
+        assert_eq!(
+            url.as_str(),
+            format!(
+                "https://graph.microsoft.com/v1.0/users/al_x.com%23EXT%23@t.com%2F..%2Fx%3Fy?$select={USER_SELECT}"
+            )
+        );
+    }
+
+    #[test]
+    fn debug_shows_no_secret() {
+        let c = client("https://graph.microsoft.com");
+        let s = format!("{c:?}");
+        assert!(s.contains("graph.microsoft.com") && !s.contains("hunter2"));
+    }
+}

@@ -1,0 +1,184 @@
+//! The embedded store: one redb file, crash-safe (redb commits are durable and atomic).
+
+use crate::{KeyValueStore, StateError, Versioned};
+use async_trait::async_trait;
+use redb::{Database, ReadableTable, TableDefinition, TableError};
+use std::path::Path;
+use std::sync::Arc;
+
+#[derive(Clone)]
+pub struct EmbeddedStore {
+    db: Arc<Database>,
+}
+
+impl std::fmt::Debug for EmbeddedStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("EmbeddedStore")
+    }
+}
+
+fn storage(e: impl std::fmt::Display) -> StateError {
+    StateError::Storage(e.to_string())
+}
+
+/// Stored as the version (8 bytes, big-endian) followed by the value.
+fn encode(version: u64, value: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(8 + value.len());
+    out.extend_from_slice(&version.to_be_bytes());
+    out.extend_from_slice(value);
+    out
+}
+
+fn decode(raw: &[u8]) -> Versioned<Vec<u8>> {
+    let (version, value) = raw.split_at(8.min(raw.len()));
+    let mut v = [0u8; 8];
+    v[..version.len()].copy_from_slice(version);
+    Versioned {
+        value: value.to_vec(),
+        version: u64::from_be_bytes(v),
+    }
+}
+
+impl EmbeddedStore {
+    /// Opens (or creates) the store file; the parent directory is created if needed.
+    pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
+        let path = path.as_ref();
+        if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
+            std::fs::create_dir_all(parent).map_err(storage)?;
+        }
+        let db = Database::create(path)
+            .map_err(|e| StateError::Storage(format!("{}: {e}", path.display())))?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// Runs blocking redb work off the async runtime.
+    async fn blocking<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&Database) -> Result<T, StateError> + Send + 'static,
+    ) -> Result<T, StateError> {
+        let db = self.db.clone();
+        tokio::task::spawn_blocking(move || work(&db))
+            .await
+            .map_err(storage)?
+    }
+}
+
+fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
+    StateError::Conflict {
+        table: table.into(),
+        key: key.into(),
+        expected,
+    }
+}
+
+#[async_trait]
+impl KeyValueStore for EmbeddedStore {
+    async fn get(&self, table: &str, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StateError> {
+        let (table, key) = (table.to_string(), key.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = match tx.open_table(TableDefinition::<&str, &[u8]>::new(&table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
+                Err(e) => return Err(storage(e)),
+            };
+            Ok(t.get(key.as_str())
+                .map_err(storage)?
+                .map(|v| decode(v.value())))
+        })
+        .await
+    }
+
+    async fn put(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        let (table, key) = (table.to_string(), key.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(storage)?;
+            let version = {
+                let mut t = tx
+                    .open_table(TableDefinition::<&str, &[u8]>::new(&table))
+                    .map_err(storage)?;
+                let current = t
+                    .get(key.as_str())
+                    .map_err(storage)?
+                    .map(|v| decode(v.value()).version);
+                if current != expected {
+                    return Err(conflict(&table, &key, expected));
+                }
+                let version = current.unwrap_or(0) + 1;
+                t.insert(key.as_str(), encode(version, &value).as_slice())
+                    .map_err(storage)?;
+                version
+            };
+            tx.commit().map_err(storage)?;
+            Ok(version)
+        })
+        .await
+    }
+
+    async fn delete(
+        &self,
+        table: &str,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<(), StateError> {
+        let (table, key) = (table.to_string(), key.to_string());
+        self.blocking(move |db| {
+            let tx = db.begin_write().map_err(storage)?;
+            {
+                let mut t = tx
+                    .open_table(TableDefinition::<&str, &[u8]>::new(&table))
+                    .map_err(storage)?;
+                let current = t
+                    .get(key.as_str())
+                    .map_err(storage)?
+                    .map(|v| decode(v.value()).version);
+                if current != expected {
+                    return Err(conflict(&table, &key, expected));
+                }
+                t.remove(key.as_str()).map_err(storage)?;
+            }
+            tx.commit().map_err(storage)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn scan(
+        &self,
+        table: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned<Vec<u8>>)>, StateError> {
+        let table = table.to_string();
+        let start_after = start_after.map(str::to_string);
+        self.blocking(move |db| {
+            let tx = db.begin_read().map_err(storage)?;
+            let t = match tx.open_table(TableDefinition::<&str, &[u8]>::new(&table)) {
+                Ok(t) => t,
+                Err(TableError::TableDoesNotExist(_)) => return Ok(vec![]),
+                Err(e) => return Err(storage(e)),
+            };
+            let range = match &start_after {
+                Some(after) => t.range::<&str>((
+                    std::ops::Bound::Excluded(after.as_str()),
+                    std::ops::Bound::Unbounded,
+                )),
+                None => t.range::<&str>(..),
+            }
+            .map_err(storage)?;
+            let mut out = Vec::new();
+            for entry in range.take(limit) {
+                let (k, v) = entry.map_err(storage)?;
+                out.push((k.value().to_string(), decode(v.value())));
+            }
+            Ok(out)
+        })
+        .await
+    }
+}

@@ -1,0 +1,101 @@
+//! State: checkpoints, the subscription registry and per-guest records, in a key-value store with
+//! compare-and-set writes. State is an index and a checkpoint, never the truth: converge works
+//! from Graph and the AD anchor alone, so a lost store is rebuilt as guests are converged again.
+
+pub mod conformance;
+mod embedded;
+pub mod records;
+
+pub use embedded::EmbeddedStore;
+pub use records::{AccountStatus, GuestRecord};
+
+use async_trait::async_trait;
+use thiserror::Error;
+
+/// A value and the version it was written as. Versions start at 1 and grow by one per write.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Versioned<T> {
+    pub value: T,
+    pub version: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum StateError {
+    /// The compare-and-set lost: someone else wrote the key first. Re-read and retry.
+    #[error("{table}/{key} was changed concurrently (expected version {expected:?})")]
+    Conflict {
+        table: String,
+        key: String,
+        expected: Option<u64>,
+    },
+    #[error("record {table}/{key} cannot be read: {reason}")]
+    Corrupt {
+        table: String,
+        key: String,
+        reason: String,
+    },
+    #[error("state store: {0}")]
+    Storage(String),
+}
+
+/// A key-value store in named tables. Every write is a compare-and-set on the version, so two
+/// functions working on the same key cannot silently overwrite each other.
+#[async_trait]
+pub trait KeyValueStore: Send + Sync {
+    async fn get(&self, table: &str, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StateError>;
+
+    /// Writes `value` if the key is at version `expected` (`None`: the key must not exist).
+    /// Returns the new version.
+    async fn put(
+        &self,
+        table: &str,
+        key: &str,
+        value: Vec<u8>,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError>;
+
+    /// Deletes the key if it is at version `expected`. Deleting a missing key with
+    /// `expected == None` succeeds.
+    async fn delete(&self, table: &str, key: &str, expected: Option<u64>)
+        -> Result<(), StateError>;
+
+    /// Up to `limit` entries in key order, starting after `start_after`.
+    async fn scan(
+        &self,
+        table: &str,
+        start_after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<(String, Versioned<Vec<u8>>)>, StateError>;
+}
+
+/// Reads a JSON record.
+pub async fn get_json<T: serde::de::DeserializeOwned>(
+    store: &dyn KeyValueStore,
+    table: &str,
+    key: &str,
+) -> Result<Option<Versioned<T>>, StateError> {
+    let Some(raw) = store.get(table, key).await? else {
+        return Ok(None);
+    };
+    let value = serde_json::from_slice(&raw.value).map_err(|e| StateError::Corrupt {
+        table: table.into(),
+        key: key.into(),
+        reason: e.to_string(),
+    })?;
+    Ok(Some(Versioned {
+        value,
+        version: raw.version,
+    }))
+}
+
+/// Writes a JSON record with compare-and-set on `expected`.
+pub async fn put_json<T: serde::Serialize>(
+    store: &dyn KeyValueStore,
+    table: &str,
+    key: &str,
+    value: &T,
+    expected: Option<u64>,
+) -> Result<u64, StateError> {
+    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Storage(e.to_string()))?;
+    store.put(table, key, bytes, expected).await
+}

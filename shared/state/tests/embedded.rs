@@ -1,0 +1,70 @@
+use chrono::Utc;
+use shadowsync_state::{
+    conformance, AccountStatus, EmbeddedStore, GuestRecord, KeyValueStore, StateError,
+};
+use std::sync::Arc;
+
+#[tokio::test]
+async fn embedded_store_conforms() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("state.redb")).unwrap();
+    conformance::check(&store).await;
+}
+
+#[tokio::test]
+async fn survives_reopening() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("nested/state.redb");
+    {
+        let store = EmbeddedStore::open(&path).unwrap();
+        store.put("t", "k", b"v".to_vec(), None).await.unwrap();
+    }
+    let store = EmbeddedStore::open(&path).unwrap();
+    assert_eq!(store.get("t", "k").await.unwrap().unwrap().value, b"v");
+}
+
+#[tokio::test]
+async fn concurrent_writers_cannot_both_win() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(EmbeddedStore::open(dir.path().join("s.redb")).unwrap());
+    store.put("t", "k", b"0".to_vec(), None).await.unwrap();
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(async move { store.put("t", "k", vec![i], Some(1)).await })
+        })
+        .collect();
+    let mut wins = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(_) => wins += 1,
+            Err(StateError::Conflict { .. }) => {}
+            Err(e) => panic!("{e}"),
+        }
+    }
+    assert_eq!(wins, 1);
+}
+
+#[tokio::test]
+async fn guest_record_round_trip() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("s.redb")).unwrap();
+    let record = GuestRecord {
+        object_id: "id-1".into(),
+        dn: Some("CN=a,OU=Guests".into()),
+        object_guid: None,
+        sam_account_name: Some("a".into()),
+        status: AccountStatus::Enabled,
+        disabled_at: None,
+        applied_fingerprint: Some("f".into()),
+        conflict: None,
+        updated_at: Utc::now(),
+    };
+    let v = record.save(&store, None).await.unwrap();
+    let loaded = GuestRecord::load(&store, "id-1").await.unwrap().unwrap();
+    assert_eq!((loaded.value, loaded.version), (record.clone(), v));
+    assert!(
+        record.save(&store, None).await.is_err(),
+        "stale save must conflict"
+    );
+}
