@@ -232,7 +232,7 @@ impl fmt::Display for DeleteReason {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DesiredState {
     /// An enabled account, exactly this.
-    Enabled(ShadowAccount),
+    Enabled(Box<ShadowAccount>),
     /// If an account exists: disabled, in the disabled OU, attributes left as last synced (a
     /// soft-deleted user's UPN is mangled by Entra, so it must not be copied). None is created.
     Disabled(DisableReason),
@@ -256,7 +256,7 @@ pub fn desired_state(
         UserLookup::Gone => return DesiredState::Deleted(DeleteReason::PermanentlyDeleted),
         UserLookup::SoftDeleted(_) => DisableReason::SoftDeleted,
         UserLookup::Active(user) => match disable_reason(user, in_scope_group, policy) {
-            None => return DesiredState::Enabled(ShadowAccount::for_user(user, policy)),
+            None => return DesiredState::Enabled(Box::new(ShadowAccount::for_user(user, policy))),
             Some(reason) => reason,
         },
     };

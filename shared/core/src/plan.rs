@@ -36,7 +36,7 @@ pub struct AttributeChange {
 pub enum Operation {
     /// Create the account, enabled, in the guests OU.
     Create {
-        account: crate::account::ShadowAccount,
+        account: Box<crate::account::ShadowAccount>,
     },
     Update {
         changes: Vec<AttributeChange>,
@@ -275,12 +275,18 @@ mod tests {
     }
 
     fn created() -> ActualAccount {
-        apply(None, &[Operation::Create { account: account() }]).unwrap()
+        apply(
+            None,
+            &[Operation::Create {
+                account: Box::new(account()),
+            }],
+        )
+        .unwrap()
     }
 
     #[test]
     fn creates_then_nothing() {
-        let desired = DesiredState::Enabled(account());
+        let desired = DesiredState::Enabled(Box::new(account()));
         let p = plan(&desired, &Observation::default(), &policy());
         assert!(matches!(p.as_slice(), [Operation::Create { .. }]));
         assert!(plan(&desired, &Observation::of(Some(created())), &policy()).is_empty());
@@ -292,7 +298,7 @@ mod tests {
         acc.attributes.display_name = Some("Al B".into());
         acc.location.cn = "Al B_x".into();
         let p = plan(
-            &DesiredState::Enabled(acc),
+            &DesiredState::Enabled(Box::new(acc)),
             &Observation::of(Some(created())),
             &policy(),
         );
@@ -314,7 +320,7 @@ mod tests {
         assert!(!disabled.is_enabled());
         assert_eq!(disabled.location.ou, "OU=Disabled Guests,DC=corp");
         let p = plan(
-            &DesiredState::Enabled(account()),
+            &DesiredState::Enabled(Box::new(account())),
             &Observation::of(Some(disabled)),
             &policy(),
         );
@@ -335,7 +341,7 @@ mod tests {
 
     #[test]
     fn conflicts() {
-        let desired = DesiredState::Enabled(account());
+        let desired = DesiredState::Enabled(Box::new(account()));
         let taken = Observation {
             accounts: vec![],
             foreign_upn_holder: Some("CN=Employee,OU=Staff,DC=corp".into()),
@@ -366,7 +372,7 @@ mod tests {
         let mut a = created();
         a.user_account_control |= uac::NOT_DELEGATED;
         let p = plan(
-            &DesiredState::Enabled(account()),
+            &DesiredState::Enabled(Box::new(account())),
             &Observation::of(Some(a)),
             &policy(),
         );

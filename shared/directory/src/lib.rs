@@ -187,6 +187,7 @@ impl Directory {
         attrs: Vec<String>,
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let base = base.to_string();
+        let page_size = self.config.page_size;
         self.read(move |ldap, timeout| {
             let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
             Box::pin(async move {
@@ -195,7 +196,7 @@ impl Directory {
                     .streaming_search_with(
                         vec![
                             Box::new(EntriesOnly::new()) as Box<dyn ldap3::adapters::Adapter<_, _>>,
-                            Box::new(PagedResults::new(500)),
+                            Box::new(PagedResults::new(page_size)),
                         ],
                         &base,
                         Scope::Subtree,

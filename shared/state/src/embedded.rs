@@ -51,6 +51,12 @@ impl EmbeddedStore {
         Ok(Self { db: Arc::new(db) })
     }
 
+    /// The underlying database, so that the embedded queue can keep its tables in the same file
+    /// (redb allows one open handle per file).
+    pub fn database(&self) -> Arc<Database> {
+        self.db.clone()
+    }
+
     /// Runs blocking redb work off the async runtime.
     async fn blocking<T: Send + 'static>(
         &self,

@@ -8,6 +8,8 @@ pub mod records;
 
 pub use embedded::EmbeddedStore;
 pub use records::{AccountStatus, GuestRecord};
+/// The redb version the embedded store uses, for crates sharing its database.
+pub use redb;
 
 use async_trait::async_trait;
 use thiserror::Error;

@@ -211,7 +211,7 @@ impl AdProbe {
     pub async fn by_anchor(&mut self, object_id: &str) -> Result<Option<(String, RawEntry)>> {
         let filter = format!(
             "(adminDescription={})",
-            ldap3::ldap_escape(&format!("User_{object_id}"))
+            ldap3::ldap_escape(format!("User_{object_id}"))
         );
         let mut found = self.search(&filter).await?;
         anyhow::ensure!(

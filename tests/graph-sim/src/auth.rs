@@ -1,0 +1,464 @@
+//! The identity platform's client-credentials token endpoint and the bearer-token check in
+//! front of every Graph route.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Request, State};
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use axum::{Form, Json, Router};
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+use uuid::Uuid;
+
+use crate::error::{GraphError, TokenError};
+use crate::Sim;
+
+pub const GRAPH_AUDIENCE: &str = "https://graph.microsoft.com";
+const GRAPH_APP_ID: &str = "00000003-0000-0000-c000-000000000000";
+const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new().route("/{tenant}/oauth2/v2.0/token", post(token))
+}
+
+/// A certificate registered on the app registration: its SHA-1 thumbprint (what `x5t` carries)
+/// and its RSA public key.
+#[derive(Clone)]
+pub struct RegisteredCert {
+    pub x5t: String,
+    pub thumbprint_hex: String,
+    key: DecodingKey,
+}
+
+impl std::fmt::Debug for RegisteredCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegisteredCert")
+            .field("x5t", &self.x5t)
+            .finish()
+    }
+}
+
+impl RegisteredCert {
+    pub fn from_pem(pem: &str) -> Result<Self, String> {
+        let der = pem_certificate_der(pem)?;
+        let pkcs1 = rsa_public_key_from_cert(&der)?;
+        let digest = Sha1::digest(&der);
+        Ok(RegisteredCert {
+            x5t: URL_SAFE_NO_PAD.encode(digest),
+            thumbprint_hex: digest.iter().map(|b| format!("{b:02X}")).collect(),
+            key: DecodingKey::from_rsa_der(&pkcs1),
+        })
+    }
+}
+
+/// The DER bytes of the first `CERTIFICATE` block of a PEM text.
+pub fn pem_certificate_der(pem: &str) -> Result<Vec<u8>, String> {
+    let begin = "-----BEGIN CERTIFICATE-----";
+    let end = "-----END CERTIFICATE-----";
+    let start = pem.find(begin).ok_or("no CERTIFICATE block in PEM")? + begin.len();
+    let stop = pem[start..]
+        .find(end)
+        .ok_or("unterminated CERTIFICATE block")?
+        + start;
+    let b64: String = pem[start..stop]
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect();
+    STANDARD
+        .decode(b64)
+        .map_err(|e| format!("bad base64 in certificate: {e}"))
+}
+
+/// Reads one DER TLV; returns (tag, contents, rest).
+fn der_next(buf: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
+    let err = || "truncated DER".to_string();
+    let tag = *buf.first().ok_or_else(err)?;
+    let first = *buf.get(1).ok_or_else(err)?;
+    let (len, header_len) = if first < 0x80 {
+        (first as usize, 2)
+    } else {
+        let n = (first & 0x7f) as usize;
+        if n == 0 || n > 4 {
+            return Err("unsupported DER length".into());
+        }
+        let bytes = buf.get(2..2 + n).ok_or_else(err)?;
+        (
+            bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize),
+            2 + n,
+        )
+    };
+    let content = buf.get(header_len..header_len + len).ok_or_else(err)?;
+    Ok((tag, content, &buf[header_len + len..]))
+}
+
+/// Walks Certificate → tbsCertificate → subjectPublicKeyInfo and returns the PKCS#1
+/// RSAPublicKey inside the BIT STRING (what `jsonwebtoken` verifies RS256 with). Only the few
+/// fields needed are parsed; no dependency on an X.509 crate.
+fn rsa_public_key_from_cert(der: &[u8]) -> Result<Vec<u8>, String> {
+    let (_, cert, _) = der_next(der)?;
+    let (_, tbs, _) = der_next(cert)?;
+    let mut rest = tbs;
+    let mut fields = Vec::new();
+    while !rest.is_empty() {
+        let (tag, content, r) = der_next(rest)?;
+        fields.push((tag, content));
+        rest = r;
+    }
+    // [0] version is optional; then serial, signature, issuer, validity, subject, SPKI.
+    let skip = usize::from(fields.first().map(|f| f.0) == Some(0xA0));
+    let (_, spki) = *fields
+        .get(skip + 5)
+        .ok_or("certificate has no public key info")?;
+    let (_, _alg, after_alg) = der_next(spki)?;
+    let (tag, bits, _) = der_next(after_alg)?;
+    if tag != 0x03 || bits.is_empty() {
+        return Err("subjectPublicKey is not a BIT STRING".into());
+    }
+    Ok(bits[1..].to_vec())
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct AccessClaims {
+    pub aud: String,
+    pub iss: String,
+    pub iat: i64,
+    pub nbf: i64,
+    pub exp: i64,
+    pub appid: String,
+    pub azp: String,
+    pub tid: String,
+    pub oid: String,
+    pub sub: String,
+    pub idtyp: String,
+    pub roles: Vec<String>,
+    pub ver: String,
+}
+
+#[derive(Debug, Deserialize)]
+struct AssertionClaims {
+    aud: Option<Value>,
+    iss: Option<String>,
+    sub: Option<String>,
+    exp: Option<i64>,
+    nbf: Option<i64>,
+}
+
+fn missing_parameter(name: &str) -> TokenError {
+    TokenError::new(
+        StatusCode::BAD_REQUEST,
+        "invalid_request",
+        900144,
+        format!("The request body must contain the following parameter: '{name}'."),
+    )
+}
+
+/// `POST /{tenant}/oauth2/v2.0/token` — client credentials with a secret or a certificate
+/// assertion. Checks are ordered roughly as Entra ID applies them.
+pub async fn token(
+    State(sim): State<Arc<Sim>>,
+    Path(tenant): Path<String>,
+    form: Result<Form<HashMap<String, String>>, axum::extract::rejection::FormRejection>,
+) -> Response {
+    match issue_token(&sim, &tenant, form.map(|f| f.0).unwrap_or_default()) {
+        Ok(body) => Json(body).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
+fn issue_token(
+    sim: &Sim,
+    tenant: &str,
+    form: HashMap<String, String>,
+) -> Result<Value, TokenError> {
+    let cfg = &sim.config;
+    if !tenant.eq_ignore_ascii_case(&cfg.tenant_id)
+        && !tenant.eq_ignore_ascii_case(&cfg.tenant_domain)
+    {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            90002,
+            format!("Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud. Check with your subscription administrator, this may happen if there are no active subscriptions for the tenant."),
+        ));
+    }
+    let grant_type = form
+        .get("grant_type")
+        .ok_or_else(|| missing_parameter("grant_type"))?;
+    if grant_type != "client_credentials" {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            70003,
+            format!("The app requested an unsupported grant type '{grant_type}'."),
+        ));
+    }
+    let client_id = form
+        .get("client_id")
+        .ok_or_else(|| missing_parameter("client_id"))?;
+    if !client_id.eq_ignore_ascii_case(&cfg.client_id) {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "unauthorized_client",
+            700016,
+            format!("Application with identifier '{client_id}' was not found in the directory '{}'. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You may have sent your authentication request to the wrong tenant.", cfg.tenant_domain),
+        ));
+    }
+    let scope = form
+        .get("scope")
+        .ok_or_else(|| missing_parameter("scope"))?;
+    let resource = scope.strip_suffix("/.default").ok_or_else(|| {
+        TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            1002012,
+            format!("The provided value for scope {scope} is not valid. Client credential flows must have a scope value with /.default suffixed to the resource identifier (application ID URI)."),
+        )
+    })?;
+    let resource = resource.trim_end_matches('/');
+    // The simulator stands in for Graph, so its own base URL names the Graph resource too (as
+    // `https://graph.microsoft.us` does in a national cloud): clients derive the scope from the
+    // Graph endpoint they are configured with.
+    let own_base = sim.base_url.trim_end_matches('/');
+    if resource != GRAPH_AUDIENCE && resource != GRAPH_APP_ID && resource != own_base {
+        return Err(TokenError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            500011,
+            format!("The resource principal named {resource} was not found in the tenant named {}. This can happen if the application has not been installed by the administrator of the tenant or consented to by any user in the tenant. You might have sent your authentication request to the wrong tenant.", cfg.tenant_domain),
+        ));
+    }
+
+    if let Some(secret) = form.get("client_secret") {
+        if secret != &cfg.client_secret {
+            return Err(TokenError::new(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                7000215,
+                format!("Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID, for a secret added to app '{}'.", cfg.client_id),
+            ));
+        }
+    } else if let Some(assertion) = form.get("client_assertion") {
+        if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
+            return Err(TokenError::new(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                700023,
+                format!("Client assertion type must be '{JWT_BEARER}'."),
+            ));
+        }
+        verify_assertion(sim, tenant, assertion)?;
+    } else {
+        return Err(TokenError::new(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            7000218,
+            "The request body must contain the following parameter: 'client_assertion' or 'client_secret'.",
+        ));
+    }
+
+    let now = sim.now().timestamp();
+    let lifetime = cfg.token_lifetime.as_secs() as i64;
+    let claims = AccessClaims {
+        aud: GRAPH_AUDIENCE.into(),
+        iss: format!("https://sts.windows.net/{}/", cfg.tenant_id),
+        iat: now,
+        nbf: now,
+        exp: now + lifetime,
+        appid: cfg.client_id.clone(),
+        azp: cfg.client_id.clone(),
+        tid: cfg.tenant_id.clone(),
+        oid: Uuid::new_v4().to_string(),
+        sub: cfg.client_id.clone(),
+        idtyp: "app".into(),
+        roles: vec![
+            "User.ReadWrite.All".into(),
+            "Group.ReadWrite.All".into(),
+            "User.Invite.All".into(),
+        ],
+        ver: "1.0".into(),
+    };
+    let token = jsonwebtoken::encode(
+        &Header::new(Algorithm::HS256),
+        &claims,
+        &EncodingKey::from_secret(&sim.signing_key),
+    )
+    .map_err(|e| {
+        TokenError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "server_error",
+            50000,
+            e.to_string(),
+        )
+    })?;
+    Ok(json!({
+        "token_type": "Bearer",
+        "expires_in": lifetime,
+        "ext_expires_in": lifetime,
+        "access_token": token,
+    }))
+}
+
+fn invalid_client(code: u32, description: impl Into<String>) -> TokenError {
+    TokenError::new(
+        StatusCode::UNAUTHORIZED,
+        "invalid_client",
+        code,
+        description,
+    )
+}
+
+/// Verifies a JWT client assertion: RS256 signed by the registered certificate (found by its
+/// `x5t` thumbprint), `aud` = this token endpoint, `iss` = `sub` = client id, and within its
+/// `nbf`..`exp` window by simulated time.
+fn verify_assertion(sim: &Sim, tenant: &str, assertion: &str) -> Result<(), TokenError> {
+    let cfg = &sim.config;
+    let header = jsonwebtoken::decode_header(assertion)
+        .map_err(|_| invalid_client(50027, "JWT token is invalid or malformed."))?;
+    let presented = header.x5t.clone().unwrap_or_default();
+    let cert = match &sim.cert {
+        Some(c) if c.x5t == presented => c,
+        _ => {
+            return Err(invalid_client(
+                700027,
+                format!("Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{presented}'. Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'.]", cfg.client_id),
+            ))
+        }
+    };
+    if header.alg != Algorithm::RS256 {
+        return Err(invalid_client(
+            50027,
+            format!(
+                "JWT token is invalid or malformed. Unsupported algorithm {:?}.",
+                header.alg
+            ),
+        ));
+    }
+    let mut validation = Validation::new(Algorithm::RS256);
+    // Time claims are checked against simulated time below, not the wall clock.
+    validation.validate_exp = false;
+    validation.validate_nbf = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let data = jsonwebtoken::decode::<AssertionClaims>(assertion, &cert.key, &validation).map_err(
+        |e| {
+            invalid_client(
+                700027,
+                format!("Client assertion failed signature validation. [Reason - {e}]"),
+            )
+        },
+    )?;
+    let claims = data.claims;
+
+    let aud_ok = |aud: &str| {
+        let aud = aud.trim_end_matches('/');
+        [tenant, cfg.tenant_id.as_str(), cfg.tenant_domain.as_str()]
+            .iter()
+            .any(|t| {
+                aud.eq_ignore_ascii_case(&sim.token_endpoint(t))
+                    || aud.eq_ignore_ascii_case(&format!(
+                        "https://login.microsoftonline.com/{t}/oauth2/v2.0/token"
+                    ))
+            })
+    };
+    let audiences: Vec<String> = match &claims.aud {
+        Some(Value::String(s)) => vec![s.clone()],
+        Some(Value::Array(a)) => a
+            .iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect(),
+        _ => vec![],
+    };
+    if !audiences.iter().any(|a| aud_ok(a)) {
+        return Err(invalid_client(
+            50013,
+            format!("Assertion audience claim does not match the required value. The audience in the assertion was '{}' and the expected audience is '{}'.", audiences.join(","), sim.token_endpoint(tenant)),
+        ));
+    }
+    if claims.iss.as_deref() != Some(cfg.client_id.as_str())
+        || claims.sub.as_deref() != Some(cfg.client_id.as_str())
+    {
+        return Err(invalid_client(
+            700021,
+            "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
+        ));
+    }
+    let now = sim.now().timestamp();
+    let exp = claims.exp.ok_or_else(|| {
+        invalid_client(
+            50027,
+            "JWT token is invalid or malformed. Missing 'exp' claim.",
+        )
+    })?;
+    let nbf = claims.nbf.unwrap_or(i64::MIN);
+    if now >= exp || now < nbf {
+        return Err(invalid_client(
+            700024,
+            format!("Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.", fmt_ts(now), fmt_ts(nbf), fmt_ts(exp)),
+        ));
+    }
+    Ok(())
+}
+
+fn fmt_ts(t: i64) -> String {
+    chrono::DateTime::from_timestamp(t, 0)
+        .map(crate::clock::graph_time_precise)
+        .unwrap_or_else(|| "unset".into())
+}
+
+/// Bearer-token check in front of every Graph route: a missing, malformed, foreign or expired
+/// token (by simulated time) gets Graph's 401 `InvalidAuthenticationToken`.
+pub async fn require_token(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Response {
+    let auth = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let token = auth
+        .strip_prefix("Bearer ")
+        .or_else(|| auth.strip_prefix("bearer "))
+        .unwrap_or("")
+        .trim();
+    if token.is_empty() {
+        return GraphError::unauthorized("Access token is empty.").into_response();
+    }
+    if token.split('.').count() != 3 {
+        return GraphError::unauthorized("IDX14100: JWT is not well formed, there are no dots (.).\nThe token needs to be in JWS or JWE Compact Serialization Format. (JWS): 'EncodedHeader.EndcodedPayload.EncodedSignature'. (JWE): 'EncodedProtectedHeader.EncodedEncryptedKey.EncodedInitializationVector.EncodedCiphertext.EncodedAuthenticationTag'.").into_response();
+    }
+    let mut validation = Validation::new(Algorithm::HS256);
+    validation.validate_exp = false;
+    validation.validate_aud = false;
+    validation.required_spec_claims.clear();
+    let claims = match jsonwebtoken::decode::<AccessClaims>(
+        token,
+        &DecodingKey::from_secret(&sim.signing_key),
+        &validation,
+    ) {
+        Ok(d) => d.claims,
+        Err(_) => {
+            return GraphError::unauthorized("Access token validation failure. Invalid signature.")
+                .into_response()
+        }
+    };
+    if claims.aud != GRAPH_AUDIENCE && claims.aud != GRAPH_APP_ID {
+        return GraphError::unauthorized("Access token validation failure. Invalid audience.")
+            .into_response();
+    }
+    if claims.tid != sim.config.tenant_id {
+        return GraphError::unauthorized("Access token validation failure. Invalid issuer.")
+            .into_response();
+    }
+    let now = sim.now().timestamp();
+    if now >= claims.exp || now < claims.nbf {
+        return GraphError::unauthorized("Lifetime validation failed, the token is expired.")
+            .into_response();
+    }
+    next.run(req).await
+}

@@ -1,0 +1,374 @@
+//! A small typed client for tests, the demo and benchmarks: gets (and on 401, refreshes) its own
+//! token with the client secret, calls Graph routes and the `/_sim` control API.
+
+use std::time::Duration;
+
+use anyhow::{anyhow, bail, Context, Result};
+use reqwest::{Method, StatusCode};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::faults::FaultRule;
+use crate::SimConfig;
+
+/// The user properties shadowsync reads, for `$select`.
+pub const PROJECT_USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,otherMails,userType,externalUserState,accountEnabled,creationType,deletedDateTime";
+
+pub struct SimClient {
+    base: String,
+    http: reqwest::Client,
+    config: SimConfig,
+    token: Mutex<Option<String>>,
+}
+
+/// Percent-encodes one path segment (UPNs of guests contain `#`).
+pub fn encode_segment(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+impl SimClient {
+    pub fn new(base_url: impl Into<String>, config: &SimConfig) -> Self {
+        SimClient {
+            base: base_url.into().trim_end_matches('/').to_string(),
+            http: reqwest::Client::new(),
+            config: config.clone(),
+            token: Mutex::new(None),
+        }
+    }
+
+    pub fn base_url(&self) -> &str {
+        &self.base
+    }
+
+    pub fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
+    /// Requests a new access token with the client secret.
+    pub async fn fetch_token(&self) -> Result<String> {
+        let url = format!("{}/{}/oauth2/v2.0/token", self.base, self.config.tenant_id);
+        let resp = self
+            .http
+            .post(url)
+            .form(&[
+                ("grant_type", "client_credentials"),
+                ("client_id", self.config.client_id.as_str()),
+                ("client_secret", self.config.client_secret.as_str()),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ])
+            .send()
+            .await?;
+        let status = resp.status();
+        let body: Value = resp.json().await?;
+        if !status.is_success() {
+            bail!("token request failed: {status} {body}");
+        }
+        body["access_token"]
+            .as_str()
+            .map(String::from)
+            .ok_or_else(|| anyhow!("no access_token in {body}"))
+    }
+
+    /// The cached token, fetching one when there is none.
+    pub async fn token(&self) -> Result<String> {
+        let mut t = self.token.lock().await;
+        if let Some(tok) = t.as_ref() {
+            return Ok(tok.clone());
+        }
+        let tok = self.fetch_token().await?;
+        *t = Some(tok.clone());
+        Ok(tok)
+    }
+
+    /// A raw authenticated Graph call (`path` like `/v1.0/users`). On 401 the token is
+    /// refreshed once (simulated time may have expired it).
+    pub async fn graph(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+    ) -> Result<reqwest::Response> {
+        for attempt in 0..2 {
+            let token = self.token().await?;
+            let url = if path.starts_with("http") {
+                path.to_string()
+            } else {
+                format!("{}{}", self.base, path)
+            };
+            let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let resp = req.send().await?;
+            if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
+                *self.token.lock().await = None;
+                continue;
+            }
+            return Ok(resp);
+        }
+        unreachable!("the loop returns on its second pass")
+    }
+
+    async fn graph_json(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let resp = self.graph(method.clone(), path, body).await?;
+        json_or_error(resp, &format!("{method} {path}")).await
+    }
+
+    async fn control(&self, method: Method, path: &str, body: Option<&Value>) -> Result<Value> {
+        let mut req = self
+            .http
+            .request(method.clone(), format!("{}{}", self.base, path));
+        if let Some(b) = body {
+            req = req.json(b);
+        }
+        json_or_error(req.send().await?, &format!("{method} {path}")).await
+    }
+
+    /// Invites a guest (`POST /invitations`) and returns the created user (project properties).
+    pub async fn invite(&self, email: &str, display_name: &str) -> Result<Value> {
+        let inv = self
+            .graph_json(
+                Method::POST,
+                "/v1.0/invitations",
+                Some(&json!({
+                    "invitedUserEmailAddress": email,
+                    "invitedUserDisplayName": display_name,
+                    "inviteRedirectUrl": "https://myapps.microsoft.com",
+                    "sendInvitationMessage": false,
+                })),
+            )
+            .await?;
+        let id = inv["invitedUser"]["id"]
+            .as_str()
+            .context("invitation without invitedUser.id")?;
+        self.get_user(id).await?.context("invited user not found")
+    }
+
+    /// Marks the invitation accepted (`externalUserState` = `Accepted`).
+    pub async fn accept_invitation(&self, id: &str) -> Result<Value> {
+        self.control(
+            Method::POST,
+            &format!("/_sim/users/{}/accept-invitation", encode_segment(id)),
+            None,
+        )
+        .await
+    }
+
+    /// Creates a member user `<mail_nickname>@<tenant domain>`.
+    pub async fn create_member(&self, mail_nickname: &str, display_name: &str) -> Result<Value> {
+        self.graph_json(
+            Method::POST,
+            "/v1.0/users",
+            Some(&json!({
+                "accountEnabled": true,
+                "displayName": display_name,
+                "mailNickname": mail_nickname,
+                "userPrincipalName": format!("{mail_nickname}@{}", self.config.tenant_domain),
+                "passwordProfile": { "forceChangePasswordNextSignIn": true, "password": "xWwvJ]6NMw+bWH-d" },
+            })),
+        )
+        .await
+    }
+
+    /// `GET /users/{id}?$select=<project properties>`; `None` on 404.
+    pub async fn get_user(&self, id: &str) -> Result<Option<Value>> {
+        let resp = self
+            .graph(
+                Method::GET,
+                &format!(
+                    "/v1.0/users/{}?$select={PROJECT_USER_SELECT}",
+                    encode_segment(id)
+                ),
+                None,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        json_or_error(resp, "GET user").await.map(Some)
+    }
+
+    pub async fn patch_user(&self, id: &str, changes: Value) -> Result<()> {
+        self.graph_json(
+            Method::PATCH,
+            &format!("/v1.0/users/{}", encode_segment(id)),
+            Some(&changes),
+        )
+        .await
+        .map(drop)
+    }
+
+    /// Soft delete.
+    pub async fn delete_user(&self, id: &str) -> Result<()> {
+        self.graph_json(
+            Method::DELETE,
+            &format!("/v1.0/users/{}", encode_segment(id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn restore_user(&self, id: &str) -> Result<Value> {
+        self.graph_json(
+            Method::POST,
+            &format!("/v1.0/directory/deletedItems/{id}/restore"),
+            None,
+        )
+        .await
+    }
+
+    /// Permanent deletion of a soft-deleted user.
+    pub async fn purge_user(&self, id: &str) -> Result<()> {
+        self.graph_json(
+            Method::DELETE,
+            &format!("/v1.0/directory/deletedItems/{id}"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn create_group(&self, display_name: &str) -> Result<Value> {
+        let nick: String = display_name
+            .chars()
+            .filter(|c| c.is_ascii_alphanumeric())
+            .collect();
+        self.graph_json(
+            Method::POST,
+            "/v1.0/groups",
+            Some(&json!({
+                "displayName": display_name,
+                "mailEnabled": false,
+                "mailNickname": if nick.is_empty() { "group".to_string() } else { nick },
+                "securityEnabled": true,
+            })),
+        )
+        .await
+    }
+
+    /// Adds a user or group to a group.
+    pub async fn add_member(&self, group_id: &str, member_id: &str) -> Result<()> {
+        let body = json!({ "@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{member_id}") });
+        self.graph_json(
+            Method::POST,
+            &format!("/v1.0/groups/{group_id}/members/$ref"),
+            Some(&body),
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn remove_member(&self, group_id: &str, member_id: &str) -> Result<()> {
+        self.graph_json(
+            Method::DELETE,
+            &format!("/v1.0/groups/{group_id}/members/{member_id}/$ref"),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
+    pub async fn advance_time(&self, seconds: f64) -> Result<Value> {
+        self.control(
+            Method::POST,
+            "/_sim/time/advance",
+            Some(&json!({ "seconds": seconds })),
+        )
+        .await
+    }
+
+    /// Adds a fault rule; returns its id.
+    pub async fn set_fault(&self, rule: FaultRule) -> Result<u64> {
+        let v = self
+            .control(
+                Method::POST,
+                "/_sim/faults",
+                Some(&serde_json::to_value(rule)?),
+            )
+            .await?;
+        v["id"].as_u64().context("fault id")
+    }
+
+    pub async fn clear_faults(&self) -> Result<()> {
+        self.control(Method::DELETE, "/_sim/faults", None)
+            .await
+            .map(drop)
+    }
+
+    /// Sets switches by name: `notificationsLost`, `duplicateNotifications`,
+    /// `reorderNotifications`, `deltaReplays`.
+    pub async fn set_switches(&self, switches: Value) -> Result<Value> {
+        self.control(Method::POST, "/_sim/switches", Some(&switches))
+            .await
+    }
+
+    pub async fn set_notifications_lost(&self, lost: bool) -> Result<()> {
+        self.set_switches(json!({ "notificationsLost": lost }))
+            .await
+            .map(drop)
+    }
+
+    /// Every delivery attempt so far (validation handshakes, notifications, lifecycle events).
+    pub async fn delivery_log(&self) -> Result<Vec<Value>> {
+        let v = self.control(Method::GET, "/_sim/deliveries", None).await?;
+        Ok(v["value"].as_array().cloned().unwrap_or_default())
+    }
+
+    /// Polls the delivery log until `pred` holds for it, or fails after `timeout` (real time).
+    pub async fn wait_for_log<F>(&self, timeout: Duration, pred: F) -> Result<Vec<Value>>
+    where
+        F: Fn(&[Value]) -> bool,
+    {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let log = self.delivery_log().await?;
+            if pred(&log) {
+                return Ok(log);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                bail!(
+                    "delivery log did not reach the expected state in {timeout:?}: {}",
+                    serde_json::to_string_pretty(&log)?
+                );
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub async fn trigger_lifecycle(&self, subscription_id: &str, event: &str) -> Result<Value> {
+        self.control(
+            Method::POST,
+            &format!("/_sim/subscriptions/{subscription_id}/lifecycle"),
+            Some(&json!({ "lifecycleEvent": event })),
+        )
+        .await
+    }
+
+    pub async fn reset(&self) -> Result<()> {
+        self.control(Method::POST, "/_sim/reset", None)
+            .await
+            .map(drop)
+    }
+}
+
+/// Parses a JSON body of a 2xx answer (`null` for 204), or turns any other status into an
+/// error carrying the body.
+async fn json_or_error(resp: reqwest::Response, what: &str) -> Result<Value> {
+    let status = resp.status();
+    let text = resp.text().await?;
+    if !status.is_success() {
+        bail!("{what} failed: {status} {text}");
+    }
+    if text.is_empty() {
+        return Ok(Value::Null);
+    }
+    serde_json::from_str(&text).or(Ok(Value::String(text)))
+}

@@ -1,0 +1,403 @@
+//! The simulated tenant: users, groups, the directory change log behind delta queries,
+//! subscriptions, and the notification outbox. One mutex guards all of it: the simulator is a
+//! test fixture, and a single lock makes every operation atomic (a change and the notification
+//! it triggers are recorded together, as in Graph's own change feed).
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use chrono::{DateTime, Duration as ChronoDuration, Utc};
+use serde_json::{json, Map, Value};
+
+use crate::clock::graph_time;
+use crate::delivery::{DeliveryRecord, DeliveryState, QueuedNotification};
+
+/// Properties Graph v1.0 returns for a user when the request has no `$select`
+/// (the "Returned by default" set of the user resource). Notably `userType`, `accountEnabled`,
+/// `externalUserState`, `otherMails` and `creationType` are NOT in it.
+pub const USER_DEFAULT_PROPERTIES: &[&str] = &[
+    "businessPhones",
+    "displayName",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+    "id",
+];
+
+/// Every user property the simulator knows; `$select` of anything else is a 400, as in Graph.
+pub const USER_ALL_PROPERTIES: &[&str] = &[
+    "id",
+    "accountEnabled",
+    "businessPhones",
+    "city",
+    "companyName",
+    "country",
+    "createdDateTime",
+    "creationType",
+    "deletedDateTime",
+    "department",
+    "displayName",
+    "employeeId",
+    "externalUserState",
+    "externalUserStateChangeDateTime",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "mobilePhone",
+    "officeLocation",
+    "otherMails",
+    "preferredLanguage",
+    "surname",
+    "usageLocation",
+    "userPrincipalName",
+    "userType",
+];
+
+/// Properties a client may change with `PATCH /users/{id}`.
+pub const USER_WRITABLE_PROPERTIES: &[&str] = &[
+    "accountEnabled",
+    "businessPhones",
+    "city",
+    "companyName",
+    "country",
+    "department",
+    "displayName",
+    "employeeId",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "mobilePhone",
+    "officeLocation",
+    "otherMails",
+    "preferredLanguage",
+    "surname",
+    "usageLocation",
+    "userPrincipalName",
+    "userType",
+];
+
+#[derive(Debug, Clone)]
+pub struct UserRecord {
+    pub props: Map<String, Value>,
+    /// Creation order, so listings page deterministically.
+    pub created_seq: u64,
+    pub soft_deleted_at: Option<DateTime<Utc>>,
+}
+
+impl UserRecord {
+    pub fn id(&self) -> &str {
+        self.props.get("id").and_then(Value::as_str).unwrap_or("")
+    }
+    pub fn upn(&self) -> &str {
+        self.props
+            .get("userPrincipalName")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+}
+
+/// A blank user with every known property present (null or empty), so projections are uniform.
+pub fn blank_user(id: &str, now: DateTime<Utc>) -> Map<String, Value> {
+    let mut props = Map::new();
+    for p in USER_ALL_PROPERTIES {
+        props.insert((*p).to_string(), Value::Null);
+    }
+    props.insert("id".into(), json!(id));
+    props.insert("businessPhones".into(), json!([]));
+    props.insert("otherMails".into(), json!([]));
+    props.insert("accountEnabled".into(), json!(true));
+    props.insert("createdDateTime".into(), json!(graph_time(now)));
+    props
+}
+
+/// Projects a user for a response: `$select`ed properties (plus `id`, which Graph always
+/// returns) or the default set.
+pub fn project_user(props: &Map<String, Value>, select: Option<&[String]>) -> Map<String, Value> {
+    let mut out = Map::new();
+    match select {
+        Some(fields) => {
+            for f in fields {
+                out.insert(f.clone(), props.get(f).cloned().unwrap_or(Value::Null));
+            }
+        }
+        None => {
+            for f in USER_DEFAULT_PROPERTIES {
+                out.insert(
+                    (*f).to_string(),
+                    props.get(*f).cloned().unwrap_or(Value::Null),
+                );
+            }
+        }
+    }
+    out.insert("id".into(), props.get("id").cloned().unwrap_or(Value::Null));
+    out
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupRecord {
+    pub props: Map<String, Value>,
+    /// Direct members (user or group ids), in insertion order.
+    pub members: Vec<String>,
+}
+
+/// What happened to a user, as recorded in the change log that delta queries read.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ChangeKind {
+    /// Created or updated; the names of the properties that changed (all of them on creation).
+    Upsert(Vec<String>),
+    SoftDeleted,
+    Restored,
+    Purged,
+}
+
+#[derive(Debug, Clone)]
+pub struct ChangeEntry {
+    pub seq: u64,
+    pub user_id: String,
+    pub kind: ChangeKind,
+}
+
+/// Server-side state behind an opaque `$deltatoken`.
+#[derive(Debug, Clone)]
+pub struct DeltaToken {
+    /// Changes with a sequence number above this are "new" for the holder.
+    pub seq: u64,
+    /// The sequence the previous round started from; used to replay changes when replays are on.
+    pub prev_seq: u64,
+    pub issued_at: DateTime<Utc>,
+    pub select: Option<Vec<String>>,
+}
+
+/// Server-side state behind an opaque `$skiptoken` of a delta round in progress.
+#[derive(Debug, Clone)]
+pub struct DeltaSession {
+    pub remaining: VecDeque<Value>,
+    pub end_seq: u64,
+    pub start_seq: u64,
+    pub select: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Subscription {
+    pub id: String,
+    pub resource: String,
+    pub change_types: Vec<String>,
+    pub notification_url: String,
+    pub lifecycle_url: Option<String>,
+    pub client_state: Option<String>,
+    pub expiration: DateTime<Utc>,
+    pub latest_tls: String,
+    /// Set when a `reauthorizationRequired` challenge was sent; cleared by reauthorize or renew.
+    pub needs_reauthorization: bool,
+    /// Graph eventually pauses delivery until the app reauthorizes; the control API can ask for it.
+    pub paused: bool,
+}
+
+impl Subscription {
+    /// Whether a change to `user_id` of `change_type` falls under this subscription.
+    pub fn matches(&self, user_id: &str, change_type: &str) -> bool {
+        if !self.change_types.iter().any(|c| c == change_type) {
+            return false;
+        }
+        let resource = self.resource.trim_start_matches('/').to_ascii_lowercase();
+        resource == "users" || resource == format!("users/{}", user_id.to_ascii_lowercase())
+    }
+}
+
+/// Switches for the deliberately unkind behaviours.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Switches {
+    /// Drop every change notification silently (they still appear in the delivery log as `lost`).
+    #[serde(default)]
+    pub notifications_lost: bool,
+    /// Deliver every notification batch twice.
+    #[serde(default)]
+    pub duplicate_notifications: bool,
+    /// Deliver the items of a batch in reverse order, and batches out of order.
+    #[serde(default)]
+    pub reorder_notifications: bool,
+    /// Delta rounds also repeat the changes of the previous round.
+    #[serde(default)]
+    pub delta_replays: bool,
+}
+
+#[derive(Debug, Default)]
+pub struct World {
+    pub users: HashMap<String, UserRecord>,
+    pub groups: HashMap<String, GroupRecord>,
+    pub next_seq: u64,
+    pub changes: Vec<ChangeEntry>,
+    pub delta_tokens: HashMap<String, DeltaToken>,
+    pub delta_sessions: HashMap<String, DeltaSession>,
+    pub subscriptions: HashMap<String, Subscription>,
+    pub switches: Switches,
+    pub delivery: DeliveryState,
+}
+
+impl World {
+    pub fn bump_seq(&mut self) -> u64 {
+        self.next_seq += 1;
+        self.next_seq
+    }
+
+    pub fn current_seq(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Finds a live (not soft-deleted) user by object id or UPN (case-insensitive, as Graph).
+    pub fn find_user_id(&self, key: &str) -> Option<String> {
+        if let Some(u) = self.users.get(key) {
+            return (u.soft_deleted_at.is_none()).then(|| u.id().to_string());
+        }
+        let lower = key.to_ascii_lowercase();
+        self.users
+            .values()
+            .find(|u| {
+                u.soft_deleted_at.is_none()
+                    && (u.id().eq_ignore_ascii_case(key) || u.upn().to_ascii_lowercase() == lower)
+            })
+            .map(|u| u.id().to_string())
+    }
+
+    pub fn live_users_sorted(&self) -> Vec<&UserRecord> {
+        let mut v: Vec<&UserRecord> = self
+            .users
+            .values()
+            .filter(|u| u.soft_deleted_at.is_none())
+            .collect();
+        v.sort_by_key(|u| u.created_seq);
+        v
+    }
+
+    pub fn deleted_users_sorted(&self) -> Vec<&UserRecord> {
+        let mut v: Vec<&UserRecord> = self
+            .users
+            .values()
+            .filter(|u| u.soft_deleted_at.is_some())
+            .collect();
+        v.sort_by_key(|u| u.created_seq);
+        v
+    }
+
+    /// Records a change for delta queries and queues change notifications for every matching,
+    /// live subscription. Creation, update, soft deletion and restore are `updated` for users;
+    /// only permanent deletion is `deleted` (Graph's documented behaviour for `users`).
+    pub fn record_change(
+        &mut self,
+        user_id: &str,
+        kind: ChangeKind,
+        now: DateTime<Utc>,
+        tenant_id: &str,
+    ) {
+        let seq = self.bump_seq();
+        self.changes.push(ChangeEntry {
+            seq,
+            user_id: user_id.to_string(),
+            kind: kind.clone(),
+        });
+        let change_type = if kind == ChangeKind::Purged {
+            "deleted"
+        } else {
+            "updated"
+        };
+        let mut matching: Vec<&Subscription> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.expiration > now && s.matches(user_id, change_type))
+            .collect();
+        matching.sort_by(|a, b| a.id.cmp(&b.id));
+        let mut queued = Vec::new();
+        for sub in matching {
+            let item = json!({
+                "subscriptionId": sub.id,
+                "subscriptionExpirationDateTime": crate::clock::graph_time_precise(sub.expiration),
+                "changeType": change_type,
+                "resource": format!("Users/{user_id}"),
+                "resourceData": {
+                    "@odata.type": "#Microsoft.Graph.User",
+                    "@odata.id": format!("Users/{user_id}"),
+                    "id": user_id,
+                    "organizationId": tenant_id,
+                },
+                "clientState": sub.client_state,
+                "tenantId": tenant_id,
+            });
+            queued.push(QueuedNotification {
+                url: sub.notification_url.clone(),
+                subscription_id: sub.id.clone(),
+                item,
+                paused: sub.paused,
+            });
+        }
+        for q in queued {
+            if self.switches.notifications_lost {
+                let id = self.delivery.next_record_id();
+                self.delivery.log.push(DeliveryRecord::unsent(
+                    id,
+                    now,
+                    &q.url,
+                    "notification",
+                    json!({ "value": [q.item] }),
+                    "lost",
+                ));
+            } else if q.paused {
+                let id = self.delivery.next_record_id();
+                self.delivery.log.push(DeliveryRecord::unsent(
+                    id,
+                    now,
+                    &q.url,
+                    "notification",
+                    json!({ "value": [q.item] }),
+                    "paused",
+                ));
+            } else {
+                self.delivery.enqueue(q);
+            }
+        }
+    }
+
+    /// Time-driven state changes: expired subscriptions disappear, and soft-deleted users are
+    /// purged after the retention period (30 days in Entra ID), which is a permanent deletion.
+    pub fn housekeeping(&mut self, now: DateTime<Utc>, retention: ChronoDuration, tenant_id: &str) {
+        self.subscriptions.retain(|_, s| s.expiration > now);
+        let expired: Vec<String> = self
+            .users
+            .values()
+            .filter(|u| u.soft_deleted_at.is_some_and(|t| t + retention <= now))
+            .map(|u| u.id().to_string())
+            .collect();
+        for id in expired {
+            self.purge_user(&id, now, tenant_id);
+        }
+    }
+
+    pub fn purge_user(&mut self, id: &str, now: DateTime<Utc>, tenant_id: &str) {
+        if self.users.remove(id).is_some() {
+            for g in self.groups.values_mut() {
+                g.members.retain(|m| m != id);
+            }
+            self.record_change(id, ChangeKind::Purged, now, tenant_id);
+        }
+    }
+
+    /// Ids of all groups `member_id` belongs to, directly or through nested groups.
+    pub fn transitive_groups(&self, member_id: &str) -> HashSet<String> {
+        let mut found = HashSet::new();
+        let mut frontier = vec![member_id.to_string()];
+        while let Some(current) = frontier.pop() {
+            for (gid, g) in &self.groups {
+                if g.members.iter().any(|m| m == &current) && found.insert(gid.clone()) {
+                    frontier.push(gid.clone());
+                }
+            }
+        }
+        found
+    }
+}

@@ -1,0 +1,818 @@
+//! Users, invitations, deleted items and groups, with Graph's request and response shapes.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde_json::{json, Map, Value};
+use uuid::Uuid;
+
+use crate::clock::graph_time;
+use crate::error::{GraphError, GraphResult};
+use crate::query::{parse_filter, QueryOptions};
+use crate::state::{
+    blank_user, project_user, ChangeKind, GroupRecord, UserRecord, World, USER_ALL_PROPERTIES,
+    USER_WRITABLE_PROPERTIES,
+};
+use crate::Sim;
+
+pub fn routes() -> Router<Arc<Sim>> {
+    Router::new()
+        .route("/v1.0/invitations", post(create_invitation))
+        .route("/v1.0/users", get(list_users).post(create_user))
+        .route(
+            "/v1.0/users/{id}",
+            get(get_user).patch(patch_user).delete(delete_user),
+        )
+        .route(
+            "/v1.0/users/{id}/checkMemberGroups",
+            post(check_member_groups),
+        )
+        .route(
+            "/v1.0/directory/deletedItems/microsoft.graph.user",
+            get(list_deleted_users),
+        )
+        .route(
+            "/v1.0/directory/deletedItems/microsoft.graph.user/{id}",
+            get(get_deleted_item),
+        )
+        .route(
+            "/v1.0/directory/deletedItems/{id}",
+            get(get_deleted_item).delete(purge_deleted_item),
+        )
+        .route(
+            "/v1.0/directory/deletedItems/{id}/restore",
+            post(restore_deleted_item),
+        )
+        .route("/v1.0/groups", get(list_groups).post(create_group))
+        .route("/v1.0/groups/{id}", get(get_group).delete(delete_group))
+        .route("/v1.0/groups/{id}/members", get(list_members))
+        .route("/v1.0/groups/{id}/members/$ref", post(add_member))
+        .route(
+            "/v1.0/groups/{id}/members/{member_id}/$ref",
+            delete(remove_member),
+        )
+}
+
+fn context(sim: &Sim, fragment: &str) -> String {
+    format!("{}/v1.0/$metadata#{fragment}", sim.base_url)
+}
+
+fn user_entity(sim: &Sim, props: &Map<String, Value>, select: Option<&[String]>) -> Value {
+    let mut out = project_user(props, select);
+    out.insert(
+        "@odata.context".into(),
+        json!(context(sim, "users/$entity")),
+    );
+    Value::Object(out)
+}
+
+fn body_object(body: Option<Json<Value>>) -> GraphResult<Map<String, Value>> {
+    match body {
+        Some(Json(Value::Object(m))) => Ok(m),
+        _ => Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "Empty Payload. JSON content expected.",
+        )),
+    }
+}
+
+fn str_field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+    m.get(name)
+        .and_then(Value::as_str)
+        .filter(|s| !s.trim().is_empty())
+}
+
+/// `POST /v1.0/invitations`: creates a B2B guest the way Entra ID does.
+async fn create_invitation(
+    State(sim): State<Arc<Sim>>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Response> {
+    let body = body_object(body)?;
+    let email = str_field(&body, "invitedUserEmailAddress")
+        .ok_or_else(|| {
+            GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "Invitation cannot be created without invitedUserEmailAddress.",
+            )
+        })?
+        .trim()
+        .to_string();
+    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
+        return Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The invited user email address is invalid.",
+        ));
+    }
+    let redirect = str_field(&body, "inviteRedirectUrl")
+        .ok_or_else(|| {
+            GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "BadRequest",
+                "InviteRedirectUrl is required.",
+            )
+        })?
+        .to_string();
+    let display_name = str_field(&body, "invitedUserDisplayName").map(String::from);
+    let user_type = str_field(&body, "invitedUserType")
+        .unwrap_or("Guest")
+        .to_string();
+    let send_message = body
+        .get("sendInvitationMessage")
+        .and_then(Value::as_bool)
+        .unwrap_or(false);
+
+    let now = sim.now();
+    let mut w = sim.world();
+    // Inviting the same address again re-sends the invitation for the existing guest.
+    let existing = w
+        .live_users_sorted()
+        .into_iter()
+        .find(|u| {
+            u.props.get("creationType") == Some(&json!("Invitation"))
+                && u.props
+                    .get("mail")
+                    .and_then(Value::as_str)
+                    .is_some_and(|m| m.eq_ignore_ascii_case(&email))
+        })
+        .map(|u| u.id().to_string());
+    let user_id = match existing {
+        Some(id) => id,
+        None => {
+            let id = Uuid::new_v4().to_string();
+            let flattened = email.replace('@', "_");
+            let mut props = blank_user(&id, now);
+            props.insert(
+                "userPrincipalName".into(),
+                json!(format!("{flattened}#EXT#@{}", sim.config.tenant_domain)),
+            );
+            props.insert(
+                "displayName".into(),
+                json!(display_name.clone().unwrap_or_else(|| email
+                    .split('@')
+                    .next()
+                    .unwrap_or(&email)
+                    .to_string())),
+            );
+            props.insert("mail".into(), json!(email));
+            props.insert("otherMails".into(), json!([email]));
+            props.insert("mailNickname".into(), json!(format!("{flattened}#EXT#")));
+            props.insert("userType".into(), json!(user_type));
+            props.insert("externalUserState".into(), json!("PendingAcceptance"));
+            props.insert(
+                "externalUserStateChangeDateTime".into(),
+                json!(graph_time(now)),
+            );
+            props.insert("creationType".into(), json!("Invitation"));
+            insert_user(&mut w, props, now, &sim.config.tenant_id);
+            id
+        }
+    };
+    drop(w);
+    sim.wakeup.notify_one();
+    let body = json!({
+        "@odata.context": context(&sim, "invitations/$entity"),
+        "id": Uuid::new_v4().to_string(),
+        "inviteRedeemUrl": format!(
+            "https://login.microsoftonline.com/redeem?rd=https%3a%2f%2finvitations.microsoft.com%2fredeem%2f%3ftenant%3d{}%26user%3d{}",
+            sim.config.tenant_id, user_id
+        ),
+        "invitedUserDisplayName": display_name,
+        "invitedUserType": user_type,
+        "invitedUserEmailAddress": email,
+        "sendInvitationMessage": send_message,
+        "resetRedemption": false,
+        "inviteRedirectUrl": redirect,
+        "status": "PendingAcceptance",
+        "invitedUserMessageInfo": {
+            "messageLanguage": null,
+            "ccRecipients": [{"emailAddress": {"name": null, "address": null}}],
+            "customizedMessageBody": null
+        },
+        "invitedUser": { "id": user_id },
+    });
+    Ok((StatusCode::CREATED, Json(body)).into_response())
+}
+
+fn all_property_names() -> Vec<String> {
+    USER_ALL_PROPERTIES.iter().map(|s| s.to_string()).collect()
+}
+
+pub(crate) fn insert_user(
+    w: &mut World,
+    props: Map<String, Value>,
+    now: chrono::DateTime<chrono::Utc>,
+    tenant_id: &str,
+) {
+    let id = props["id"].as_str().unwrap_or_default().to_string();
+    let seq = w.bump_seq();
+    w.users.insert(
+        id.clone(),
+        UserRecord {
+            props,
+            created_seq: seq,
+            soft_deleted_at: None,
+        },
+    );
+    w.record_change(
+        &id,
+        ChangeKind::Upsert(all_property_names()),
+        now,
+        tenant_id,
+    );
+}
+
+/// Marks an invitation redeemed (the control API's stand-in for the guest clicking the link).
+pub fn accept_invitation(sim: &Sim, id: &str) -> GraphResult<Value> {
+    let now = sim.now();
+    let mut w = sim.world();
+    let uid = w
+        .find_user_id(id)
+        .ok_or_else(|| GraphError::resource_not_found(id))?;
+    let user = w.users.get_mut(&uid).expect("found above");
+    user.props
+        .insert("externalUserState".into(), json!("Accepted"));
+    user.props.insert(
+        "externalUserStateChangeDateTime".into(),
+        json!(graph_time(now)),
+    );
+    let props = user.props.clone();
+    w.record_change(
+        &uid,
+        ChangeKind::Upsert(vec![
+            "externalUserState".into(),
+            "externalUserStateChangeDateTime".into(),
+        ]),
+        now,
+        &sim.config.tenant_id,
+    );
+    drop(w);
+    sim.wakeup.notify_one();
+    Ok(Value::Object(props))
+}
+
+fn check_upn(sim: &Sim, w: &World, upn: &str, except: Option<&str>) -> GraphResult<()> {
+    let domain = upn.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+    if !domain.eq_ignore_ascii_case(&sim.config.tenant_domain) {
+        return Err(GraphError::bad_request(
+            "The domain portion of the userPrincipalName property is invalid. You must use one of the verified domain names in your organization.",
+        ));
+    }
+    if let Some(other) = w.find_user_id(upn) {
+        if Some(other.as_str()) != except {
+            return Err(GraphError::bad_request(
+                "Another object with the same value for property userPrincipalName already exists.",
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks a value's type for a writable property, as Graph's model binding does.
+fn check_value(name: &str, v: &Value) -> GraphResult<()> {
+    let ok = match name {
+        "accountEnabled" => v.is_boolean(),
+        "otherMails" | "businessPhones" => {
+            v.as_array().is_some_and(|a| a.iter().all(Value::is_string))
+        }
+        "userType" => matches!(v.as_str(), Some("Member") | Some("Guest")),
+        "displayName" | "userPrincipalName" | "mailNickname" => v.is_string(),
+        _ => v.is_string() || v.is_null(),
+    };
+    if ok {
+        Ok(())
+    } else {
+        Err(GraphError::bad_request(format!(
+            "Invalid value specified for property '{name}' of resource 'User'."
+        )))
+    }
+}
+
+/// `POST /v1.0/users`: creates a member user (`accountEnabled`, `displayName`, `mailNickname`,
+/// `userPrincipalName` and `passwordProfile` are required, as in Graph).
+async fn create_user(
+    State(sim): State<Arc<Sim>>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Response> {
+    let body = body_object(body)?;
+    for required in [
+        "accountEnabled",
+        "displayName",
+        "mailNickname",
+        "userPrincipalName",
+        "passwordProfile",
+    ] {
+        if body.get(required).is_none_or(Value::is_null) {
+            return Err(GraphError::bad_request(format!(
+                "Invalid value specified for property '{required}' of resource 'User'."
+            )));
+        }
+    }
+    let now = sim.now();
+    let id = Uuid::new_v4().to_string();
+    let mut props = blank_user(&id, now);
+    props.insert("userType".into(), json!("Member"));
+    for (k, v) in &body {
+        if k == "passwordProfile" || k == "identities" {
+            continue;
+        }
+        let name = USER_WRITABLE_PROPERTIES
+            .iter()
+            .find(|p| p.eq_ignore_ascii_case(k))
+            .ok_or_else(|| GraphError::bad_request(format!("Invalid property '{k}'.")))?;
+        check_value(name, v)?;
+        props.insert((*name).to_string(), v.clone());
+    }
+    let mut w = sim.world();
+    let upn = props["userPrincipalName"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    check_upn(&sim, &w, &upn, None)?;
+    insert_user(&mut w, props.clone(), now, &sim.config.tenant_id);
+    drop(w);
+    sim.wakeup.notify_one();
+    Ok((StatusCode::CREATED, Json(user_entity(&sim, &props, None))).into_response())
+}
+
+/// `GET /v1.0/users/{id | userPrincipalName}` with optional `$select`.
+async fn get_user(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> GraphResult<Json<Value>> {
+    let q = QueryOptions::from_raw(q.as_deref());
+    let select = q.user_select()?;
+    let w = sim.world();
+    let uid = w
+        .find_user_id(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    Ok(Json(user_entity(
+        &sim,
+        &w.users[&uid].props,
+        select.as_deref(),
+    )))
+}
+
+/// Opaque-enough paging token for `GET /users`: the offset, base64url encoded.
+fn encode_skip(offset: usize) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!("X'{offset:016x}'"))
+}
+
+fn decode_skip(token: &str) -> GraphResult<usize> {
+    use base64::Engine;
+    let bad = || {
+        GraphError::new(StatusCode::BAD_REQUEST, "Directory_ExpiredPageToken", "The specified page token value has expired and can no longer be included in your request.")
+    };
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(token)
+        .map_err(|_| bad())?;
+    let s = String::from_utf8(raw).map_err(|_| bad())?;
+    let hex = s
+        .strip_prefix("X'")
+        .and_then(|s| s.strip_suffix('\''))
+        .ok_or_else(bad)?;
+    usize::from_str_radix(hex, 16).map_err(|_| bad())
+}
+
+/// `GET /v1.0/users` with `$filter`, `$select`, `$top` (1–999, default 100) and
+/// `@odata.nextLink` paging.
+async fn list_users(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(q): RawQuery,
+) -> GraphResult<Json<Value>> {
+    let opts = QueryOptions::from_raw(q.as_deref());
+    let select = opts.user_select()?;
+    let filters = match opts.get("$filter") {
+        Some(f) => parse_filter(f)?,
+        None => Vec::new(),
+    };
+    let top = match opts.get("$top") {
+        Some(t) => match t.parse::<usize>() {
+            Ok(n) if (1..=999).contains(&n) => n,
+            _ => {
+                return Err(GraphError::bad_request(
+                    "Invalid page size specified: '".to_string()
+                        + t
+                        + "'. Must be between 1 and 999 inclusive.",
+                ))
+            }
+        },
+        None => 100,
+    };
+    let offset = match opts.get("$skiptoken") {
+        Some(t) => decode_skip(t)?,
+        None => 0,
+    };
+    let w = sim.world();
+    let matching: Vec<&UserRecord> = w
+        .live_users_sorted()
+        .into_iter()
+        .filter(|u| filters.iter().all(|f| f.matches(&u.props)))
+        .collect();
+    let page: Vec<Value> = matching
+        .iter()
+        .skip(offset)
+        .take(top)
+        .map(|u| Value::Object(project_user(&u.props, select.as_deref())))
+        .collect();
+    let mut body = json!({
+        "@odata.context": context(&sim, "users"),
+        "value": page,
+    });
+    if offset + top < matching.len() {
+        // The next link repeats the query and adds the skip token, like Graph's.
+        let mut params: Vec<String> = opts
+            .0
+            .iter()
+            .filter(|(k, _)| *k != "$skiptoken")
+            .map(|(k, v)| format!("{k}={}", crate::client::encode_segment(v)))
+            .collect();
+        params.sort();
+        params.push(format!("$skiptoken={}", encode_skip(offset + top)));
+        body["@odata.nextLink"] =
+            json!(format!("{}/v1.0/users?{}", sim.base_url, params.join("&")));
+    }
+    Ok(Json(body))
+}
+
+/// `PATCH /v1.0/users/{id}` → 204. Read-only properties (such as `externalUserState`) and
+/// unknown ones are rejected.
+async fn patch_user(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Response> {
+    let body = body_object(body)?;
+    let mut updates = Vec::new();
+    for (k, v) in &body {
+        if let Some(name) = USER_WRITABLE_PROPERTIES
+            .iter()
+            .find(|p| p.eq_ignore_ascii_case(k))
+        {
+            check_value(name, v)?;
+            updates.push(((*name).to_string(), v.clone()));
+        } else if USER_ALL_PROPERTIES
+            .iter()
+            .any(|p| p.eq_ignore_ascii_case(k))
+        {
+            return Err(GraphError::bad_request(format!(
+                "Property '{k}' is read-only and cannot be set."
+            )));
+        } else {
+            return Err(GraphError::bad_request(format!("Invalid property '{k}'.")));
+        }
+    }
+    let now = sim.now();
+    let mut w = sim.world();
+    let uid = w
+        .find_user_id(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    if let Some((_, Value::String(upn))) = updates.iter().find(|(k, _)| k == "userPrincipalName") {
+        check_upn(&sim, &w, upn, Some(&uid))?;
+    }
+    let user = w.users.get_mut(&uid).expect("found above");
+    let mut changed = Vec::new();
+    for (k, v) in updates {
+        if user.props.get(&k) != Some(&v) {
+            user.props.insert(k.clone(), v);
+            changed.push(k);
+        }
+    }
+    if !changed.is_empty() {
+        w.record_change(
+            &uid,
+            ChangeKind::Upsert(changed),
+            now,
+            &sim.config.tenant_id,
+        );
+        drop(w);
+        sim.wakeup.notify_one();
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `DELETE /v1.0/users/{id}` → 204; the user moves to deleted items (restorable for 30 days).
+async fn delete_user(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphResult<Response> {
+    let now = sim.now();
+    let mut w = sim.world();
+    let uid = w
+        .find_user_id(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    let user = w.users.get_mut(&uid).expect("found above");
+    user.soft_deleted_at = Some(now);
+    user.props
+        .insert("deletedDateTime".into(), json!(graph_time(now)));
+    w.record_change(&uid, ChangeKind::SoftDeleted, now, &sim.config.tenant_id);
+    drop(w);
+    sim.wakeup.notify_one();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+fn deleted_entity(props: &Map<String, Value>, select: Option<&[String]>) -> Value {
+    let mut out = project_user(props, select);
+    out.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+    out.insert(
+        "deletedDateTime".into(),
+        props.get("deletedDateTime").cloned().unwrap_or(Value::Null),
+    );
+    Value::Object(out)
+}
+
+async fn list_deleted_users(
+    State(sim): State<Arc<Sim>>,
+    RawQuery(q): RawQuery,
+) -> GraphResult<Json<Value>> {
+    let select = QueryOptions::from_raw(q.as_deref()).user_select()?;
+    let w = sim.world();
+    let value: Vec<Value> = w
+        .deleted_users_sorted()
+        .into_iter()
+        .map(|u| deleted_entity(&u.props, select.as_deref()))
+        .collect();
+    Ok(Json(json!({
+        "@odata.context": context(&sim, "directory/deletedItems/microsoft.graph.user"),
+        "value": value,
+    })))
+}
+
+fn find_deleted<'a>(w: &'a World, id: &str) -> GraphResult<&'a UserRecord> {
+    w.users
+        .get(id)
+        .filter(|u| u.soft_deleted_at.is_some())
+        .ok_or_else(|| GraphError::resource_not_found(id))
+}
+
+async fn get_deleted_item(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    RawQuery(q): RawQuery,
+) -> GraphResult<Json<Value>> {
+    let select = QueryOptions::from_raw(q.as_deref()).user_select()?;
+    let w = sim.world();
+    let user = find_deleted(&w, &id)?;
+    let mut v = deleted_entity(&user.props, select.as_deref());
+    v["@odata.context"] = json!(context(&sim, "directory/deletedItems/$entity"));
+    Ok(Json(v))
+}
+
+/// `POST /v1.0/directory/deletedItems/{id}/restore` → 200 with the restored user.
+async fn restore_deleted_item(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> GraphResult<Json<Value>> {
+    let now = sim.now();
+    let mut w = sim.world();
+    let upn = find_deleted(&w, &id)?.upn().to_string();
+    if w.find_user_id(&upn).is_some() {
+        return Err(GraphError::bad_request(
+            "Another object with the same value for property userPrincipalName already exists.",
+        ));
+    }
+    let user = w.users.get_mut(&id).expect("found above");
+    user.soft_deleted_at = None;
+    user.props.insert("deletedDateTime".into(), Value::Null);
+    let props = user.props.clone();
+    w.record_change(&id, ChangeKind::Restored, now, &sim.config.tenant_id);
+    drop(w);
+    sim.wakeup.notify_one();
+    let mut out = project_user(&props, None);
+    out.insert(
+        "@odata.context".into(),
+        json!(context(&sim, "directoryObjects/$entity")),
+    );
+    out.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+    Ok(Json(Value::Object(out)))
+}
+
+/// `DELETE /v1.0/directory/deletedItems/{id}` → 204; gone for good.
+async fn purge_deleted_item(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> GraphResult<Response> {
+    let now = sim.now();
+    let mut w = sim.world();
+    find_deleted(&w, &id)?;
+    w.purge_user(&id, now, &sim.config.tenant_id);
+    drop(w);
+    sim.wakeup.notify_one();
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `POST /v1.0/users/{id}/checkMemberGroups` → the given group ids the user is a member of,
+/// directly or through nested groups.
+async fn check_member_groups(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Json<Value>> {
+    let body = body_object(body)?;
+    let ids: Vec<String> = body
+        .get("groupIds")
+        .and_then(Value::as_array)
+        .ok_or_else(|| GraphError::bad_request("Invalid value specified for property 'groupIds'."))?
+        .iter()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    if ids.len() > 20 {
+        return Err(GraphError::bad_request(
+            "The number of groupIds must be at most 20.",
+        ));
+    }
+    let w = sim.world();
+    let uid = w
+        .find_user_id(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    let groups = w.transitive_groups(&uid);
+    let value: Vec<String> = ids.into_iter().filter(|g| groups.contains(g)).collect();
+    Ok(Json(json!({
+        "@odata.context": context(&sim, "Collection(Edm.String)"),
+        "value": value,
+    })))
+}
+
+async fn create_group(
+    State(sim): State<Arc<Sim>>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Response> {
+    let body = body_object(body)?;
+    for required in [
+        "displayName",
+        "mailEnabled",
+        "mailNickname",
+        "securityEnabled",
+    ] {
+        if body.get(required).is_none_or(Value::is_null) {
+            return Err(GraphError::bad_request(format!(
+                "Invalid value specified for property '{required}' of resource 'Group'."
+            )));
+        }
+    }
+    let id = Uuid::new_v4().to_string();
+    let mut props = Map::new();
+    props.insert("id".into(), json!(id));
+    props.insert("createdDateTime".into(), json!(graph_time(sim.now())));
+    props.insert(
+        "description".into(),
+        body.get("description").cloned().unwrap_or(Value::Null),
+    );
+    props.insert(
+        "groupTypes".into(),
+        body.get("groupTypes").cloned().unwrap_or(json!([])),
+    );
+    for k in [
+        "displayName",
+        "mailEnabled",
+        "mailNickname",
+        "securityEnabled",
+    ] {
+        props.insert(k.into(), body[k].clone());
+    }
+    sim.world().groups.insert(
+        id.clone(),
+        GroupRecord {
+            props: props.clone(),
+            members: Vec::new(),
+        },
+    );
+    props.insert(
+        "@odata.context".into(),
+        json!(context(&sim, "groups/$entity")),
+    );
+    Ok((StatusCode::CREATED, Json(Value::Object(props))).into_response())
+}
+
+async fn list_groups(State(sim): State<Arc<Sim>>) -> Json<Value> {
+    let w = sim.world();
+    let mut groups: Vec<&GroupRecord> = w.groups.values().collect();
+    groups.sort_by(|a, b| {
+        a.props["createdDateTime"]
+            .as_str()
+            .cmp(&b.props["createdDateTime"].as_str())
+    });
+    let value: Vec<Value> = groups
+        .iter()
+        .map(|g| Value::Object(g.props.clone()))
+        .collect();
+    Json(json!({ "@odata.context": context(&sim, "groups"), "value": value }))
+}
+
+async fn get_group(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> GraphResult<Json<Value>> {
+    let w = sim.world();
+    let g = w
+        .groups
+        .get(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    let mut v = Value::Object(g.props.clone());
+    v["@odata.context"] = json!(context(&sim, "groups/$entity"));
+    Ok(Json(v))
+}
+
+async fn delete_group(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> GraphResult<Response> {
+    let mut w = sim.world();
+    w.groups
+        .remove(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    for g in w.groups.values_mut() {
+        g.members.retain(|m| m != &id);
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn list_members(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+) -> GraphResult<Json<Value>> {
+    let w = sim.world();
+    let g = w
+        .groups
+        .get(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    let value: Vec<Value> = g
+        .members
+        .iter()
+        .filter_map(|m| {
+            if let Some(u) = w.users.get(m).filter(|u| u.soft_deleted_at.is_none()) {
+                let mut p = project_user(&u.props, None);
+                p.insert("@odata.type".into(), json!("#microsoft.graph.user"));
+                Some(Value::Object(p))
+            } else {
+                w.groups.get(m).map(|g| {
+                    let mut p = g.props.clone();
+                    p.insert("@odata.type".into(), json!("#microsoft.graph.group"));
+                    Value::Object(p)
+                })
+            }
+        })
+        .collect();
+    Ok(Json(
+        json!({ "@odata.context": context(&sim, "directoryObjects"), "value": value }),
+    ))
+}
+
+/// `POST /v1.0/groups/{id}/members/$ref` with `{"@odata.id": ".../directoryObjects/{id}"}`.
+async fn add_member(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    body: Option<Json<Value>>,
+) -> GraphResult<Response> {
+    let body = body_object(body)?;
+    let reference = str_field(&body, "@odata.id").ok_or_else(|| {
+        GraphError::bad_request("Invalid value specified for property '@odata.id'.")
+    })?;
+    let member_id = reference
+        .trim_end_matches('/')
+        .rsplit('/')
+        .next()
+        .unwrap_or_default()
+        .to_string();
+    let mut w = sim.world();
+    if !w.groups.contains_key(&id) {
+        return Err(GraphError::resource_not_found(&id));
+    }
+    let is_user = w
+        .users
+        .get(&member_id)
+        .is_some_and(|u| u.soft_deleted_at.is_none());
+    if !is_user && !w.groups.contains_key(&member_id) {
+        return Err(GraphError::resource_not_found(&member_id));
+    }
+    let group = w.groups.get_mut(&id).expect("checked above");
+    if group.members.contains(&member_id) {
+        return Err(GraphError::bad_request(
+            "One or more added object references already exist for the following modified properties: 'members'.",
+        ));
+    }
+    group.members.push(member_id);
+    Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+async fn remove_member(
+    State(sim): State<Arc<Sim>>,
+    Path((id, member_id)): Path<(String, String)>,
+) -> GraphResult<Response> {
+    let mut w = sim.world();
+    let group = w
+        .groups
+        .get_mut(&id)
+        .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    let before = group.members.len();
+    group.members.retain(|m| m != &member_id);
+    if group.members.len() == before {
+        return Err(GraphError::resource_not_found(&member_id));
+    }
+    Ok(StatusCode::NO_CONTENT.into_response())
+}

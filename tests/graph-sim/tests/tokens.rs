@@ -1,0 +1,333 @@
+//! Token endpoint (client secret and certificate assertion), token expiry by simulated time,
+//! and Graph's 401 for missing or bad tokens.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::Engine;
+use common::*;
+use graph_sim::SimConfig;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use sha1::{Digest, Sha1};
+
+async fn token_request(base: &str, tenant: &str, form: &[(&str, &str)]) -> (u16, Value) {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}/{tenant}/oauth2/v2.0/token"))
+        .form(form)
+        .send()
+        .await
+        .unwrap();
+    (resp.status().as_u16(), resp.json().await.unwrap())
+}
+
+fn assert_identity_error(body: &Value, error: &str, code: u64) {
+    assert_eq!(body["error"], error, "{body}");
+    assert_eq!(body["error_codes"], json!([code]), "{body}");
+    let d = body["error_description"].as_str().unwrap();
+    assert!(d.starts_with(&format!("AADSTS{code}: ")), "{d}");
+    assert!(
+        d.contains("Trace ID: ") && d.contains("Correlation ID: ") && d.contains("Timestamp: "),
+        "{d}"
+    );
+    for f in ["timestamp", "trace_id", "correlation_id", "error_uri"] {
+        assert!(body[f].is_string(), "{f} missing in {body}");
+    }
+}
+
+#[tokio::test]
+async fn client_secret_grant_returns_bearer_token() {
+    let (sim, _) = start_sim(SimConfig::default()).await;
+    let c = sim.config().clone();
+    for tenant in [c.tenant_id.as_str(), c.tenant_domain.as_str()] {
+        let (status, body) = token_request(
+            &sim.base_url(),
+            tenant,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &c.client_id),
+                ("client_secret", &c.client_secret),
+                ("scope", "https://graph.microsoft.com/.default"),
+            ],
+        )
+        .await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["token_type"], "Bearer");
+        assert_eq!(body["expires_in"], 3599);
+        assert_eq!(body["access_token"].as_str().unwrap().split('.').count(), 3);
+    }
+}
+
+#[tokio::test]
+async fn token_errors_have_identity_platform_shape() {
+    let (sim, _) = start_sim(SimConfig::default()).await;
+    let c = sim.config().clone();
+    let base = sim.base_url();
+    let good = |secret: &'static str, scope: &'static str| {
+        vec![
+            ("grant_type", "client_credentials".to_string()),
+            ("client_id", c.client_id.clone()),
+            ("client_secret", secret.to_string()),
+            ("scope", scope.to_string()),
+        ]
+    };
+    let send = |tenant: String, form: Vec<(&'static str, String)>| {
+        let base = base.clone();
+        async move {
+            let f: Vec<(&str, &str)> = form.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            token_request(&base, &tenant, &f).await
+        }
+    };
+    let (s, b) = send(
+        c.tenant_id.clone(),
+        good("wrong", "https://graph.microsoft.com/.default"),
+    )
+    .await;
+    assert_eq!(s, 401);
+    assert_identity_error(&b, "invalid_client", 7000215);
+
+    let (s, b) = send(
+        "not-a-tenant.example".into(),
+        good("x", "https://graph.microsoft.com/.default"),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_identity_error(&b, "invalid_request", 90002);
+
+    let (s, b) = send(
+        c.tenant_id.clone(),
+        good("x", "https://graph.microsoft.com/User.Read.All"),
+    )
+    .await;
+    assert_eq!(s, 400);
+    assert_identity_error(&b, "invalid_scope", 1002012);
+
+    let (s, b) = token_request(&base, &c.tenant_id, &[("client_id", &c.client_id)]).await;
+    assert_eq!(s, 400);
+    assert_identity_error(&b, "invalid_request", 900144);
+}
+
+#[tokio::test]
+async fn graph_rejects_missing_and_garbage_tokens_with_graph_error_shape() {
+    let (sim, _) = start_sim(SimConfig::default()).await;
+    let http = reqwest::Client::new();
+    let resp = http
+        .get(format!("{}/v1.0/users", sim.base_url()))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert!(resp.headers().get("www-authenticate").is_some());
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(graph_error_code(&body), "InvalidAuthenticationToken");
+
+    let resp = http
+        .get(format!("{}/v1.0/users", sim.base_url()))
+        .bearer_auth("a.b.c")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 401);
+    assert_eq!(
+        graph_error_code(&resp.json().await.unwrap()),
+        "InvalidAuthenticationToken"
+    );
+}
+
+#[tokio::test]
+async fn access_token_expires_in_simulated_time() {
+    let config = SimConfig {
+        token_lifetime: Duration::from_secs(600),
+        ..SimConfig::default()
+    };
+    let (sim, client) = start_sim(config).await;
+    let token = client.fetch_token().await.unwrap();
+    let http = reqwest::Client::new();
+    let url = format!("{}/v1.0/users", sim.base_url());
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    client.advance_time(599.0).await.unwrap();
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&token)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+    client.advance_time(2.0).await.unwrap();
+    let resp = http.get(&url).bearer_auth(&token).send().await.unwrap();
+    assert_eq!(resp.status(), 401);
+    let body: Value = resp.json().await.unwrap();
+    assert_eq!(graph_error_code(&body), "InvalidAuthenticationToken");
+    assert!(body["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("expired"));
+    // A fresh token works again.
+    let fresh = client.fetch_token().await.unwrap();
+    assert_eq!(
+        http.get(&url)
+            .bearer_auth(&fresh)
+            .send()
+            .await
+            .unwrap()
+            .status(),
+        200
+    );
+}
+
+struct TestCert {
+    cert_pem: String,
+    key_pem: String,
+    x5t: String,
+}
+
+fn make_cert(dir: &std::path::Path, name: &str) -> TestCert {
+    let key = dir.join(format!("{name}.key"));
+    let cert = dir.join(format!("{name}.crt"));
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=shadowsync-test",
+        ])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl runs");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert_pem = std::fs::read_to_string(&cert).unwrap();
+    let b64: String = cert_pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let der = STANDARD.decode(b64).unwrap();
+    TestCert {
+        x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(&der)),
+        cert_pem,
+        key_pem: std::fs::read_to_string(&key).unwrap(),
+    }
+}
+
+fn assertion(key_pem: &str, x5t: &str, claims: Value) -> String {
+    let mut header = Header::new(Algorithm::RS256);
+    header.x5t = Some(x5t.to_string());
+    jsonwebtoken::encode(
+        &header,
+        &claims,
+        &EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+#[tokio::test]
+async fn certificate_assertion_is_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let registered = make_cert(dir.path(), "registered");
+    let other = make_cert(dir.path(), "other");
+    let config = SimConfig {
+        certificate_pem: Some(registered.cert_pem.clone()),
+        ..SimConfig::default()
+    };
+    let (sim, client) = start_sim(config).await;
+    let c = sim.config().clone();
+    let aud = format!("{}/{}/oauth2/v2.0/token", sim.base_url(), c.tenant_id);
+    let now = chrono::Utc::now().timestamp();
+    let claims = |aud: &str, nbf: i64, exp: i64| json!({ "aud": aud, "iss": c.client_id, "sub": c.client_id, "jti": uuid::Uuid::new_v4().to_string(), "nbf": nbf, "exp": exp });
+    let request = |jwt: String| {
+        let base = sim.base_url();
+        let tenant = c.tenant_id.clone();
+        let client_id = c.client_id.clone();
+        async move {
+            token_request(
+                &base,
+                &tenant,
+                &[
+                    ("grant_type", "client_credentials"),
+                    ("client_id", &client_id),
+                    ("scope", "https://graph.microsoft.com/.default"),
+                    (
+                        "client_assertion_type",
+                        "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                    ),
+                    ("client_assertion", &jwt),
+                ],
+            )
+            .await
+        }
+    };
+
+    let (s, b) = request(assertion(
+        &registered.key_pem,
+        &registered.x5t,
+        claims(&aud, now, now + 600),
+    ))
+    .await;
+    assert_eq!(s, 200, "{b}");
+    assert!(b["access_token"].is_string());
+
+    // Signed by another key while claiming the registered thumbprint.
+    let (s, b) = request(assertion(
+        &other.key_pem,
+        &registered.x5t,
+        claims(&aud, now, now + 600),
+    ))
+    .await;
+    assert_eq!(s, 401);
+    assert_identity_error(&b, "invalid_client", 700027);
+
+    // A certificate that is not registered.
+    let (s, b) = request(assertion(
+        &other.key_pem,
+        &other.x5t,
+        claims(&aud, now, now + 600),
+    ))
+    .await;
+    assert_eq!(s, 401);
+    assert_identity_error(&b, "invalid_client", 700027);
+
+    // Wrong audience.
+    let (s, b) = request(assertion(
+        &registered.key_pem,
+        &registered.x5t,
+        claims("https://example.com/token", now, now + 600),
+    ))
+    .await;
+    assert_eq!(s, 401);
+    assert_identity_error(&b, "invalid_client", 50013);
+
+    // Expired by simulated time.
+    client.advance_time(3600.0).await.unwrap();
+    let (s, b) = request(assertion(
+        &registered.key_pem,
+        &registered.x5t,
+        claims(&aud, now, now + 600),
+    ))
+    .await;
+    assert_eq!(s, 401);
+    assert_identity_error(&b, "invalid_client", 700024);
+}

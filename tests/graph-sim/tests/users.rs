@@ -1,0 +1,418 @@
+//! Users, invitations, deleted items and groups against Graph's documented shapes.
+
+mod common;
+
+use std::collections::BTreeSet;
+
+use common::*;
+use graph_sim::client::encode_segment;
+use graph_sim::SimConfig;
+use reqwest::Method;
+use serde_json::{json, Value};
+
+async fn call(
+    client: &graph_sim::SimClient,
+    method: Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let resp = client.graph(method, path, body.as_ref()).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+#[tokio::test]
+async fn invitation_creates_pending_guest_and_accept_marks_it_accepted() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let (status, inv) = call(
+        &client,
+        Method::POST,
+        "/v1.0/invitations",
+        Some(json!({
+            "invitedUserEmailAddress": "alice@fabrikam.com",
+            "invitedUserDisplayName": "Alice Adams",
+            "inviteRedirectUrl": "https://myapps.microsoft.com",
+        })),
+    )
+    .await;
+    assert_eq!(status, 201, "{inv}");
+    assert_eq!(inv["status"], "PendingAcceptance");
+    assert_eq!(inv["invitedUserEmailAddress"], "alice@fabrikam.com");
+    assert!(inv["inviteRedeemUrl"].is_string());
+    let id = inv["invitedUser"]["id"].as_str().unwrap().to_string();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+
+    let user = client.get_user(&id).await.unwrap().unwrap();
+    assert_eq!(
+        user["userPrincipalName"],
+        "alice_fabrikam.com#EXT#@contoso.onmicrosoft.com"
+    );
+    assert_eq!(user["userType"], "Guest");
+    assert_eq!(user["externalUserState"], "PendingAcceptance");
+    assert_eq!(user["creationType"], "Invitation");
+    assert_eq!(user["mail"], "alice@fabrikam.com");
+    assert_eq!(user["displayName"], "Alice Adams");
+    assert_eq!(user["accountEnabled"], true);
+
+    // Found by UPN too (the '#' must be percent-encoded in the path).
+    let by_upn = client
+        .get_user("alice_fabrikam.com#EXT#@contoso.onmicrosoft.com")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(by_upn["id"], id.as_str());
+
+    // externalUserState is read-only in Graph; acceptance goes through the control API.
+    let (status, body) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(json!({"externalUserState": "Accepted"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_BadRequest");
+    client.accept_invitation(&id).await.unwrap();
+    assert_eq!(
+        client.get_user(&id).await.unwrap().unwrap()["externalUserState"],
+        "Accepted"
+    );
+}
+
+#[tokio::test]
+async fn get_user_returns_default_set_without_select_and_honours_select() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let guest = client.invite("bob@fabrikam.com", "Bob").await.unwrap();
+    let id = guest["id"].as_str().unwrap();
+    let (status, body) = call(&client, Method::GET, &format!("/v1.0/users/{id}"), None).await;
+    assert_eq!(status, 200);
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    let expected: BTreeSet<&str> = [
+        "@odata.context",
+        "businessPhones",
+        "displayName",
+        "givenName",
+        "jobTitle",
+        "mail",
+        "mobilePhone",
+        "officeLocation",
+        "preferredLanguage",
+        "surname",
+        "userPrincipalName",
+        "id",
+    ]
+    .into_iter()
+    .collect();
+    assert_eq!(keys, expected, "default property set");
+    assert!(body.get("userType").is_none() && body.get("accountEnabled").is_none());
+
+    let (_, body) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/users/{id}?$select=userType,accountEnabled"),
+        None,
+    )
+    .await;
+    let keys: BTreeSet<&str> = body
+        .as_object()
+        .unwrap()
+        .keys()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        keys,
+        ["@odata.context", "accountEnabled", "id", "userType"]
+            .into_iter()
+            .collect()
+    );
+
+    let (status, body) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/users/{id}?$select=noSuchThing"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_BadRequest");
+}
+
+#[tokio::test]
+async fn unknown_user_is_404_request_resource_not_found() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let missing = uuid::Uuid::new_v4().to_string();
+    for path in [
+        format!("/v1.0/users/{missing}"),
+        format!("/v1.0/directory/deletedItems/{missing}"),
+    ] {
+        let (status, body) = call(&client, Method::GET, &path, None).await;
+        assert_eq!(status, 404);
+        assert_eq!(graph_error_code(&body), "Request_ResourceNotFound");
+    }
+}
+
+#[tokio::test]
+async fn list_users_filters_guests_and_pages_with_next_link() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    for i in 0..3 {
+        client
+            .invite(&format!("g{i}@fabrikam.com"), &format!("Guest {i}"))
+            .await
+            .unwrap();
+    }
+    client.create_member("m1", "Member 1").await.unwrap();
+    client.create_member("m2", "Member 2").await.unwrap();
+
+    let (status, page1) = call(
+        &client,
+        Method::GET,
+        "/v1.0/users?$filter=userType%20eq%20'Guest'&$top=2&$select=id,userType",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page1}");
+    assert_eq!(page1["value"].as_array().unwrap().len(), 2);
+    let next = page1["@odata.nextLink"]
+        .as_str()
+        .expect("nextLink")
+        .to_string();
+    let (_, page2) = call(&client, Method::GET, &next, None).await;
+    assert_eq!(page2["value"].as_array().unwrap().len(), 1);
+    assert!(page2.get("@odata.nextLink").is_none());
+    let all: Vec<&Value> = page1["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .chain(page2["value"].as_array().unwrap())
+        .collect();
+    assert!(all.iter().all(|u| u["userType"] == "Guest"));
+    let ids: BTreeSet<&str> = all.iter().map(|u| u["id"].as_str().unwrap()).collect();
+    assert_eq!(ids.len(), 3);
+
+    let (_, all_users) = call(&client, Method::GET, "/v1.0/users", None).await;
+    assert_eq!(all_users["value"].as_array().unwrap().len(), 5);
+}
+
+#[tokio::test]
+async fn patch_updates_writable_properties_and_rejects_unknown_ones() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let id = client.invite("carol@fabrikam.com", "Carol").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let (status, _) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(json!({"displayName": "Carol C", "givenName": "Carol", "surname": "C", "accountEnabled": false, "otherMails": ["c@x.org"], "mail": null})),
+    )
+    .await;
+    assert_eq!(status, 204);
+    let u = client.get_user(&id).await.unwrap().unwrap();
+    assert_eq!(u["displayName"], "Carol C");
+    assert_eq!(u["accountEnabled"], false);
+    assert_eq!(u["otherMails"], json!(["c@x.org"]));
+    assert_eq!(u["mail"], Value::Null);
+
+    let (status, body) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(json!({"favouriteColour": "red"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_BadRequest");
+    let (status, _) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(json!({"userType": "Alien"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn create_member_validates_like_graph() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let m = client.create_member("dave", "Dave").await.unwrap();
+    assert_eq!(m["userPrincipalName"], "dave@contoso.onmicrosoft.com");
+    let full = client
+        .get_user(m["id"].as_str().unwrap())
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(full["userType"], "Member");
+    assert!(
+        client.create_member("dave", "Dave again").await.is_err(),
+        "duplicate UPN"
+    );
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        "/v1.0/users",
+        Some(json!({"accountEnabled": true, "displayName": "E", "mailNickname": "e", "userPrincipalName": "e@unverified.example", "passwordProfile": {"password": "x"}})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_BadRequest");
+    let (status, _) = call(
+        &client,
+        Method::POST,
+        "/v1.0/users",
+        Some(json!({"displayName": "no upn"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test]
+async fn soft_delete_restore_and_permanent_delete() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let id = client.invite("erin@fabrikam.com", "Erin").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.delete_user(&id).await.unwrap();
+    assert!(
+        client.get_user(&id).await.unwrap().is_none(),
+        "soft-deleted users are 404 on /users"
+    );
+
+    let (status, list) = call(
+        &client,
+        Method::GET,
+        "/v1.0/directory/deletedItems/microsoft.graph.user",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    let item = list["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|u| u["id"] == id.as_str())
+        .expect("in deleted items")
+        .clone();
+    assert!(item["deletedDateTime"].is_string());
+    let (status, one) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/directory/deletedItems/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert_eq!(one["id"], id.as_str());
+
+    let restored = client.restore_user(&id).await.unwrap();
+    assert_eq!(restored["id"], id.as_str());
+    let u = client.get_user(&id).await.unwrap().expect("restored");
+    assert_eq!(u["deletedDateTime"], Value::Null);
+
+    client.delete_user(&id).await.unwrap();
+    client.purge_user(&id).await.unwrap();
+    let (status, _) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/directory/deletedItems/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+    assert!(client.restore_user(&id).await.is_err());
+}
+
+#[tokio::test]
+async fn soft_deleted_users_are_purged_after_30_days() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let id = client.invite("fay@fabrikam.com", "Fay").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.delete_user(&id).await.unwrap();
+    client.advance_time(29.0 * 86400.0).await.unwrap();
+    let (status, _) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/directory/deletedItems/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 200);
+    client.advance_time(1.0 * 86400.0 + 1.0).await.unwrap();
+    let (status, _) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/directory/deletedItems/{id}"),
+        None,
+    )
+    .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn nested_groups_and_check_member_groups_are_transitive() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let user = client.invite("gil@fabrikam.com", "Gil").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let outer = client.create_group("Outer").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let inner = client.create_group("Inner").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let other = client.create_group("Other").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.add_member(&outer, &inner).await.unwrap();
+    client.add_member(&inner, &user).await.unwrap();
+    assert!(
+        client.add_member(&inner, &user).await.is_err(),
+        "duplicate member is a 400"
+    );
+
+    let check = |ids: Vec<&str>| {
+        let body = json!({ "groupIds": ids });
+        let client = &client;
+        let user = user.clone();
+        async move {
+            call(
+                client,
+                Method::POST,
+                &format!("/v1.0/users/{}/checkMemberGroups", encode_segment(&user)),
+                Some(body),
+            )
+            .await
+        }
+    };
+    let (status, body) = check(vec![&outer, &inner, &other]).await;
+    assert_eq!(status, 200);
+    let got: BTreeSet<&str> = body["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert_eq!(got, [outer.as_str(), inner.as_str()].into_iter().collect());
+
+    client.remove_member(&inner, &user).await.unwrap();
+    let (_, body) = check(vec![&outer, &inner]).await;
+    assert_eq!(body["value"], json!([]));
+    assert!(
+        client.remove_member(&inner, &user).await.is_err(),
+        "removing a non-member is a 404"
+    );
+}
