@@ -1,5 +1,6 @@
 //! The Graph client: the one place that authenticates requests and retries them.
 
+use crate::server_clock::ServerClock;
 use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,6 +34,7 @@ struct Inner {
     max_retries: u32,
     base_backoff: Duration,
     max_backoff: Duration,
+    server_clock: Arc<ServerClock>,
 }
 
 impl fmt::Debug for GraphClient {
@@ -68,6 +70,11 @@ impl From<GraphError> for Failure {
 }
 
 impl GraphClient {
+    /// Graph's clock as seen in its responses (see [`ServerClock`]).
+    pub fn server_clock(&self) -> Arc<dyn shadowsync_core::Clock> {
+        self.inner.server_clock.clone()
+    }
+
     pub fn new(config: GraphConfig) -> Result<Self, GraphError> {
         check_endpoint(&config.login_endpoint, "login endpoint")?;
         check_endpoint(&config.graph_endpoint, "Graph endpoint")?;
@@ -93,6 +100,7 @@ impl GraphClient {
                 max_retries: config.max_retries,
                 base_backoff: config.base_backoff,
                 max_backoff: config.max_backoff,
+                server_clock: Arc::default(),
             }),
         })
     }
@@ -284,6 +292,7 @@ impl GraphClient {
             request = request.json(body);
         }
         let response = request.send().await.map_err(GraphError::from_reqwest)?;
+        inner.server_clock.observe(response.headers());
         let status = response.status();
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {

@@ -14,11 +14,13 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod server_clock;
 
 pub use client::GraphClient;
 pub use config::{Credential, GraphConfig, DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT};
 pub use error::GraphError;
 pub use reqwest::Method;
 pub use secrecy::SecretString;
+pub use server_clock::ServerClock;
 pub use shadowsync_core::user::{GraphUser, UserLookup, USER_SELECT};
 pub use url::Url;

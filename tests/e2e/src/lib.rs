@@ -13,6 +13,8 @@ use shadowsync_graph::{Credential, GraphClient, GraphConfig};
 use shadowsync_state::EmbeddedStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
+
+pub mod serve;
 use std::sync::{Arc, OnceLock};
 
 /// The repository root.

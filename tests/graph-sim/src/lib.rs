@@ -23,7 +23,7 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
-use axum::extract::Request;
+use axum::extract::{Request, State};
 use axum::http::StatusCode;
 use axum::middleware;
 use axum::response::{IntoResponse, Response};
@@ -291,7 +291,25 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .merge(control::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(sim.clone(), faults::inject))
+        .layer(middleware::from_fn_with_state(sim.clone(), simulated_date))
         .with_state(sim)
+}
+
+/// Every response carries a `Date` header, as Graph's do, in simulated time: clients that judge
+/// expiry by the server's clock follow `/_sim/time/advance`.
+async fn simulated_date(
+    State(sim): State<Arc<Sim>>,
+    req: Request,
+    next: middleware::Next,
+) -> Response {
+    let mut response = next.run(req).await;
+    let date = sim.now().format("%a, %d %b %Y %H:%M:%S GMT").to_string();
+    if let Ok(value) = axum::http::HeaderValue::from_str(&date) {
+        response
+            .headers_mut()
+            .insert(axum::http::header::DATE, value);
+    }
+    response
 }
 
 async fn fallback(req: Request) -> Response {

@@ -1,0 +1,649 @@
+//! The configuration file (TOML), with `SHADOWSYNC_<SECTION>_<KEY>` environment overrides.
+//!
+//! Secrets (`graph.client_secret`, `webhook.client_state`, `directory.bind_password`) are read
+//! from the environment only, so that a config file can be shared, versioned and backed up
+//! without leaking anything. Every error names the key that is wrong and says why, before
+//! anything starts.
+
+use secrecy::SecretString;
+use serde::de::{DeserializeOwned, Deserializer};
+use serde::Deserialize;
+use shadowsync_core::{dn, Policy};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use thiserror::Error;
+use url::Url;
+
+const PREFIX: &str = "SHADOWSYNC_";
+const SECTIONS: [&str; 7] = [
+    "graph",
+    "webhook",
+    "directory",
+    "policy",
+    "state",
+    "provisioner",
+    "subscriptions",
+];
+/// `(section, key)` of every secret.
+const SECRETS: [(&str, &str); 3] = [
+    ("graph", "client_secret"),
+    ("webhook", "client_state"),
+    ("directory", "bind_password"),
+];
+
+#[derive(Debug, Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path} is not valid TOML: {message}")]
+    Syntax { path: PathBuf, message: String },
+    /// A key has a wrong value; `key` is `section.key`.
+    #[error("config key {key}: {reason}")]
+    Key { key: String, reason: String },
+}
+
+fn key_error(key: &str, reason: impl Into<String>) -> ConfigError {
+    ConfigError::Key {
+        key: key.to_string(),
+        reason: reason.into(),
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub graph: GraphSection,
+    pub webhook: WebhookSection,
+    pub directory: DirectorySection,
+    #[serde(default)]
+    pub policy: PolicySection,
+    pub state: StateSection,
+    #[serde(default)]
+    pub provisioner: ProvisionerSection,
+    #[serde(default)]
+    pub subscriptions: SubscriptionsSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GraphSection {
+    pub tenant_id: String,
+    pub client_id: String,
+    #[serde(default, deserialize_with = "secret")]
+    pub client_secret: Option<SecretString>,
+    pub certificate_file: Option<PathBuf>,
+    pub private_key_file: Option<PathBuf>,
+    #[serde(default = "default_login_endpoint")]
+    pub login_endpoint: Url,
+    #[serde(default = "default_graph_endpoint")]
+    pub graph_endpoint: Url,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookSection {
+    #[serde(default = "default_listen", deserialize_with = "lenient")]
+    pub listen: SocketAddr,
+    /// Where Graph reaches the webhook: notifications go to `<public_url>/api/notifications`.
+    pub public_url: Url,
+    #[serde(default, deserialize_with = "secret")]
+    pub client_state: Option<SecretString>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DirectorySection {
+    pub url: String,
+    pub bind_dn: String,
+    #[serde(default, deserialize_with = "secret")]
+    pub bind_password: Option<SecretString>,
+    pub ca_file: Option<PathBuf>,
+    pub guests_ou: String,
+    pub disabled_ou: String,
+    /// Search base for name clashes; default: the domain (rootDSE `defaultNamingContext`).
+    pub base_dn: Option<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PolicySection {
+    pub scope_group_id: Option<String>,
+    #[serde(default, deserialize_with = "lenient")]
+    pub require_accepted: bool,
+    #[serde(default = "default_retention_days", deserialize_with = "lenient")]
+    pub retention_days: u32,
+}
+
+impl Default for PolicySection {
+    fn default() -> Self {
+        Self {
+            scope_group_id: None,
+            require_accepted: false,
+            retention_days: default_retention_days(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StateSection {
+    /// The embedded store file (state and queue).
+    pub path: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProvisionerSection {
+    /// Guests converged at the same time (jobs of one guest never run concurrently).
+    #[serde(default = "default_workers", deserialize_with = "lenient")]
+    pub workers: usize,
+    /// Attempts before a job is dead-lettered.
+    #[serde(default = "default_max_attempts", deserialize_with = "lenient")]
+    pub max_attempts: u32,
+}
+
+impl Default for ProvisionerSection {
+    fn default() -> Self {
+        Self {
+            workers: default_workers(),
+            max_attempts: default_max_attempts(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SubscriptionsSection {
+    /// Renew the subscription when less than this is left.
+    #[serde(default = "default_renew_margin_hours", deserialize_with = "lenient")]
+    pub renew_margin_hours: u64,
+    /// How often the subscription is checked (fractions allowed).
+    #[serde(
+        default = "default_check_interval_minutes",
+        deserialize_with = "lenient"
+    )]
+    pub check_interval_minutes: f64,
+}
+
+impl Default for SubscriptionsSection {
+    fn default() -> Self {
+        Self {
+            renew_margin_hours: default_renew_margin_hours(),
+            check_interval_minutes: default_check_interval_minutes(),
+        }
+    }
+}
+
+fn default_login_endpoint() -> Url {
+    Url::parse(shadowsync_graph::DEFAULT_LOGIN_ENDPOINT).expect("valid")
+}
+fn default_graph_endpoint() -> Url {
+    Url::parse(shadowsync_graph::DEFAULT_GRAPH_ENDPOINT).expect("valid")
+}
+fn default_listen() -> SocketAddr {
+    "127.0.0.1:7070".parse().expect("valid")
+}
+fn default_retention_days() -> u32 {
+    30
+}
+fn default_workers() -> usize {
+    4
+}
+fn default_max_attempts() -> u32 {
+    8
+}
+fn default_renew_margin_hours() -> u64 {
+    72
+}
+fn default_check_interval_minutes() -> f64 {
+    60.0
+}
+
+/// Accepts a native TOML value or a string (environment overrides are always strings).
+fn lenient<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: Deserializer<'de>,
+    T: FromStr + DeserializeOwned,
+    T::Err: std::fmt::Display,
+{
+    match toml::Value::deserialize(d)? {
+        toml::Value::String(s) => s.trim().parse().map_err(serde::de::Error::custom),
+        other => T::deserialize(other).map_err(serde::de::Error::custom),
+    }
+}
+
+fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Error> {
+    Ok(Option::<String>::deserialize(d)?.map(SecretString::from))
+}
+
+impl Config {
+    /// Reads the file, applies the process environment, validates.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        Self::parse(path, &text, env)
+    }
+
+    pub fn parse(
+        path: &Path,
+        text: &str,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut table: toml::Table = toml::from_str(text).map_err(|e| ConfigError::Syntax {
+            path: path.to_path_buf(),
+            message: e.message().to_string(),
+        })?;
+        for (section, key) in SECRETS {
+            if table.get(section).and_then(|s| s.get(key)).is_some() {
+                return Err(key_error(
+                    &format!("{section}.{key}"),
+                    format!(
+                        "secrets are read from the environment only: remove it from the file and set {}",
+                        env_name(section, key)
+                    ),
+                ));
+            }
+        }
+        for (name, value) in env {
+            let Some(rest) = name.strip_prefix(PREFIX) else {
+                continue;
+            };
+            let rest = rest.to_lowercase();
+            // Other SHADOWSYNC_* variables (test harness, scripts) are not config.
+            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+                continue;
+            };
+            let key = &rest[section.len() + 1..];
+            let entry = table
+                .entry(section.to_string())
+                .or_insert_with(|| toml::Value::Table(Default::default()));
+            let toml::Value::Table(section_table) = entry else {
+                return Err(key_error(section, "must be a table"));
+            };
+            section_table.insert(key.to_string(), toml::Value::String(value));
+        }
+        let config: Config =
+            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
+                let key = e.path().to_string();
+                let reason = e.into_inner().to_string();
+                if key == "." {
+                    // A missing section or key is reported at the top level; the message names it.
+                    key_error("(file)", reason)
+                } else {
+                    key_error(&key, reason)
+                }
+            })?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        let g = &self.graph;
+        if uuid::Uuid::parse_str(&g.tenant_id).is_err() {
+            return Err(key_error(
+                "graph.tenant_id",
+                "must be the directory (tenant) ID, a GUID: notifications are checked against it",
+            ));
+        }
+        if g.client_id.trim().is_empty() {
+            return Err(key_error("graph.client_id", "must not be empty"));
+        }
+        match (&g.client_secret, &g.certificate_file, &g.private_key_file) {
+            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+            (Some(_), _, _) => {
+                return Err(key_error(
+                    "graph.client_secret",
+                    "give either a client secret or certificate_file + private_key_file, not both",
+                ))
+            }
+            (None, Some(_), None) => {
+                return Err(key_error(
+                    "graph.private_key_file",
+                    "required with certificate_file",
+                ))
+            }
+            (None, None, Some(_)) => {
+                return Err(key_error(
+                    "graph.certificate_file",
+                    "required with private_key_file",
+                ))
+            }
+            (None, None, None) => {
+                return Err(key_error(
+                    "graph.client_secret",
+                    format!(
+                        "no credential: set {} or certificate_file + private_key_file",
+                        env_name("graph", "client_secret")
+                    ),
+                ))
+            }
+        }
+        for (key, file) in [
+            ("graph.certificate_file", &g.certificate_file),
+            ("graph.private_key_file", &g.private_key_file),
+            ("directory.ca_file", &self.directory.ca_file),
+        ] {
+            if let Some(file) = file.as_ref().filter(|f| !f.is_file()) {
+                return Err(key_error(
+                    key,
+                    format!("{} is not a readable file", file.display()),
+                ));
+            }
+        }
+        for (key, url) in [
+            ("graph.login_endpoint", &g.login_endpoint),
+            ("graph.graph_endpoint", &g.graph_endpoint),
+            ("webhook.public_url", &self.webhook.public_url),
+        ] {
+            if !matches!(url.scheme(), "https" | "http") {
+                return Err(key_error(key, format!("{url} is not an http(s) URL")));
+            }
+        }
+        match &self.webhook.client_state {
+            None => {
+                return Err(key_error(
+                    "webhook.client_state",
+                    format!("required: set {}", env_name("webhook", "client_state")),
+                ))
+            }
+            // Graph's limit for clientState.
+            Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() > 128 => {
+                return Err(key_error("webhook.client_state", "at most 128 characters"))
+            }
+            Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() < 16 => {
+                return Err(key_error(
+                    "webhook.client_state",
+                    "at least 16 characters: it is what tells genuine notifications from forged ones",
+                ))
+            }
+            Some(_) => {}
+        }
+        let d = &self.directory;
+        if !(d.url.starts_with("ldaps://") || d.url.starts_with("ldap://")) {
+            return Err(key_error(
+                "directory.url",
+                format!(
+                    "{:?} must be ldaps://host[:port] (or ldap://, upgraded with StartTLS)",
+                    d.url
+                ),
+            ));
+        }
+        if d.bind_password.is_none() {
+            return Err(key_error(
+                "directory.bind_password",
+                format!("required: set {}", env_name("directory", "bind_password")),
+            ));
+        }
+        for (key, value) in [
+            ("directory.bind_dn", Some(&d.bind_dn)),
+            ("directory.guests_ou", Some(&d.guests_ou)),
+            ("directory.disabled_ou", Some(&d.disabled_ou)),
+            ("directory.base_dn", d.base_dn.as_ref()),
+        ] {
+            let Some(value) = value else { continue };
+            // A bind name may also be `user@REALM` or `DOMAIN\user`.
+            if key == "directory.bind_dn" && !value.contains('=') {
+                continue;
+            }
+            match dn::parse(value) {
+                Ok(rdns) if !rdns.is_empty() => {}
+                Ok(_) => return Err(key_error(key, "must not be empty")),
+                Err(e) => return Err(key_error(key, e.to_string())),
+            }
+        }
+        if dn::same(&d.guests_ou, &d.disabled_ou) {
+            return Err(key_error(
+                "directory.disabled_ou",
+                "must differ from guests_ou",
+            ));
+        }
+        let interval = self.subscriptions.check_interval_minutes;
+        if !interval.is_finite() || interval <= 0.0 {
+            return Err(key_error(
+                "subscriptions.check_interval_minutes",
+                "must be more than 0",
+            ));
+        }
+        if self.provisioner.workers == 0 {
+            return Err(key_error("provisioner.workers", "must be at least 1"));
+        }
+        if self.provisioner.max_attempts == 0 {
+            return Err(key_error("provisioner.max_attempts", "must be at least 1"));
+        }
+        Ok(())
+    }
+
+    pub fn policy(&self) -> Policy {
+        Policy {
+            scope_group_id: self.policy.scope_group_id.clone(),
+            require_accepted: self.policy.require_accepted,
+            retention_days: self.policy.retention_days,
+            ..Policy::new(&self.directory.guests_ou, &self.directory.disabled_ou)
+        }
+    }
+
+    pub fn graph_config(
+        &self,
+    ) -> Result<shadowsync_graph::GraphConfig, shadowsync_graph::GraphError> {
+        let g = &self.graph;
+        let credential = match (&g.client_secret, &g.certificate_file, &g.private_key_file) {
+            (Some(secret), _, _) => shadowsync_graph::Credential::Secret(secret.clone()),
+            (None, Some(cert), Some(key)) => {
+                shadowsync_graph::Credential::certificate_from_files(cert, key)?
+            }
+            _ => unreachable!("validated"),
+        };
+        let mut config = shadowsync_graph::GraphConfig::new(&g.tenant_id, &g.client_id, credential);
+        config.login_endpoint = g.login_endpoint.clone();
+        config.graph_endpoint = g.graph_endpoint.clone();
+        Ok(config)
+    }
+
+    pub fn directory_config(&self) -> shadowsync_directory::DirectoryConfig {
+        let d = &self.directory;
+        let mut config = shadowsync_directory::DirectoryConfig::new(
+            &d.url,
+            &d.bind_dn,
+            d.bind_password.clone().expect("validated"),
+        );
+        config.ca_file = d.ca_file.clone();
+        config.base_dn = d.base_dn.clone();
+        config
+    }
+
+    pub fn tenant_uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(&self.graph.tenant_id).expect("validated")
+    }
+
+    pub fn notification_url(&self) -> String {
+        format!(
+            "{}/api/notifications",
+            self.webhook.public_url.as_str().trim_end_matches('/')
+        )
+    }
+
+    pub fn lifecycle_url(&self) -> String {
+        format!(
+            "{}/api/lifecycle",
+            self.webhook.public_url.as_str().trim_end_matches('/')
+        )
+    }
+}
+
+/// The environment variable that sets `section.key`.
+pub fn env_name(section: &str, key: &str) -> String {
+    format!("{PREFIX}{}_{}", section.to_uppercase(), key.to_uppercase())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const FILE: &str = r#"
+[graph]
+tenant_id = "8a3f6c2e-5b1d-4e7a-9c0f-2d4b6e8a1c3f"
+client_id = "3c9e1a7b-6d2f-4b8e-a5c1-9f0d2e4b7a6c"
+
+[webhook]
+listen = "127.0.0.1:7070"
+public_url = "https://shadowsync.example.com"
+
+[directory]
+url = "ldaps://dc1.corp.example.test"
+bind_dn = "CN=svc-shadowsync,OU=Service,DC=corp,DC=example,DC=test"
+guests_ou = "OU=Guests,DC=corp,DC=example,DC=test"
+disabled_ou = "OU=Disabled Guests,DC=corp,DC=example,DC=test"
+
+[policy]
+retention_days = 14
+
+[state]
+path = "/var/lib/shadowsync/state.redb"
+"#;
+
+    fn secrets() -> Vec<(String, String)> {
+        vec![
+            (
+                "SHADOWSYNC_GRAPH_CLIENT_SECRET".into(),
+                "s3cret-value".into(),
+            ),
+            (
+                "SHADOWSYNC_WEBHOOK_CLIENT_STATE".into(),
+                "a-long-random-client-state".into(),
+            ),
+            ("SHADOWSYNC_DIRECTORY_BIND_PASSWORD".into(), "pw".into()),
+        ]
+    }
+
+    fn parse(text: &str, env: Vec<(String, String)>) -> Result<Config, ConfigError> {
+        Config::parse(Path::new("test.toml"), text, env)
+    }
+
+    fn err_key(text: &str, env: Vec<(String, String)>) -> String {
+        match parse(text, env).unwrap_err() {
+            ConfigError::Key { key, .. } => key,
+            other => panic!("{other}"),
+        }
+    }
+
+    #[test]
+    fn loads_with_defaults_and_env_secrets() {
+        let c = parse(FILE, secrets()).unwrap();
+        assert_eq!(c.policy.retention_days, 14);
+        assert!(!c.policy.require_accepted);
+        assert_eq!(c.provisioner.workers, 4);
+        assert_eq!(
+            c.graph.graph_endpoint.as_str(),
+            "https://graph.microsoft.com/"
+        );
+        assert_eq!(
+            c.notification_url(),
+            "https://shadowsync.example.com/api/notifications"
+        );
+        assert_eq!(
+            c.lifecycle_url(),
+            "https://shadowsync.example.com/api/lifecycle"
+        );
+        assert!(
+            !format!("{c:?}").contains("s3cret-value"),
+            "secrets stay out of Debug"
+        );
+        assert_eq!(c.policy().retention_days, 14);
+    }
+
+    #[test]
+    fn environment_overrides_any_key() {
+        let mut env = secrets();
+        env.push(("SHADOWSYNC_POLICY_RETENTION_DAYS".into(), "0".into()));
+        env.push(("SHADOWSYNC_POLICY_REQUIRE_ACCEPTED".into(), "true".into()));
+        env.push(("SHADOWSYNC_WEBHOOK_LISTEN".into(), "0.0.0.0:8080".into()));
+        env.push(("SHADOWSYNC_GRAPH_CLIENT_ID".into(), "12345".into()));
+        env.push(("SHADOWSYNC_SAMBA_DIR".into(), "/not/config".into()));
+        let c = parse(FILE, env).unwrap();
+        assert_eq!(c.policy.retention_days, 0);
+        assert!(c.policy.require_accepted);
+        assert_eq!(c.webhook.listen.port(), 8080);
+        assert_eq!(c.graph.client_id, "12345");
+    }
+
+    #[test]
+    fn secrets_in_the_file_are_refused() {
+        let text = FILE.replace(
+            "[webhook]",
+            "[webhook]\nclient_state = \"in-the-file-xxxxxxxx\"",
+        );
+        assert_eq!(err_key(&text, secrets()), "webhook.client_state");
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (
+                FILE.replace("retention_days = 14", "retention_days = \"two weeks\""),
+                "policy.retention_days",
+            ),
+            (
+                FILE.replace("retention_days = 14", "retention_dayz = 14"),
+                "policy",
+            ),
+            (FILE.replace("ldaps://dc1", "http://dc1"), "directory.url"),
+            (
+                FILE.replace("OU=Guests,DC=corp", "OU=Guests,,DC=corp"),
+                "directory.guests_ou",
+            ),
+            (
+                FILE.replace("127.0.0.1:7070", "localhost"),
+                "webhook.listen",
+            ),
+            (
+                FILE.replace("https://shadowsync", "ftp://shadowsync"),
+                "webhook.public_url",
+            ),
+        ];
+        for (text, key) in cases {
+            let got = err_key(&text, secrets());
+            assert!(got.starts_with(key), "expected {key}, got {got}");
+        }
+        let unknown_env = vec![("SHADOWSYNC_GRAPH_TENANTID".into(), "x".into())];
+        assert_eq!(
+            err_key(FILE, [secrets(), unknown_env].concat()),
+            "graph.tenantid"
+        );
+    }
+
+    #[test]
+    fn missing_secrets_say_which_variable_to_set() {
+        let err = parse(FILE, vec![]).unwrap_err().to_string();
+        assert!(err.contains("SHADOWSYNC_GRAPH_CLIENT_SECRET"), "{err}");
+        let env: Vec<_> = secrets()
+            .into_iter()
+            .filter(|(k, _)| !k.contains("BIND"))
+            .collect();
+        let err = parse(FILE, env).unwrap_err().to_string();
+        assert!(
+            err.contains("directory.bind_password")
+                && err.contains("SHADOWSYNC_DIRECTORY_BIND_PASSWORD"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn short_client_state_is_refused() {
+        let mut env = secrets();
+        env[1].1 = "short".into();
+        assert_eq!(err_key(FILE, env), "webhook.client_state");
+    }
+}

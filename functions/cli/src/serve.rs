@@ -1,0 +1,142 @@
+//! `shadowsync serve`: the webhook listener, the provisioner workers and the subscription keeper
+//! in one process, on the embedded store and queue.
+
+use crate::config::Config;
+use anyhow::{Context, Result};
+use shadowsync_converge::Converger;
+use shadowsync_core::SystemClock;
+use shadowsync_directory::Directory;
+use shadowsync_graph::GraphClient;
+use shadowsync_provisioner::{ProvisionerConfig, ShadowsyncJobs};
+use shadowsync_queue::{EmbeddedQueue, Queue};
+use shadowsync_state::{EmbeddedStore, KeyValueStore};
+use shadowsync_subscriptions::{KeeperConfig, SubscriptionKeeper};
+use shadowsync_webhook::WebhookState;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+pub async fn serve(config: Config) -> Result<()> {
+    let store = EmbeddedStore::open(&config.state.path).context("opening the state store")?;
+    let queue = EmbeddedQueue::new(&store, config.provisioner.max_attempts)?;
+    // This process is the queue's only consumer: jobs a previous run held when it died are
+    // handed out again now instead of after their visibility timeout.
+    let released = queue.release_in_flight().await?;
+    if released > 0 {
+        tracing::info!(
+            released,
+            "jobs left in flight by a previous run are queued again"
+        );
+    }
+    let queue: Arc<dyn Queue> = Arc::new(queue);
+    let state: Arc<dyn KeyValueStore> = Arc::new(store);
+    let policy = config.policy();
+    let graph = Arc::new(GraphClient::new(config.graph_config()?)?);
+    let directory = Directory::connect(config.directory_config(), &policy)
+        .await
+        .with_context(|| format!("connecting to the directory at {}", config.directory.url))?;
+    let client_state = config.webhook.client_state.clone().expect("validated");
+    let tenant_id = config.tenant_uuid();
+
+    let converger = Arc::new(Converger {
+        graph: graph.clone(),
+        directory: Arc::new(directory),
+        state: state.clone(),
+        policy,
+        clock: Arc::new(SystemClock),
+    });
+    let mut keeper_config = KeeperConfig::new(
+        config.notification_url(),
+        config.lifecycle_url(),
+        client_state.clone(),
+    );
+    keeper_config.renew_margin =
+        chrono::Duration::hours(config.subscriptions.renew_margin_hours as i64);
+    let keeper = Arc::new(SubscriptionKeeper {
+        graph: graph.clone(),
+        state: state.clone(),
+        config: keeper_config,
+        clock: graph.server_clock(),
+    });
+
+    let shutdown = CancellationToken::new();
+    tokio::spawn(stop_on_signal(shutdown.clone()));
+
+    let listener = tokio::net::TcpListener::bind(config.webhook.listen)
+        .await
+        .with_context(|| format!("listening on {}", config.webhook.listen))?;
+    tracing::info!(listen = %config.webhook.listen, notification_url = %config.notification_url(), "webhook listening");
+    let router =
+        shadowsync_webhook::router(WebhookState::new(queue.clone(), client_state, tenant_id));
+    let stop = shutdown.clone();
+    let server = tokio::spawn(async move {
+        axum::serve(listener, router)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+
+    let provisioner = tokio::spawn(shadowsync_provisioner::run(
+        queue,
+        Arc::new(ShadowsyncJobs {
+            converger,
+            keeper: Some(keeper.clone()),
+        }),
+        ProvisionerConfig {
+            workers: config.provisioner.workers,
+            ..Default::default()
+        },
+        shutdown.clone(),
+    ));
+
+    // The keeper runs once the webhook listens: creating a subscription makes Graph call it.
+    let every = Duration::from_secs_f64(config.subscriptions.check_interval_minutes * 60.0);
+    let keeper_task = tokio::spawn(keep_subscription(keeper, every, shutdown.clone()));
+
+    server.await?.context("webhook server")?;
+    provisioner.await?;
+    keeper_task.await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+/// Ensures the subscription now and then every `every`; after a failure, tries again sooner.
+async fn keep_subscription(
+    keeper: Arc<SubscriptionKeeper>,
+    every: Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        let pause = match keeper.ensure().await {
+            Ok(ensured) => {
+                tracing::info!(outcome = ?ensured.outcome, "subscription checked");
+                every
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "subscription check failed");
+                every.min(Duration::from_secs(60))
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+async fn stop_on_signal(shutdown: CancellationToken) {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    let term = async {
+        let mut s = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+            .expect("SIGTERM handler");
+        s.recv().await;
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {}
+        _ = term => {}
+    }
+    tracing::info!("stopping: finishing the jobs in hand");
+    shutdown.cancel();
+}

@@ -1,0 +1,381 @@
+//! `shadowsync serve` as a real process: Graph simulator → notifications → webhook → embedded
+//! queue → provisioner → real Samba AD DC, and the subscription keeper.
+
+use graph_sim::{FaultRule, SimClient, SimConfig};
+use serde_json::{json, Value};
+use shadowsync_core::account::uac;
+use shadowsync_core::dn;
+use shadowsync_e2e::serve::{wait_until, ServeProcess, CLIENT_STATE};
+use shadowsync_e2e::{samba, text, unique, AdProbe, RawEntry};
+use std::path::Path;
+use std::time::Duration;
+
+const BIN: &str = env!("CARGO_BIN_EXE_shadowsync");
+const SETTLE: Duration = Duration::from_secs(30);
+
+struct Host {
+    sim: graph_sim::RunningSim,
+    graph: SimClient,
+    serve: ServeProcess,
+    probe: AdProbe,
+    _dir: tempfile::TempDir,
+}
+
+impl Host {
+    async fn start(extra_config: &str) -> Host {
+        let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+            .await
+            .unwrap();
+        let graph = SimClient::new(sim.base_url(), sim.config());
+        let dir = tempfile::tempdir().unwrap();
+        let serve = ServeProcess::start(Path::new(BIN), &sim, samba(), dir.path(), extra_config)
+            .await
+            .unwrap();
+        let host = Host {
+            probe: AdProbe::connect(samba()).await.unwrap(),
+            sim,
+            graph,
+            serve,
+            _dir: dir,
+        };
+        wait_until(SETTLE, || async { host.subscriptions().await.len() == 1 })
+            .await
+            .expect("serve creates the subscription at start");
+        host
+    }
+
+    async fn subscriptions(&self) -> Vec<Value> {
+        let response = self
+            .graph
+            .graph(reqwest::Method::GET, "/v1.0/subscriptions", None)
+            .await
+            .unwrap();
+        let body: Value = response.json().await.unwrap();
+        body["value"].as_array().cloned().unwrap_or_default()
+    }
+
+    async fn invite(&self, name: &str) -> String {
+        let user = self
+            .graph
+            .invite(&format!("{name}@{}.example.com", unique()), name)
+            .await
+            .unwrap();
+        user["invitedUser"]["id"]
+            .as_str()
+            .or(user["id"].as_str())
+            .unwrap()
+            .to_string()
+    }
+
+    async fn account(&mut self, id: &str) -> Option<(String, RawEntry)> {
+        self.probe.by_anchor(id).await.unwrap()
+    }
+
+    /// Waits until the account of `id` satisfies `check`; returns how long that took.
+    async fn wait_for(
+        &mut self,
+        id: &str,
+        what: &str,
+        check: impl Fn(Option<&(String, RawEntry)>) -> bool,
+    ) -> Duration {
+        let start = std::time::Instant::now();
+        while start.elapsed() < SETTLE {
+            let account = self.account(id).await;
+            if check(account.as_ref()) {
+                return start.elapsed();
+            }
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        panic!(
+            "{what}: not reached within {SETTLE:?}; account is {:?}",
+            self.account(id).await.map(|(dn, _)| dn)
+        );
+    }
+}
+
+fn uac_of(e: &RawEntry) -> u32 {
+    text(e, "userAccountControl").unwrap().parse().unwrap()
+}
+
+fn in_ou(dn_: &str, ou: &str) -> bool {
+    dn::parent(dn_).is_some_and(|p| dn::same(&p, ou))
+}
+
+fn enabled_in_guests(a: Option<&(String, RawEntry)>) -> bool {
+    a.is_some_and(|(d, e)| uac_of(e) == uac::ENABLED && in_ou(d, &samba().guests_ou))
+}
+
+fn disabled_in_disabled_ou(a: Option<&(String, RawEntry)>) -> bool {
+    a.is_some_and(|(d, e)| uac_of(e) == uac::DISABLED && in_ou(d, &samba().disabled_ou))
+}
+
+#[tokio::test]
+async fn a_guest_lives_its_whole_lifecycle_through_notifications() {
+    let mut h = Host::start("").await;
+    let id = h.invite("lifecycle").await;
+    let took = h
+        .wait_for(&id, "invitation → account", enabled_in_guests)
+        .await;
+    println!("invitation to AD account: {} ms", took.as_millis());
+
+    h.graph
+        .patch_user(&id, json!({"displayName": "Renamed Guest"}))
+        .await
+        .unwrap();
+    h.wait_for(&id, "update", |a| {
+        a.is_some_and(|(_, e)| text(e, "displayName").as_deref() == Some("Renamed Guest"))
+    })
+    .await;
+
+    h.graph
+        .patch_user(&id, json!({"accountEnabled": false}))
+        .await
+        .unwrap();
+    h.wait_for(&id, "disable", disabled_in_disabled_ou).await;
+    h.graph
+        .patch_user(&id, json!({"accountEnabled": true}))
+        .await
+        .unwrap();
+    h.wait_for(&id, "enable", enabled_in_guests).await;
+
+    h.graph.delete_user(&id).await.unwrap();
+    h.wait_for(&id, "soft delete", disabled_in_disabled_ou)
+        .await;
+    h.graph.restore_user(&id).await.unwrap();
+    h.wait_for(&id, "restore", enabled_in_guests).await;
+
+    h.graph.delete_user(&id).await.unwrap();
+    h.graph.purge_user(&id).await.unwrap();
+    h.wait_for(&id, "permanent delete", |a| a.is_none()).await;
+}
+
+#[tokio::test]
+async fn duplicated_and_reordered_notifications_still_converge_to_graph() {
+    let mut h = Host::start("").await;
+    h.graph
+        .set_switches(json!({"duplicateNotifications": true, "reorderNotifications": true}))
+        .await
+        .unwrap();
+    let id = h.invite("reorder").await;
+    for name in ["First", "Second", "Third", "Final"] {
+        h.graph
+            .patch_user(&id, json!({"displayName": name}))
+            .await
+            .unwrap();
+    }
+    h.wait_for(&id, "final name", |a| {
+        a.is_some_and(|(_, e)| text(e, "displayName").as_deref() == Some("Final"))
+    })
+    .await;
+    let log = h.graph.delivery_log().await.unwrap();
+    assert!(
+        log.len() >= 2,
+        "the simulator delivered notifications: {log:?}"
+    );
+}
+
+/// Posts a notification for `user_id` straight to the webhook.
+async fn post_notification(h: &Host, user_id: &str, client_state: &str, tenant_id: &str) -> u16 {
+    let sub = h.subscriptions().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let body = json!({"value": [{
+        "subscriptionId": sub,
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        "changeType": "updated",
+        "resource": format!("Users/{user_id}"),
+        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": format!("Users/{user_id}"), "id": user_id},
+        "clientState": client_state,
+        "tenantId": tenant_id,
+    }]});
+    reqwest::Client::new()
+        .post(format!("http://{}/api/notifications", h.serve.listen))
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+#[tokio::test]
+async fn forged_notifications_change_nothing() {
+    let mut h = Host::start("").await;
+    h.graph.set_notifications_lost(true).await.unwrap();
+    let id = h.invite("forged").await;
+    let tenant = h.sim.config().tenant_id.clone();
+    assert_eq!(
+        post_notification(&h, &id, "not-the-client-state", &tenant).await,
+        202
+    );
+    assert_eq!(
+        post_notification(
+            &h,
+            &id,
+            CLIENT_STATE,
+            "11111111-2222-3333-4444-555555555555"
+        )
+        .await,
+        202
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.account(&id).await.is_none(),
+        "a forged notification must not be acted on"
+    );
+    // The same notification, genuine, is acted on: the negative result above means something.
+    assert_eq!(post_notification(&h, &id, CLIENT_STATE, &tenant).await, 202);
+    h.wait_for(&id, "genuine notification", enabled_in_guests)
+        .await;
+}
+
+/// Invites a guest without Graph notifying anyone; `notify` then delivers the notification, so a
+/// fault set in between hits only shadowsync's reads, not the test's own client.
+async fn invite_quietly(h: &Host, name: &str) -> String {
+    h.graph.set_notifications_lost(true).await.unwrap();
+    let id = h.invite(name).await;
+    h.graph.set_notifications_lost(false).await.unwrap();
+    id
+}
+
+async fn notify(h: &Host, id: &str) {
+    let tenant = h.sim.config().tenant_id.clone();
+    assert_eq!(post_notification(h, id, CLIENT_STATE, &tenant).await, 202);
+}
+
+#[tokio::test]
+async fn a_job_interrupted_by_a_crash_is_applied_after_restart() {
+    let mut h = Host::start("").await;
+    let id = invite_quietly(&h, "crash").await;
+    // Graph answers user reads slowly, so the provisioner is mid-job when the process dies.
+    h.graph
+        .set_fault(FaultRule {
+            path: "/v1.0/users/*".into(),
+            method: Some("GET".into()),
+            latency_ms: Some(4_000),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    notify(&h, &id).await; // 202: the job is durably enqueued
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    h.serve.kill().await.unwrap();
+    assert!(
+        h.account(&id).await.is_none(),
+        "the job had not been applied yet"
+    );
+    h.graph.clear_faults().await.unwrap();
+    h.serve.spawn().await.unwrap();
+    let took = h.wait_for(&id, "after restart", enabled_in_guests).await;
+    println!("applied {} ms after the restart", took.as_millis());
+}
+
+#[tokio::test]
+async fn graph_throttling_and_errors_delay_but_lose_nothing() {
+    let mut h = Host::start("").await;
+    let id = invite_quietly(&h, "throttled").await;
+    h.graph
+        .set_fault(FaultRule::throttle_next("/v1.0/users/*", 1, 4))
+        .await
+        .unwrap();
+    notify(&h, &id).await;
+    h.wait_for(&id, "despite 429s", enabled_in_guests).await;
+    h.graph
+        .set_fault(FaultRule {
+            method: Some("GET".into()),
+            ..FaultRule::fail_next("/v1.0/users/*", 500, 10)
+        })
+        .await
+        .unwrap();
+    h.graph
+        .set_fault(FaultRule {
+            method: Some("GET".into()),
+            ..FaultRule::fail_next("/v1.0/users/*", 503, 3)
+        })
+        .await
+        .unwrap();
+    h.graph
+        .patch_user(&id, json!({"displayName": "After Errors"}))
+        .await
+        .unwrap();
+    h.wait_for(&id, "despite 5xx", |a| {
+        a.is_some_and(|(_, e)| text(e, "displayName").as_deref() == Some("After Errors"))
+    })
+    .await;
+    let faults: Value = reqwest::get(format!("{}/_sim/faults", h.sim.base_url()))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        faults
+            .as_array()
+            .or(faults["value"].as_array())
+            .map(Vec::len),
+        Some(0),
+        "every fault was met: {faults}"
+    );
+}
+
+#[tokio::test]
+async fn the_subscription_is_renewed_before_it_expires_and_reauthorized_on_request() {
+    let h =
+        Host::start("[subscriptions]\ncheck_interval_minutes = 0.02\nrenew_margin_hours = 72\n")
+            .await;
+    let sub = h.subscriptions().await.remove(0);
+    let expires = |s: &Value| {
+        chrono::DateTime::parse_from_rfc3339(s["expirationDateTime"].as_str().unwrap()).unwrap()
+    };
+    let first = expires(&sub);
+    // Move Graph's clock to two days before expiry: inside the 72-hour renewal margin.
+    let now = h.sim.sim().now();
+    let until_margin = (first.with_timezone(&chrono::Utc) - now) - chrono::Duration::hours(48);
+    h.graph
+        .advance_time(until_margin.num_seconds() as f64)
+        .await
+        .unwrap();
+    wait_until(SETTLE, || async {
+        h.subscriptions()
+            .await
+            .first()
+            .is_some_and(|s| expires(s) > first)
+    })
+    .await
+    .expect("renewed before expiry");
+    assert_eq!(
+        h.subscriptions().await[0]["id"],
+        sub["id"],
+        "renewed, not recreated"
+    );
+
+    let id = sub["id"].as_str().unwrap();
+    h.graph
+        .trigger_lifecycle(id, "reauthorizationRequired")
+        .await
+        .unwrap();
+    let needs_reauth = || async {
+        let subs: Value = reqwest::get(format!("{}/_sim/subscriptions", h.sim.base_url()))
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        subs.as_array()
+            .or(subs["value"].as_array())
+            .unwrap()
+            .iter()
+            .any(|s| s["needsReauthorization"] == true)
+    };
+    wait_until(SETTLE, || async { !needs_reauth().await })
+        .await
+        .expect("reauthorized");
+}
+
+#[tokio::test]
+async fn sigterm_stops_cleanly() {
+    let mut h = Host::start("").await;
+    let status = h.serve.stop().await.unwrap();
+    assert!(status.success(), "{status:?}");
+}

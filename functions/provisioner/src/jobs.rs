@@ -1,0 +1,71 @@
+//! What shadowsync does with each job: the one dispatcher shared by every host (`serve`, the
+//! on-premises connector, the Lambda functions).
+
+use crate::{JobError, JobHandler};
+use async_trait::async_trait;
+use chrono::Utc;
+use shadowsync_converge::{describe, Converger};
+use shadowsync_queue::Job;
+use shadowsync_subscriptions::SubscriptionKeeper;
+use std::sync::Arc;
+
+pub struct ShadowsyncJobs {
+    pub converger: Arc<Converger>,
+    /// Handles lifecycle events; a host without a keeper leaves lifecycle jobs to one that has.
+    pub keeper: Option<Arc<SubscriptionKeeper>>,
+}
+
+#[async_trait]
+impl JobHandler for ShadowsyncJobs {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        match job {
+            Job::Converge {
+                user_id,
+                received_at,
+                source,
+                ..
+            } => {
+                let outcome = self
+                    .converger
+                    .converge(user_id)
+                    .await
+                    .map_err(|e| JobError {
+                        retryable: e.is_retryable(),
+                        reason: e.to_string(),
+                    })?;
+                let latency_ms = (Utc::now() - *received_at).num_milliseconds();
+                tracing::info!(
+                    user_id,
+                    upn = outcome.user_principal_name.as_deref().unwrap_or(""),
+                    status = ?outcome.status,
+                    source = ?source,
+                    latency_ms,
+                    plan = %describe(&outcome.plan),
+                    "converged"
+                );
+                Ok(())
+            }
+            Job::Lifecycle {
+                event,
+                subscription_id,
+                ..
+            } => {
+                let Some(keeper) = &self.keeper else {
+                    return Err(JobError {
+                        retryable: true,
+                        reason: "no subscription keeper in this host".into(),
+                    });
+                };
+                let outcome = keeper
+                    .handle_lifecycle(*event, subscription_id)
+                    .await
+                    .map_err(|e| JobError {
+                        retryable: e.is_retryable(),
+                        reason: e.to_string(),
+                    })?;
+                tracing::info!(subscription_id, ?event, ?outcome, "lifecycle event handled");
+                Ok(())
+            }
+        }
+    }
+}

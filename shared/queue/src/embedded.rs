@@ -1,0 +1,539 @@
+//! The durable embedded queue: SQS FIFO semantics on redb tables kept in the state store's file
+//! (redb allows one open handle per file).
+//!
+//! Every operation is one redb write transaction, so it is atomic, durable once it returns, and
+//! serialised against every other operation (redb has one writer at a time). Tables:
+//!
+//! - `queue_jobs`: seq → job record (JSON). `seq` comes from a persistent counter that is never
+//!   reused, so it is the global FIFO order and receipts of deleted jobs can never match new ones.
+//! - `queue_groups`: (group, seq) → (): each group's jobs in order; the first is the group's head.
+//! - `queue_ready`: seq → (): group heads that can be delivered now.
+//! - `queue_waiting`: (visible_at µs, seq) → (): group heads that are in flight or delayed, ordered
+//!   by when they become visible again.
+//! - `queue_dedup` / `queue_dedup_expiry`: dedup keys sent within the window, and the same keys
+//!   ordered by time so that expired ones are purged without a scan.
+//! - `queue_dead`: seq → dead letter (JSON).
+//! - `queue_meta`: the sequence counter.
+//!
+//! Only group heads are ever in `queue_ready` or `queue_waiting`, so a later job of a group cannot
+//! be delivered while an earlier one exists: per-group order and one job in flight per group
+//! follow from the layout, not from a check at receive time. It also makes `receive` cost
+//! O((delivered + newly expired) · log n), independent of how many jobs wait.
+
+use crate::{DeadLetter, Delivery, Disposition, Job, Queue, QueueError, QueueStats, Receipt};
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shadowsync_core::{Clock, SystemClock};
+use shadowsync_state::redb::{
+    self, Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
+};
+use shadowsync_state::EmbeddedStore;
+use std::sync::Arc;
+use std::time::Duration;
+
+const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_jobs");
+const GROUPS: TableDefinition<(&str, u64), ()> = TableDefinition::new("queue_groups");
+const READY: TableDefinition<u64, ()> = TableDefinition::new("queue_ready");
+const WAITING: TableDefinition<(i64, u64), ()> = TableDefinition::new("queue_waiting");
+const DEDUP: TableDefinition<&str, i64> = TableDefinition::new("queue_dedup");
+const DEDUP_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("queue_dedup_expiry");
+const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_dead");
+const META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
+
+const NEXT_SEQ: &str = "next_seq";
+
+/// How long a dedup key suppresses a resend (SQS's deduplication interval).
+pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+fn storage(e: impl std::fmt::Display) -> QueueError {
+    QueueError::Storage(e.to_string())
+}
+
+// `?` on redb and serde errors inside transactions.
+macro_rules! storage_from {
+    ($($t:ty),*) => {$(
+        impl From<$t> for QueueError {
+            fn from(e: $t) -> Self {
+                storage(e)
+            }
+        }
+    )*};
+}
+storage_from!(
+    redb::Error,
+    redb::TransactionError,
+    redb::TableError,
+    redb::StorageError,
+    redb::CommitError,
+    serde_json::Error
+);
+
+/// A job as stored.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct Record {
+    job: Job,
+    enqueued_at: DateTime<Utc>,
+    /// How many times it has been received.
+    attempt: u32,
+    /// While the job is in `queue_waiting`: its key's time there (µs since the epoch).
+    visible_at: i64,
+    /// The receipt of the latest delivery; `None` once handed back with `retry_later`.
+    receipt: Option<String>,
+}
+
+fn micros(t: DateTime<Utc>) -> i64 {
+    t.timestamp_micros()
+}
+
+fn later(now: i64, by: Duration) -> i64 {
+    now.saturating_add(i64::try_from(by.as_micros()).unwrap_or(i64::MAX))
+}
+
+/// A receipt names the job and the delivery: `seq` is never reused and `attempt` grows with each
+/// delivery, so a receipt from an earlier delivery never matches the current one.
+fn receipt_for(seq: u64, attempt: u32) -> String {
+    format!("{seq}:{attempt}")
+}
+
+fn seq_of(receipt: &str) -> Option<u64> {
+    receipt.split_once(':')?.0.parse().ok()
+}
+
+/// The queue's tables, open in one write transaction.
+struct Tables<'t> {
+    jobs: Table<'t, u64, &'static [u8]>,
+    groups: Table<'t, (&'static str, u64), ()>,
+    ready: Table<'t, u64, ()>,
+    waiting: Table<'t, (i64, u64), ()>,
+    dedup: Table<'t, &'static str, i64>,
+    dedup_expiry: Table<'t, (i64, &'static str), ()>,
+    dead: Table<'t, u64, &'static [u8]>,
+    meta: Table<'t, &'static str, u64>,
+}
+
+impl<'t> Tables<'t> {
+    fn open(tx: &'t WriteTransaction) -> Result<Self, QueueError> {
+        Ok(Self {
+            jobs: tx.open_table(JOBS)?,
+            groups: tx.open_table(GROUPS)?,
+            ready: tx.open_table(READY)?,
+            waiting: tx.open_table(WAITING)?,
+            dedup: tx.open_table(DEDUP)?,
+            dedup_expiry: tx.open_table(DEDUP_EXPIRY)?,
+            dead: tx.open_table(DEAD)?,
+            meta: tx.open_table(META)?,
+        })
+    }
+
+    fn load(&self, seq: u64) -> Result<Option<Record>, QueueError> {
+        match self.jobs.get(seq)? {
+            Some(raw) => Ok(Some(serde_json::from_slice(raw.value())?)),
+            None => Ok(None),
+        }
+    }
+
+    fn save(&mut self, seq: u64, record: &Record) -> Result<(), QueueError> {
+        self.jobs
+            .insert(seq, serde_json::to_vec(record)?.as_slice())?;
+        Ok(())
+    }
+
+    /// The job a receipt was issued for, if that delivery is still the job's latest.
+    fn current(&self, receipt: &Receipt) -> Result<(u64, Record), QueueError> {
+        let unknown = || QueueError::UnknownReceipt(receipt.0.clone());
+        let seq = seq_of(&receipt.0).ok_or_else(unknown)?;
+        let record = self.load(seq)?.ok_or_else(unknown)?;
+        if record.receipt.as_deref() != Some(receipt.0.as_str()) {
+            return Err(unknown());
+        }
+        Ok((seq, record))
+    }
+
+    fn next_seq(&mut self) -> Result<u64, QueueError> {
+        let seq = self.meta.get(NEXT_SEQ)?.map_or(1, |v| v.value());
+        self.meta.insert(NEXT_SEQ, seq + 1)?;
+        Ok(seq)
+    }
+
+    fn group_head(&self, group: &str) -> Result<Option<u64>, QueueError> {
+        let mut range = self.groups.range((group, 0)..=(group, u64::MAX))?;
+        Ok(range.next().transpose()?.map(|(k, _)| k.value().1))
+    }
+
+    /// Appends a job at the end of its group; it is ready at once if the group was empty.
+    fn push(&mut self, job: Job, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let seq = self.next_seq()?;
+        let group = job.group();
+        let record = Record {
+            job,
+            enqueued_at: now,
+            attempt: 0,
+            visible_at: micros(now),
+            receipt: None,
+        };
+        self.save(seq, &record)?;
+        self.groups.insert((group.as_str(), seq), ())?;
+        if self.group_head(&group)? == Some(seq) {
+            self.ready.insert(seq, ())?;
+        }
+        Ok(())
+    }
+
+    /// Makes a head invisible until `visible_at` (in flight or delayed).
+    fn hide(&mut self, seq: u64, record: &mut Record, visible_at: i64) -> Result<(), QueueError> {
+        self.ready.remove(seq)?;
+        self.waiting.remove((record.visible_at, seq))?;
+        record.visible_at = visible_at;
+        self.waiting.insert((visible_at, seq), ())?;
+        self.save(seq, record)
+    }
+
+    /// Deletes a job (always its group's head) and makes the group's next job ready.
+    fn remove(&mut self, seq: u64, record: &Record) -> Result<(), QueueError> {
+        let group = record.job.group();
+        self.jobs.remove(seq)?;
+        self.groups.remove((group.as_str(), seq))?;
+        self.ready.remove(seq)?;
+        self.waiting.remove((record.visible_at, seq))?;
+        if let Some(next) = self.group_head(&group)? {
+            self.ready.insert(next, ())?;
+        }
+        Ok(())
+    }
+
+    fn bury(
+        &mut self,
+        seq: u64,
+        record: &Record,
+        reason: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        let dead = DeadLetter {
+            id: seq.to_string(),
+            job: record.job.clone(),
+            attempts: record.attempt,
+            reason: reason.to_string(),
+            dead_at: now,
+        };
+        self.dead
+            .insert(seq, serde_json::to_vec(&dead)?.as_slice())?;
+        self.remove(seq, record)
+    }
+
+    /// Moves heads whose visibility timeout or retry delay has passed to `queue_ready`.
+    fn wake(&mut self, now: i64) -> Result<(), QueueError> {
+        let due = self
+            .waiting
+            .extract_from_if(..=(now, u64::MAX), |_, _| true)?
+            .map(|entry| entry.map(|(k, _)| k.value().1))
+            .collect::<Result<Vec<_>, _>>()?;
+        for seq in due {
+            self.ready.insert(seq, ())?;
+        }
+        Ok(())
+    }
+
+    /// Forgets dedup keys older than the window.
+    fn purge_dedup(&mut self, now: i64) -> Result<(), QueueError> {
+        let cutoff = now.saturating_sub(later(0, DEDUP_WINDOW));
+        let expired = self
+            .dedup_expiry
+            .extract_from_if(..(cutoff, ""), |_, _| true)?
+            .map(|entry| entry.map(|(k, _)| k.value().1.to_string()))
+            .collect::<Result<Vec<_>, _>>()?;
+        for key in expired {
+            self.dedup.remove(key.as_str())?;
+        }
+        Ok(())
+    }
+}
+
+/// The durable queue of the all-in-one host.
+#[derive(Clone)]
+pub struct EmbeddedQueue {
+    db: Arc<Database>,
+    max_attempts: u32,
+    clock: Arc<dyn Clock>,
+}
+
+impl std::fmt::Debug for EmbeddedQueue {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EmbeddedQueue")
+            .field("max_attempts", &self.max_attempts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl EmbeddedQueue {
+    /// A queue in the store's file; jobs already there (from an earlier run) are kept, and jobs
+    /// that were in flight become visible again when their visibility timeout passes.
+    /// `max_attempts` counts deliveries (at least 1): a job is dead-lettered when it fails, or its
+    /// visibility expires, on that delivery.
+    pub fn new(store: &EmbeddedStore, max_attempts: u32) -> Result<Self, QueueError> {
+        Self::with_clock(store, max_attempts, Arc::new(SystemClock))
+    }
+
+    /// Makes every job in flight visible again at once, and returns how many there were. For a
+    /// host that is the queue's only consumer, at start: whatever was in flight belonged to a run
+    /// that died, so waiting for its visibility timeout would only delay those users. Jobs held
+    /// back by `retry_later` keep their delay.
+    pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
+        self.write(|t, now| {
+            let now = micros(now);
+            let invisible = t
+                .waiting
+                .range((now.saturating_add(1), 0)..)?
+                .map(|entry| entry.map(|(k, _)| k.value()))
+                .collect::<Result<Vec<_>, _>>()?;
+            let mut released = 0;
+            for (visible_at, seq) in invisible {
+                let Some(mut record) = t.load(seq)? else {
+                    continue;
+                };
+                if record.receipt.is_none() {
+                    continue;
+                }
+                t.waiting.remove((visible_at, seq))?;
+                record.visible_at = now;
+                record.receipt = None;
+                t.save(seq, &record)?;
+                t.ready.insert(seq, ())?;
+                released += 1;
+            }
+            Ok(released)
+        })
+        .await
+    }
+
+    pub fn with_clock(
+        store: &EmbeddedStore,
+        max_attempts: u32,
+        clock: Arc<dyn Clock>,
+    ) -> Result<Self, QueueError> {
+        let db = store.database();
+        // Create the tables up front so that read-only transactions can always open them.
+        let tx = db.begin_write()?;
+        drop(Tables::open(&tx)?);
+        tx.commit()?;
+        Ok(Self {
+            db,
+            max_attempts: max_attempts.max(1),
+            clock,
+        })
+    }
+
+    /// Runs `work` in one write transaction off the async runtime; commits only if it succeeds.
+    /// The time is read after the write lock is taken, so it never goes backwards between
+    /// operations (given a monotonic clock).
+    async fn write<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&mut Tables<'_>, DateTime<Utc>) -> Result<T, QueueError> + Send + 'static,
+    ) -> Result<T, QueueError> {
+        let db = self.db.clone();
+        let clock = self.clock.clone();
+        tokio::task::spawn_blocking(move || {
+            let tx = db.begin_write()?;
+            let out = {
+                let mut tables = Tables::open(&tx)?;
+                work(&mut tables, clock.now())?
+            };
+            tx.commit()?;
+            Ok(out)
+        })
+        .await
+        .map_err(storage)?
+    }
+
+    async fn read<T: Send + 'static>(
+        &self,
+        work: impl FnOnce(&redb::ReadTransaction, DateTime<Utc>) -> Result<T, QueueError>
+            + Send
+            + 'static,
+    ) -> Result<T, QueueError> {
+        let db = self.db.clone();
+        let clock = self.clock.clone();
+        tokio::task::spawn_blocking(move || work(&db.begin_read()?, clock.now()))
+            .await
+            .map_err(storage)?
+    }
+}
+
+#[async_trait]
+impl Queue for EmbeddedQueue {
+    async fn send_batch(&self, jobs: Vec<Job>) -> Result<(), QueueError> {
+        if jobs.is_empty() {
+            return Ok(());
+        }
+        self.write(move |t, now| {
+            let now_us = micros(now);
+            t.purge_dedup(now_us)?;
+            for job in jobs {
+                let key = job.dedup_key();
+                // Purged above, so any key still present was sent within the window.
+                if t.dedup.get(key.as_str())?.is_some() {
+                    continue;
+                }
+                t.dedup.insert(key.as_str(), now_us)?;
+                t.dedup_expiry.insert((now_us, key.as_str()), ())?;
+                t.push(job, now)?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
+        if max == 0 {
+            return Ok(Vec::new());
+        }
+        let max_attempts = self.max_attempts;
+        self.write(move |t, now| {
+            let now_us = micros(now);
+            t.wake(now_us)?;
+            let mut out = Vec::new();
+            // Oldest ready head first; a delivered head moves to `queue_waiting`, so the loop
+            // never sees it twice, and its group's later jobs are not heads.
+            while out.len() < max {
+                let Some(seq) = t.ready.pop_first()?.map(|(k, _)| k.value()) else {
+                    break;
+                };
+                let Some(mut record) = t.load(seq)? else {
+                    continue; // an index entry without a job cannot be delivered
+                };
+                if record.attempt >= max_attempts {
+                    // Received max_attempts times and never acknowledged nor handed back: the
+                    // consumer probably dies on it, so it must not block its group forever.
+                    let reason = format!(
+                        "received {} times without being acknowledged (visibility timeout expired)",
+                        record.attempt
+                    );
+                    t.bury(seq, &record, &reason, now)?;
+                    continue;
+                }
+                record.attempt += 1;
+                let receipt = receipt_for(seq, record.attempt);
+                record.receipt = Some(receipt.clone());
+                t.hide(seq, &mut record, later(now_us, visibility))?;
+                out.push(Delivery {
+                    receipt: Receipt(receipt),
+                    job: record.job,
+                    attempt: record.attempt,
+                    enqueued_at: record.enqueued_at,
+                });
+            }
+            Ok(out)
+        })
+        .await
+    }
+
+    async fn ack(&self, receipt: &Receipt) -> Result<(), QueueError> {
+        let receipt = receipt.clone();
+        self.write(move |t, _| {
+            let (seq, record) = t.current(&receipt)?;
+            t.remove(seq, &record)
+        })
+        .await
+    }
+
+    async fn retry_later(
+        &self,
+        receipt: &Receipt,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Disposition, QueueError> {
+        let (receipt, reason, max_attempts) =
+            (receipt.clone(), reason.to_string(), self.max_attempts);
+        self.write(move |t, now| {
+            let (seq, mut record) = t.current(&receipt)?;
+            if record.attempt >= max_attempts {
+                t.bury(seq, &record, &reason, now)?;
+                return Ok(Disposition::DeadLettered);
+            }
+            // Dropping the receipt: the failed delivery is over, the next one gets a new one.
+            record.receipt = None;
+            t.hide(seq, &mut record, later(micros(now), delay))?;
+            Ok(Disposition::Retrying {
+                attempt: record.attempt,
+            })
+        })
+        .await
+    }
+
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<(), QueueError> {
+        let (receipt, reason) = (receipt.clone(), reason.to_string());
+        self.write(move |t, now| {
+            let (seq, record) = t.current(&receipt)?;
+            t.bury(seq, &record, &reason, now)
+        })
+        .await
+    }
+
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError> {
+        let receipt = receipt.clone();
+        self.write(move |t, now| {
+            let (seq, mut record) = t.current(&receipt)?;
+            t.hide(seq, &mut record, later(micros(now), visibility))
+        })
+        .await
+    }
+
+    async fn stats(&self) -> Result<QueueStats, QueueError> {
+        self.read(|tx, now| {
+            let jobs = tx.open_table(JOBS)?;
+            let waiting = tx.open_table(WAITING)?;
+            // In flight: heads still invisible that hold a receipt (delayed ones hold none).
+            // Costs one lookup per invisible head, not per job.
+            let mut in_flight = 0;
+            for entry in waiting.range((micros(now).saturating_add(1), 0)..)? {
+                let seq = entry?.0.value().1;
+                if let Some(raw) = jobs.get(seq)? {
+                    let record: Record = serde_json::from_slice(raw.value())?;
+                    in_flight += u64::from(record.receipt.is_some());
+                }
+            }
+            Ok(QueueStats {
+                depth: jobs.len()?,
+                in_flight,
+                dead_letters: tx.open_table(DEAD)?.len()?,
+            })
+        })
+        .await
+    }
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError> {
+        self.read(|tx, _| {
+            tx.open_table(DEAD)?
+                .iter()?
+                .map(|entry| Ok(serde_json::from_slice(entry?.1.value())?))
+                .collect()
+        })
+        .await
+    }
+
+    async fn redrive(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.write(move |t, now| {
+            let unknown = || QueueError::UnknownDeadLetter(id.clone());
+            let seq: u64 = id.parse().map_err(|_| unknown())?;
+            let raw = t.dead.remove(seq)?.ok_or_else(unknown)?;
+            let dead: DeadLetter = serde_json::from_slice(raw.value())?;
+            drop(raw);
+            // A fresh job at the end of its group; not subject to dedup, since the administrator
+            // asked for it explicitly.
+            t.push(dead.job, now)
+        })
+        .await
+    }
+
+    async fn drop_dead_letter(&self, id: &str) -> Result<(), QueueError> {
+        let id = id.to_string();
+        self.write(move |t, _| {
+            let unknown = || QueueError::UnknownDeadLetter(id.clone());
+            let seq: u64 = id.parse().map_err(|_| unknown())?;
+            t.dead.remove(seq)?.ok_or_else(unknown)?;
+            Ok(())
+        })
+        .await
+    }
+}

@@ -1,0 +1,193 @@
+//! The job queue between the webhook (and reconciler) and the provisioner.
+//!
+//! Semantics follow an SQS FIFO queue, so the embedded queue and the SQS adapter are
+//! interchangeable: jobs of one group (one user) are delivered one at a time in order; a received
+//! job is invisible until acknowledged or until its visibility timeout passes; a job that failed
+//! is retried after a delay and dead-lettered, with the reason, after `max_attempts`.
+
+pub mod conformance;
+mod embedded;
+
+pub use embedded::{EmbeddedQueue, DEDUP_WINDOW};
+
+use async_trait::async_trait;
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use std::time::Duration;
+use thiserror::Error;
+
+/// Why Graph told us about a user (a hint only: converge re-reads the user).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ChangeType {
+    Created,
+    Updated,
+    Deleted,
+}
+
+/// Graph's lifecycle events (`lifecycleEvent`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum LifecycleEvent {
+    ReauthorizationRequired,
+    SubscriptionRemoved,
+    Missed,
+}
+
+/// Where a converge job came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobSource {
+    Notification,
+    Reconciler,
+    Admin,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Job {
+    /// Make AD agree with Graph for one user.
+    Converge {
+        user_id: String,
+        change_type: Option<ChangeType>,
+        subscription_id: Option<String>,
+        received_at: DateTime<Utc>,
+        source: JobSource,
+    },
+    /// A subscription needs attention (the subscription keeper and the reconciler act on it).
+    Lifecycle {
+        event: LifecycleEvent,
+        subscription_id: String,
+        received_at: DateTime<Utc>,
+    },
+}
+
+impl Job {
+    /// Jobs of one group are processed one at a time, in order: one group per user, and one for
+    /// each subscription's lifecycle events.
+    pub fn group(&self) -> String {
+        match self {
+            Job::Converge { user_id, .. } => format!("user:{user_id}"),
+            Job::Lifecycle {
+                subscription_id, ..
+            } => format!("subscription:{subscription_id}"),
+        }
+    }
+
+    /// Identifies a job's content, so that a redelivery of the same notification is not queued
+    /// twice (used as the SQS `MessageDeduplicationId`).
+    pub fn dedup_key(&self) -> String {
+        match self {
+            Job::Converge {
+                user_id,
+                change_type,
+                subscription_id,
+                received_at,
+                ..
+            } => format!(
+                "{user_id}|{change_type:?}|{}|{}",
+                subscription_id.as_deref().unwrap_or(""),
+                received_at.timestamp_micros()
+            ),
+            Job::Lifecycle {
+                event,
+                subscription_id,
+                received_at,
+            } => format!(
+                "{subscription_id}|{event:?}|{}",
+                received_at.timestamp_micros()
+            ),
+        }
+    }
+}
+
+/// Handle of one received job, to acknowledge or retry it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Receipt(pub String);
+
+/// A job handed to a consumer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivery {
+    pub receipt: Receipt,
+    pub job: Job,
+    /// How many times this job has been received, this time included.
+    pub attempt: u32,
+    pub enqueued_at: DateTime<Utc>,
+}
+
+/// A job that failed for good, kept for an administrator.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeadLetter {
+    pub id: String,
+    pub job: Job,
+    pub attempts: u32,
+    pub reason: String,
+    pub dead_at: DateTime<Utc>,
+}
+
+/// What became of a job handed back with [`Queue::retry_later`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Disposition {
+    /// It will be delivered again; `attempt` is the failed delivery's [`Delivery::attempt`].
+    Retrying {
+        attempt: u32,
+    },
+    DeadLettered,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueStats {
+    /// Jobs waiting or being worked on.
+    pub depth: u64,
+    pub in_flight: u64,
+    pub dead_letters: u64,
+}
+
+#[derive(Debug, Error)]
+pub enum QueueError {
+    #[error("unknown or expired receipt {0:?}")]
+    UnknownReceipt(String),
+    /// `redrive` or `drop_dead_letter` named a dead letter that does not exist (any more).
+    #[error("unknown dead letter {0:?}")]
+    UnknownDeadLetter(String),
+    #[error("queue storage: {0}")]
+    Storage(String),
+}
+
+#[async_trait]
+pub trait Queue: Send + Sync {
+    /// Stores the jobs durably; when this returns `Ok`, none of them can be lost.
+    async fn send_batch(&self, jobs: Vec<Job>) -> Result<(), QueueError>;
+
+    /// Up to `max` visible jobs, at most one per group and none from a group that has a job in
+    /// flight. Each is invisible for `visibility` unless acknowledged or retried sooner.
+    async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError>;
+
+    /// Removes a job that was applied (or had nothing to do).
+    async fn ack(&self, receipt: &Receipt) -> Result<(), QueueError>;
+
+    /// Hands a failed job back to run again after `delay`, or dead-letters it with `reason` if it
+    /// has been received `max_attempts` times.
+    async fn retry_later(
+        &self,
+        receipt: &Receipt,
+        delay: Duration,
+        reason: &str,
+    ) -> Result<Disposition, QueueError>;
+
+    /// Moves a job that can never succeed straight to the dead letters.
+    async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<(), QueueError>;
+
+    /// Keeps a job invisible for `visibility` more, for work that takes long.
+    async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError>;
+
+    async fn stats(&self) -> Result<QueueStats, QueueError>;
+
+    async fn dead_letters(&self) -> Result<Vec<DeadLetter>, QueueError>;
+
+    /// Puts a dead letter back on the queue as a fresh job.
+    async fn redrive(&self, id: &str) -> Result<(), QueueError>;
+
+    /// Discards a dead letter.
+    async fn drop_dead_letter(&self, id: &str) -> Result<(), QueueError>;
+}

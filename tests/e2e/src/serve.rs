@@ -1,0 +1,168 @@
+//! `shadowsync serve` as a real process against the simulator and the test DC.
+
+use crate::Samba;
+use anyhow::{bail, Context, Result};
+use graph_sim::RunningSim;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+use tokio::process::{Child, Command};
+
+/// The clientState the test hosts use.
+pub const CLIENT_STATE: &str = "e2e-client-state-6f1c0b9a2d4e";
+
+/// A `shadowsync serve` child process and the config it runs with.
+pub struct ServeProcess {
+    binary: PathBuf,
+    pub config_path: PathBuf,
+    pub listen: SocketAddr,
+    sim_secret: String,
+    bind_password: String,
+    child: Option<Child>,
+}
+
+/// A loopback port nobody listens on right now.
+pub fn free_port() -> Result<SocketAddr> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+    Ok(listener.local_addr()?)
+}
+
+/// The config file `serve` gets: simulator endpoints, test DC, state under `dir`.
+pub fn config_toml(
+    sim: &RunningSim,
+    samba: &Samba,
+    listen: SocketAddr,
+    dir: &Path,
+    extra: &str,
+) -> String {
+    let c = sim.config();
+    format!(
+        r#"[graph]
+tenant_id = "{tenant}"
+client_id = "{client}"
+login_endpoint = "{base}"
+graph_endpoint = "{base}"
+
+[webhook]
+listen = "{listen}"
+public_url = "http://{listen}"
+
+[directory]
+url = "{ldap}"
+bind_dn = "{bind_dn}"
+ca_file = "{ca}"
+guests_ou = "{guests}"
+disabled_ou = "{disabled}"
+
+[state]
+path = "{state}"
+{extra}"#,
+        tenant = c.tenant_id,
+        client = c.client_id,
+        base = sim.base_url(),
+        ldap = samba.ldaps_url,
+        bind_dn = samba.bind_dn,
+        ca = samba.ca_file.display(),
+        guests = samba.guests_ou,
+        disabled = samba.disabled_ou,
+        state = dir.join("state.redb").display(),
+    )
+}
+
+impl ServeProcess {
+    /// Writes the config into `dir` and starts `binary serve`.
+    pub async fn start(
+        binary: &Path,
+        sim: &RunningSim,
+        samba: &Samba,
+        dir: &Path,
+        extra: &str,
+    ) -> Result<Self> {
+        let listen = free_port()?;
+        let config_path = dir.join("shadowsync.toml");
+        std::fs::write(&config_path, config_toml(sim, samba, listen, dir, extra))?;
+        let mut serve = Self {
+            binary: binary.to_path_buf(),
+            config_path,
+            listen,
+            sim_secret: sim.config().client_secret.clone(),
+            bind_password: samba.bind_password.clone(),
+            child: None,
+        };
+        serve.spawn().await?;
+        Ok(serve)
+    }
+
+    /// Starts the process (again) and waits until the webhook answers.
+    pub async fn spawn(&mut self) -> Result<()> {
+        let log = std::env::var("SHADOWSYNC_E2E_LOG").unwrap_or_else(|_| "warn".into());
+        let child = Command::new(&self.binary)
+            .arg("serve")
+            .arg("--config")
+            .arg(&self.config_path)
+            .env("SHADOWSYNC_GRAPH_CLIENT_SECRET", &self.sim_secret)
+            .env("SHADOWSYNC_WEBHOOK_CLIENT_STATE", CLIENT_STATE)
+            .env("SHADOWSYNC_DIRECTORY_BIND_PASSWORD", &self.bind_password)
+            .env("RUST_LOG", log)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .with_context(|| format!("starting {}", self.binary.display()))?;
+        self.child = Some(child);
+        let url = format!(
+            "http://{}/api/notifications?validationToken=up",
+            self.listen
+        );
+        let http = reqwest_client();
+        wait_until(Duration::from_secs(30), || async {
+            http.post(&url)
+                .send()
+                .await
+                .is_ok_and(|r| r.status().is_success())
+        })
+        .await
+        .context("serve did not start listening")?;
+        Ok(())
+    }
+
+    /// SIGKILL: the process gets no chance to finish anything.
+    pub async fn kill(&mut self) -> Result<()> {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await?;
+        }
+        Ok(())
+    }
+
+    /// SIGTERM, then waits for a clean exit.
+    pub async fn stop(&mut self) -> Result<std::process::ExitStatus> {
+        let mut child = self.child.take().context("not running")?;
+        let pid = child.id().context("no pid")?;
+        Command::new("kill")
+            .arg("-TERM")
+            .arg(pid.to_string())
+            .status()
+            .await?;
+        Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
+    }
+}
+
+fn reqwest_client() -> reqwest::Client {
+    reqwest::Client::new()
+}
+
+/// Polls `check` every 50 ms until it is true; returns how long that took.
+pub async fn wait_until<F, Fut>(timeout: Duration, mut check: F) -> Result<Duration>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while start.elapsed() < timeout {
+        if check().await {
+            return Ok(start.elapsed());
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    bail!("condition not met within {timeout:?}")
+}
