@@ -4,8 +4,8 @@
 use crate::{JobError, JobHandler};
 use async_trait::async_trait;
 use chrono::Utc;
-use shadowsync_converge::{describe, Converger};
-use shadowsync_queue::Job;
+use shadowsync_converge::{describe, Converger, Hint};
+use shadowsync_queue::{ChangeType, Job};
 use shadowsync_subscriptions::SubscriptionKeeper;
 use std::sync::Arc;
 

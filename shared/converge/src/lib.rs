@@ -40,6 +40,15 @@ impl ConvergeError {
     }
 }
 
+/// What the job that asked for a converge knew. Only a hint: Graph is read again either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// Graph reported the user permanently deleted (a `deleted` change notification, or a
+    /// delta `@removed` with reason `deleted`). With Graph then answering 404, the account is
+    /// deleted at once; a 404 without this only disables it.
+    pub deleted_in_graph: bool,
+}
+
 /// What converging one guest did (or, in a dry run, would do).
 #[derive(Debug, Clone, Serialize)]
 pub struct Outcome {
@@ -98,20 +107,20 @@ impl Situation {
 
 impl Converger {
     /// Makes AD agree with Graph for `user_id` and records the outcome.
-    pub async fn converge(&self, user_id: &str) -> Result<Outcome, ConvergeError> {
-        match self.converge_once(user_id).await {
+    pub async fn converge(&self, user_id: &str, hint: Hint) -> Result<Outcome, ConvergeError> {
+        match self.converge_once(user_id, hint).await {
             // Someone took the name between our check and our create: look again, once.
             Err(ConvergeError::Directory(DirectoryError::AlreadyExists(text))) => {
                 tracing::info!(user_id, %text, "name taken concurrently; converging again");
-                self.converge_once(user_id).await
+                self.converge_once(user_id, hint).await
             }
             other => other,
         }
     }
 
     /// What converging `user_id` would do, changing nothing.
-    pub async fn dry_run(&self, user_id: &str) -> Result<Outcome, ConvergeError> {
-        let situation = self.observe(user_id).await?;
+    pub async fn dry_run(&self, user_id: &str, hint: Hint) -> Result<Outcome, ConvergeError> {
+        let situation = self.observe(user_id, hint).await?;
         let plan = situation.decide(&self.policy);
         Ok(Outcome {
             user_id: user_id.to_string(),
@@ -127,8 +136,8 @@ impl Converger {
         })
     }
 
-    async fn converge_once(&self, user_id: &str) -> Result<Outcome, ConvergeError> {
-        let situation = self.observe(user_id).await?;
+    async fn converge_once(&self, user_id: &str, hint: Hint) -> Result<Outcome, ConvergeError> {
+        let situation = self.observe(user_id, hint).await?;
         let account = situation.observation.accounts.first();
         let plan = situation.decide(&self.policy);
         if plan.is_empty() {
@@ -188,7 +197,7 @@ impl Converger {
     }
 
     /// Reads Graph, state and AD, and decides what AD should hold.
-    async fn observe(&self, user_id: &str) -> Result<Situation, ConvergeError> {
+    async fn observe(&self, user_id: &str, hint: Hint) -> Result<Situation, ConvergeError> {
         let lookup = self.graph.user(user_id).await?;
         let in_scope_group = match (&self.policy.scope_group_id, &lookup) {
             (Some(group), UserLookup::Active(user)) if user.is_guest() => {
@@ -215,6 +224,7 @@ impl Converger {
         let mut desired = desired_state(
             &lookup,
             in_scope_group,
+            hint.deleted_in_graph,
             &self.policy,
             disabled_since,
             self.clock.now(),

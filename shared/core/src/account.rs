@@ -198,6 +198,9 @@ pub enum DisableReason {
     InvitationNotAccepted,
     NotInScopeGroup,
     SoftDeleted,
+    /// Graph knows the user neither as active nor as soft-deleted, but did not say it deleted
+    /// them: an orphan. Disabled, and deleted once the retention has passed.
+    NotFound,
 }
 
 impl fmt::Display for DisableReason {
@@ -208,6 +211,7 @@ impl fmt::Display for DisableReason {
             Self::InvitationNotAccepted => "invitation not accepted yet",
             Self::NotInScopeGroup => "not a member of the scope group",
             Self::SoftDeleted => "user soft-deleted in Entra ID",
+            Self::NotFound => "user not found in Entra ID (orphan)",
         })
     }
 }
@@ -243,17 +247,25 @@ pub enum DesiredState {
 /// Decides what AD should hold for a guest from what Graph says now.
 ///
 /// `in_scope_group` is whether the user is a transitive member of the policy's scope group
-/// (ignored when the policy has none). `disabled_since` is when shadowsync disabled the existing
-/// account, if it is disabled; retention counts from then.
+/// (ignored when the policy has none). `deletion_confirmed` is whether Graph itself reported the
+/// user permanently deleted (a `deleted` notification or a delta `@removed` with reason
+/// `deleted`): only then does a user Graph cannot find lose their account at once. A 404 alone
+/// could also be a wrong tenant or a broken permission, so it only disables, and retention
+/// deletes later. `disabled_since` is when shadowsync disabled the existing account, if it is
+/// disabled; retention counts from then.
 pub fn desired_state(
     lookup: &UserLookup,
     in_scope_group: bool,
+    deletion_confirmed: bool,
     policy: &Policy,
     disabled_since: Option<DateTime<Utc>>,
     now: DateTime<Utc>,
 ) -> DesiredState {
     let reason = match lookup {
-        UserLookup::Gone => return DesiredState::Deleted(DeleteReason::PermanentlyDeleted),
+        UserLookup::Gone if deletion_confirmed => {
+            return DesiredState::Deleted(DeleteReason::PermanentlyDeleted)
+        }
+        UserLookup::Gone => DisableReason::NotFound,
         UserLookup::SoftDeleted(_) => DisableReason::SoftDeleted,
         UserLookup::Active(user) => match disable_reason(user, in_scope_group, policy) {
             None => return DesiredState::Enabled(Box::new(ShadowAccount::for_user(user, policy))),
@@ -337,7 +349,7 @@ mod tests {
         let p = policy();
         let enabled = |u: GraphUser, p: &Policy, member| {
             matches!(
-                desired_state(&UserLookup::Active(u), member, p, None, now),
+                desired_state(&UserLookup::Active(u), member, false, p, None, now),
                 DesiredState::Enabled(_)
             )
         };
@@ -376,17 +388,17 @@ mod tests {
         let now = Utc::now();
         let soft = UserLookup::SoftDeleted(guest());
         assert_eq!(
-            desired_state(&soft, true, &p, None, now),
+            desired_state(&soft, true, false, &p, None, now),
             DesiredState::Disabled(DisableReason::SoftDeleted)
         );
         let day29 = now - Duration::days(29);
         assert_eq!(
-            desired_state(&soft, true, &p, Some(day29), now),
+            desired_state(&soft, true, false, &p, Some(day29), now),
             DesiredState::Disabled(DisableReason::SoftDeleted)
         );
         let day30 = now - Duration::days(30);
         assert_eq!(
-            desired_state(&soft, true, &p, Some(day30), now),
+            desired_state(&soft, true, false, &p, Some(day30), now),
             DesiredState::Deleted(DeleteReason::RetentionExpired { days: 30 })
         );
         let forever = Policy {
@@ -394,12 +406,28 @@ mod tests {
             ..policy()
         };
         assert_eq!(
-            desired_state(&soft, true, &forever, Some(now - Duration::days(3650)), now),
+            desired_state(
+                &soft,
+                true,
+                false,
+                &forever,
+                Some(now - Duration::days(3650)),
+                now
+            ),
             DesiredState::Disabled(DisableReason::SoftDeleted)
         );
         assert_eq!(
-            desired_state(&UserLookup::Gone, true, &p, None, now),
+            desired_state(&UserLookup::Gone, true, true, &p, None, now),
             DesiredState::Deleted(DeleteReason::PermanentlyDeleted)
+        );
+        assert_eq!(
+            desired_state(&UserLookup::Gone, true, false, &p, None, now),
+            DesiredState::Disabled(DisableReason::NotFound),
+            "a 404 alone only disables"
+        );
+        assert_eq!(
+            desired_state(&UserLookup::Gone, true, false, &p, Some(day30), now),
+            DesiredState::Deleted(DeleteReason::RetentionExpired { days: 30 })
         );
     }
 }

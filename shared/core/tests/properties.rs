@@ -154,6 +154,7 @@ proptest! {
         member in any::<bool>(),
         actual in actual_account(),
         days_disabled in prop::option::of(0i64..60),
+        deletion_confirmed in any::<bool>(),
     ) {
         let p = Policy { scope_group_id: Some("g".into()), ..policy() };
         let now = chrono::Utc::now();
@@ -163,7 +164,7 @@ proptest! {
             _ => UserLookup::Gone,
         };
         let since = days_disabled.map(|d| now - chrono::Duration::days(d));
-        let desired = desired_state(&lookup, member, &p, since, now);
+        let desired = desired_state(&lookup, member, deletion_confirmed, &p, since, now);
         let first = plan(&desired, &Observation::of(actual.clone()), &p);
         prop_assume!(!first.iter().any(|op| matches!(op, Operation::Conflict { .. })));
         let after = apply(actual, &first);

@@ -1,6 +1,7 @@
 //! Converging guests into real AD shadow accounts: Graph simulator + real Samba AD DC.
 
 use serde_json::json;
+use shadowsync_converge::Hint;
 use shadowsync_core::account::{uac, DESCRIPTION_MARKER};
 use shadowsync_core::names::{is_valid_sam_account_name, utf16_len, CN_MAX, SAM_MAX};
 use shadowsync_core::{dn, Operation};
@@ -19,7 +20,7 @@ fn usn(entry: &shadowsync_e2e::RawEntry) -> String {
 async fn a_guest_becomes_an_enabled_account_with_the_design_mapping() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("alice", "Alice Smith").await.unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Enabled);
     assert!(
         matches!(out.plan.as_slice(), [Operation::Create { .. }]),
@@ -97,7 +98,7 @@ async fn a_guest_becomes_an_enabled_account_with_the_design_mapping() {
 async fn a_display_name_change_updates_and_renames_the_account() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("bob", "Bob Jones").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     w.graph
         .patch_user(
             &id,
@@ -105,7 +106,7 @@ async fn a_display_name_change_updates_and_renames_the_account() {
         )
         .await
         .unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Enabled);
     let (_, e) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(text(&e, "displayName").unwrap(), "Robert Jones");
@@ -116,7 +117,7 @@ async fn a_display_name_change_updates_and_renames_the_account() {
 
 /// Converges after `change`, and checks the account is disabled in the disabled OU.
 async fn assert_disabled_after(w: &mut World, id: &str) {
-    let out = w.converger.converge(id).await.unwrap();
+    let out = w.converger.converge(id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Disabled, "{:?}", out.plan);
     let (dn_, e) = w.probe.by_anchor(id).await.unwrap().expect("account kept");
     assert_eq!(uac_of(&e), uac::DISABLED);
@@ -130,7 +131,7 @@ async fn assert_disabled_after(w: &mut World, id: &str) {
 async fn account_enabled_false_disables_it() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("carol", "Carol").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     w.graph
         .patch_user(&id, json!({"accountEnabled": false}))
         .await
@@ -140,7 +141,7 @@ async fn account_enabled_false_disables_it() {
         .patch_user(&id, json!({"accountEnabled": true}))
         .await
         .unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Enabled);
     let (dn_, e) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(uac_of(&e), uac::ENABLED);
@@ -151,7 +152,7 @@ async fn account_enabled_false_disables_it() {
 async fn becoming_a_member_disables_it() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("dave", "Dave").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     w.graph
         .patch_user(&id, json!({"userType": "Member"}))
         .await
@@ -163,7 +164,7 @@ async fn becoming_a_member_disables_it() {
 async fn soft_deletion_disables_and_restore_re_enables() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("erin", "Erin").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     let (_, before) = w.probe.by_anchor(&id).await.unwrap().unwrap();
 
     w.graph.delete_user(&id).await.unwrap();
@@ -184,7 +185,7 @@ async fn soft_deletion_disables_and_restore_re_enables() {
     );
 
     w.graph.restore_user(&id).await.unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Enabled);
     let (dn_, e) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(uac_of(&e), uac::ENABLED);
@@ -200,15 +201,36 @@ async fn soft_deletion_disables_and_restore_re_enables() {
 }
 
 #[tokio::test]
-async fn permanent_deletion_deletes_the_account() {
+async fn permanent_deletion_reported_by_graph_deletes_the_account() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("frank", "Frank").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     w.graph.delete_user(&id).await.unwrap();
     w.graph.purge_user(&id).await.unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w
+        .converger
+        .converge(
+            &id,
+            Hint {
+                deleted_in_graph: true,
+            },
+        )
+        .await
+        .unwrap();
     assert_eq!(out.status, AccountStatus::Deleted);
     assert!(w.probe.by_anchor(&id).await.unwrap().is_none());
+}
+
+#[tokio::test]
+async fn an_orphan_graph_cannot_find_is_disabled_not_deleted() {
+    let mut w = World::start().await.unwrap();
+    let id = w.invite("orphan", "Orphan").await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
+    w.graph.delete_user(&id).await.unwrap();
+    w.graph.purge_user(&id).await.unwrap();
+    // Graph answers 404 but nothing said the user was deleted: a wrong tenant or a lost
+    // permission looks the same, so the account is only disabled.
+    assert_disabled_after(&mut w, &id).await;
 }
 
 #[tokio::test]
@@ -218,8 +240,8 @@ async fn colliding_names_get_distinct_valid_names() {
     let local = format!("collide{}x", unique());
     let a = w.invite(&local, "Same Name").await.unwrap();
     let b = w.invite(&local, "Same Name").await.unwrap();
-    w.converger.converge(&a).await.unwrap();
-    w.converger.converge(&b).await.unwrap();
+    w.converger.converge(&a, Hint::default()).await.unwrap();
+    w.converger.converge(&b, Hint::default()).await.unwrap();
     let (dn_a, ea) = w.probe.by_anchor(&a).await.unwrap().unwrap();
     let (dn_b, eb) = w.probe.by_anchor(&b).await.unwrap().unwrap();
     let (sa, sb) = (
@@ -267,7 +289,7 @@ async fn an_account_shadowsync_does_not_own_is_left_untouched() {
         .await
         .unwrap();
 
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Conflict);
     assert!(
         out.conflict().unwrap().contains(&employee),
@@ -316,7 +338,7 @@ async fn hostile_names_give_valid_accounts() {
             )
             .await
             .unwrap();
-        let out = w.converger.converge(&id).await.unwrap();
+        let out = w.converger.converge(&id, Hint::default()).await.unwrap();
         assert_eq!(
             out.status,
             AccountStatus::Enabled,
@@ -342,7 +364,7 @@ async fn hostile_names_give_valid_accounts() {
         assert!(is_valid_sam_account_name(&sam), "{name:?}: {sam:?}");
         assert!(utf16_len(&text(&e, "givenName").unwrap()) <= 64);
         // Converging again finds nothing to do, whatever the escaping.
-        let again = w.converger.converge(&id).await.unwrap();
+        let again = w.converger.converge(&id, Hint::default()).await.unwrap();
         assert!(again.plan.is_empty(), "{name:?}: {:?}", again.plan);
     }
 }
@@ -351,9 +373,9 @@ async fn hostile_names_give_valid_accounts() {
 async fn converging_twice_changes_nothing_the_second_time() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("henry", "Henry").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     let (_, first) = w.probe.by_anchor(&id).await.unwrap().unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert!(out.plan.is_empty(), "{:?}", out.plan);
     let (_, second) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(
@@ -367,14 +389,14 @@ async fn converging_twice_changes_nothing_the_second_time() {
 async fn an_empty_state_store_is_rebuilt_from_the_anchor() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("irene", "Irene").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     let (_, first) = w.probe.by_anchor(&id).await.unwrap().unwrap();
 
     let fresh = tempfile::tempdir().unwrap();
     w.converger.state = std::sync::Arc::new(
         shadowsync_state::EmbeddedStore::open(fresh.path().join("empty.redb")).unwrap(),
     );
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert!(out.plan.is_empty(), "{:?}", out.plan);
     let (_, second) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(usn(&first), usn(&second));
@@ -393,7 +415,7 @@ async fn an_empty_state_store_is_rebuilt_from_the_anchor() {
 async fn drift_made_by_hand_is_repaired() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("judy", "Judy").await.unwrap();
-    w.converger.converge(&id).await.unwrap();
+    w.converger.converge(&id, Hint::default()).await.unwrap();
     let (dn_, _) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     w.probe
         .replace(&dn_, "displayName", "Tampered")
@@ -407,7 +429,7 @@ async fn drift_made_by_hand_is_repaired() {
         )
         .await
         .unwrap();
-    let out = w.converger.converge(&id).await.unwrap();
+    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
     assert_eq!(out.plan.len(), 1, "{:?}", out.plan);
     let (_, e) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(text(&e, "displayName").unwrap(), "Judy");
@@ -418,7 +440,7 @@ async fn drift_made_by_hand_is_repaired() {
 async fn a_dry_run_plans_without_writing() {
     let mut w = World::start().await.unwrap();
     let id = w.invite("kim", "Kim").await.unwrap();
-    let out = w.converger.dry_run(&id).await.unwrap();
+    let out = w.converger.dry_run(&id, Hint::default()).await.unwrap();
     assert!(!out.applied);
     assert!(matches!(out.plan.as_slice(), [Operation::Create { .. }]));
     assert!(w.probe.by_anchor(&id).await.unwrap().is_none());

@@ -131,7 +131,10 @@ async fn ad_result_codes_become_typed_errors() {
     // 34: a DN that is not one.
     let err = d.delete("this is not a DN").await.unwrap_err();
     assert!(matches!(err, DirectoryError::InvalidDnSyntax(_)), "{err:?}");
-    assert!(!err.is_retryable(), "a malformed DN never gets better by retrying");
+    assert!(
+        !err.is_retryable(),
+        "a malformed DN never gets better by retrying"
+    );
 }
 
 #[tokio::test]
