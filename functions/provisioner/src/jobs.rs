@@ -21,13 +21,17 @@ impl JobHandler for ShadowsyncJobs {
         match job {
             Job::Converge {
                 user_id,
+                change_type,
                 received_at,
                 source,
                 ..
             } => {
+                let hint = Hint {
+                    deleted_in_graph: *change_type == Some(ChangeType::Deleted),
+                };
                 let outcome = self
                     .converger
-                    .converge(user_id)
+                    .converge(user_id, hint)
                     .await
                     .map_err(|e| JobError {
                         retryable: e.is_retryable(),
