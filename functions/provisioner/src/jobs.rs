@@ -29,14 +29,14 @@ impl JobHandler for ShadowsyncJobs {
                 let hint = Hint {
                     deleted_in_graph: *change_type == Some(ChangeType::Deleted),
                 };
-                let outcome = self
-                    .converger
-                    .converge(user_id, hint)
-                    .await
-                    .map_err(|e| JobError {
-                        retryable: e.is_retryable(),
-                        reason: e.to_string(),
-                    })?;
+                let outcome =
+                    self.converger
+                        .converge(user_id, hint)
+                        .await
+                        .map_err(|e| JobError {
+                            retryable: e.is_retryable(),
+                            reason: e.to_string(),
+                        })?;
                 let latency_ms = (Utc::now() - *received_at).num_milliseconds();
                 tracing::info!(
                     user_id,
