@@ -16,7 +16,7 @@ use thiserror::Error;
 use url::Url;
 
 const PREFIX: &str = "SHADOWSYNC_";
-const SECTIONS: [&str; 7] = [
+const SECTIONS: [&str; 8] = [
     "graph",
     "webhook",
     "directory",
@@ -24,6 +24,7 @@ const SECTIONS: [&str; 7] = [
     "state",
     "provisioner",
     "subscriptions",
+    "admin",
 ];
 /// `(section, key)` of every secret.
 const SECRETS: [(&str, &str); 3] = [
@@ -66,6 +67,29 @@ pub struct Config {
     pub provisioner: ProvisionerSection,
     #[serde(default)]
     pub subscriptions: SubscriptionsSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Where `serve` answers the admin commands while it holds the store. Loopback only: the
+    /// admin API has no authentication of its own.
+    #[serde(default = "default_admin_listen", deserialize_with = "lenient")]
+    pub listen: SocketAddr,
+}
+
+impl Default for AdminSection {
+    fn default() -> Self {
+        Self {
+            listen: default_admin_listen(),
+        }
+    }
+}
+
+fn default_admin_listen() -> SocketAddr {
+    "127.0.0.1:7071".parse().expect("valid")
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -415,6 +439,12 @@ impl Config {
             return Err(key_error(
                 "subscriptions.check_interval_minutes",
                 "must be more than 0",
+            ));
+        }
+        if !self.admin.listen.ip().is_loopback() {
+            return Err(key_error(
+                "admin.listen",
+                "must be a loopback address: the admin API has no authentication of its own",
             ));
         }
         if self.provisioner.workers == 0 {

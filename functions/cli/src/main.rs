@@ -1,5 +1,7 @@
 //! `shadowsync`: the all-in-one host and the administrator's commands.
 
+mod admin;
+mod commands;
 mod config;
 mod serve;
 
@@ -39,6 +41,55 @@ enum Command {
         #[arg(long, short)]
         config: PathBuf,
     },
+    /// What a full sync would do to AD, per guest, changing nothing.
+    Plan {
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// A full sync now, with a progress bar and a summary.
+    Sync {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The subscription, the delta checkpoint, the queue and the accounts; or one guest (by
+    /// objectId, userPrincipalName or sAMAccountName) as Graph, AD and state see it.
+    Status {
+        #[arg(long, short)]
+        config: PathBuf,
+        user: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Jobs that failed for good.
+    DeadLetters {
+        #[command(subcommand)]
+        action: DeadLetterCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum DeadLetterCommand {
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Queue a dead letter (or all, without an id) again.
+    Retry {
+        #[arg(long, short)]
+        config: PathBuf,
+        id: Option<String>,
+    },
+    /// Discard a dead letter (or all, without an id).
+    Drop {
+        #[arg(long, short)]
+        config: PathBuf,
+        id: Option<String>,
+    },
 }
 
 fn init_logging(format: LogFormat) {
@@ -61,6 +112,15 @@ fn load(path: &std::path::Path) -> Result<config::Config> {
     config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
+/// Loads the config and runs an admin command where the store is.
+async fn run<F, Fut>(path: &std::path::Path, command: F) -> Result<()>
+where
+    F: FnOnce(commands::Backend) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    command(commands::Backend::open(load(path)?)?).await
+}
+
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
@@ -72,6 +132,25 @@ async fn main() -> std::process::ExitCode {
         },
         Command::CheckConfig { config } => {
             load(&config).map(|_| println!("configuration is valid"))
+        }
+        Command::Plan { config, json } => run(&config, |b| commands::plan(b, json)).await,
+        Command::Sync { config } => run(&config, commands::sync).await,
+        Command::Status { config, user, json } => {
+            run(&config, |b| commands::status(b, user, json)).await
+        }
+        Command::DeadLetters { action } => {
+            let (config, action) = match action {
+                DeadLetterCommand::List { config, json } => {
+                    (config, commands::DeadLetterAction::List { json })
+                }
+                DeadLetterCommand::Retry { config, id } => {
+                    (config, commands::DeadLetterAction::Retry { id })
+                }
+                DeadLetterCommand::Drop { config, id } => {
+                    (config, commands::DeadLetterAction::Drop { id })
+                }
+            };
+            run(&config, |b| commands::dead_letters(b, action)).await
         }
     };
     match result {

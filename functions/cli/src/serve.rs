@@ -75,6 +75,21 @@ pub async fn serve(config: Config) -> Result<()> {
             .await
     });
 
+    let admin_listener = tokio::net::TcpListener::bind(config.admin.listen)
+        .await
+        .with_context(|| format!("admin API on {}", config.admin.listen))?;
+    let admin = crate::admin::router(crate::admin::AdminState {
+        state: state.clone(),
+        queue: queue.clone(),
+        converger: converger.clone(),
+    });
+    let stop = shutdown.clone();
+    let admin_server = tokio::spawn(async move {
+        axum::serve(admin_listener, admin)
+            .with_graceful_shutdown(stop.cancelled_owned())
+            .await
+    });
+
     let provisioner = tokio::spawn(shadowsync_provisioner::run(
         queue,
         Arc::new(ShadowsyncJobs {
@@ -93,6 +108,7 @@ pub async fn serve(config: Config) -> Result<()> {
     let keeper_task = tokio::spawn(keep_subscription(keeper, every, shutdown.clone()));
 
     server.await?.context("webhook server")?;
+    admin_server.await?.context("admin API")?;
     provisioner.await?;
     keeper_task.await?;
     tracing::info!("stopped");

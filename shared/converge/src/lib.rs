@@ -4,7 +4,7 @@
 //! anchors and Graph are the truth, state only remembers what was done.
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use shadowsync_core::names::sam_account_name_candidates;
 use shadowsync_core::{
     desired_state, plan, ActualAccount, Clock, DesiredState, Observation, Operation, Plan, Policy,
@@ -50,7 +50,7 @@ pub struct Hint {
 }
 
 /// What converging one guest did (or, in a dry run, would do).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct Outcome {
     pub user_id: String,
     pub user_principal_name: Option<String>,

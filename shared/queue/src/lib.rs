@@ -135,7 +135,7 @@ pub enum Disposition {
     DeadLettered,
 }
 
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QueueStats {
     /// Jobs waiting or being worked on.
     pub depth: u64,

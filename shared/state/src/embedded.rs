@@ -46,8 +46,12 @@ impl EmbeddedStore {
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(storage)?;
         }
-        let db = Database::create(path)
-            .map_err(|e| StateError::Storage(format!("{}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| match e {
+            redb::DatabaseError::DatabaseAlreadyOpen => {
+                StateError::InUse(path.display().to_string())
+            }
+            e => StateError::Storage(format!("{}: {e}", path.display())),
+        })?;
         Ok(Self { db: Arc::new(db) })
     }
 

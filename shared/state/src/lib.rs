@@ -38,6 +38,9 @@ pub enum StateError {
     },
     #[error("state store: {0}")]
     Storage(String),
+    /// The embedded store file is open in another process (redb allows one).
+    #[error("{0} is in use by another process (is `shadowsync serve` running?)")]
+    InUse(String),
 }
 
 /// A key-value store in named tables. Every write is a compare-and-set on the version, so two

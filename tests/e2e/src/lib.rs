@@ -238,6 +238,14 @@ impl AdProbe {
         Ok(())
     }
 
+    /// Creates an OU of its own under the domain, for tests that must count what is in it.
+    pub async fn ou(&mut self, name: &str) -> Result<String> {
+        let dn = format!("OU={name} {},{}", unique(), self.base_dn);
+        self.add(&dn, vec![("objectClass", "organizationalUnit")])
+            .await?;
+        Ok(dn)
+    }
+
     pub async fn replace(&mut self, dn: &str, attribute: &str, value: &str) -> Result<()> {
         let m = Mod::Replace(
             attribute.as_bytes().to_vec(),

@@ -12,13 +12,78 @@ use tokio::process::{Child, Command};
 /// The clientState the test hosts use.
 pub const CLIENT_STATE: &str = "e2e-client-state-6f1c0b9a2d4e";
 
-/// A `shadowsync serve` child process and the config it runs with.
-pub struct ServeProcess {
+/// The `shadowsync` binary with a test config file and the secrets in its environment.
+pub struct Cli {
     binary: PathBuf,
     pub config_path: PathBuf,
     pub listen: SocketAddr,
     sim_secret: String,
     bind_password: String,
+}
+
+impl Cli {
+    /// Writes the config into `dir` (managed OUs `ous`).
+    pub fn new(
+        binary: &Path,
+        sim: &RunningSim,
+        samba: &Samba,
+        ous: (&str, &str),
+        dir: &Path,
+        extra: &str,
+    ) -> Result<Self> {
+        let listen = free_port()?;
+        let config_path = dir.join("shadowsync.toml");
+        std::fs::write(
+            &config_path,
+            config_toml(sim, samba, ous, listen, dir, extra),
+        )?;
+        Ok(Self {
+            binary: binary.to_path_buf(),
+            config_path,
+            listen,
+            sim_secret: sim.config().client_secret.clone(),
+            bind_password: samba.bind_password.clone(),
+        })
+    }
+
+    /// `shadowsync <subcommand> --config <file> <args…>`, ready to spawn.
+    pub fn command(&self, subcommand: &[&str], args: &[&str]) -> Command {
+        let mut command = Command::new(&self.binary);
+        command
+            .args(subcommand)
+            .arg("--config")
+            .arg(&self.config_path)
+            .args(args)
+            .env("SHADOWSYNC_GRAPH_CLIENT_SECRET", &self.sim_secret)
+            .env("SHADOWSYNC_WEBHOOK_CLIENT_STATE", CLIENT_STATE)
+            .env("SHADOWSYNC_DIRECTORY_BIND_PASSWORD", &self.bind_password)
+            .env(
+                "RUST_LOG",
+                std::env::var("SHADOWSYNC_E2E_LOG").unwrap_or_else(|_| "warn".into()),
+            )
+            .stdin(Stdio::null());
+        command
+    }
+
+    /// Runs a subcommand to the end; fails unless it succeeds. Returns its standard output.
+    pub async fn run(&self, subcommand: &[&str], args: &[&str]) -> Result<String> {
+        let out = self.command(subcommand, args).output().await?;
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        if !out.status.success() {
+            bail!(
+                "shadowsync {subcommand:?} {args:?} failed ({}):\n{stdout}\n{}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        Ok(stdout)
+    }
+}
+
+/// A `shadowsync serve` child process and the config it runs with.
+pub struct ServeProcess {
+    pub cli: Cli,
+    pub listen: SocketAddr,
     child: Option<Child>,
 }
 
@@ -28,10 +93,12 @@ pub fn free_port() -> Result<SocketAddr> {
     Ok(listener.local_addr()?)
 }
 
-/// The config file `serve` gets: simulator endpoints, test DC, state under `dir`.
+/// The config file `serve` gets: simulator endpoints, test DC and its managed OUs, state under
+/// `dir`, a free loopback port for the admin API.
 pub fn config_toml(
     sim: &RunningSim,
     samba: &Samba,
+    ous: (&str, &str),
     listen: SocketAddr,
     dir: &Path,
     extra: &str,
@@ -57,6 +124,9 @@ disabled_ou = "{disabled}"
 
 [state]
 path = "{state}"
+
+[admin]
+listen = "{admin}"
 {extra}"#,
         tenant = c.tenant_id,
         client = c.client_id,
@@ -64,8 +134,9 @@ path = "{state}"
         ldap = samba.ldaps_url,
         bind_dn = samba.bind_dn,
         ca = samba.ca_file.display(),
-        guests = samba.guests_ou,
-        disabled = samba.disabled_ou,
+        guests = ous.0,
+        disabled = ous.1,
+        admin = free_port().expect("a free port"),
         state = dir.join("state.redb").display(),
     )
 }
@@ -79,15 +150,11 @@ impl ServeProcess {
         dir: &Path,
         extra: &str,
     ) -> Result<Self> {
-        let listen = free_port()?;
-        let config_path = dir.join("shadowsync.toml");
-        std::fs::write(&config_path, config_toml(sim, samba, listen, dir, extra))?;
+        let ous = (samba.guests_ou.as_str(), samba.disabled_ou.as_str());
+        let cli = Cli::new(binary, sim, samba, ous, dir, extra)?;
         let mut serve = Self {
-            binary: binary.to_path_buf(),
-            config_path,
-            listen,
-            sim_secret: sim.config().client_secret.clone(),
-            bind_password: samba.bind_password.clone(),
+            listen: cli.listen,
+            cli,
             child: None,
         };
         serve.spawn().await?;
@@ -96,19 +163,12 @@ impl ServeProcess {
 
     /// Starts the process (again) and waits until the webhook answers.
     pub async fn spawn(&mut self) -> Result<()> {
-        let log = std::env::var("SHADOWSYNC_E2E_LOG").unwrap_or_else(|_| "warn".into());
-        let child = Command::new(&self.binary)
-            .arg("serve")
-            .arg("--config")
-            .arg(&self.config_path)
-            .env("SHADOWSYNC_GRAPH_CLIENT_SECRET", &self.sim_secret)
-            .env("SHADOWSYNC_WEBHOOK_CLIENT_STATE", CLIENT_STATE)
-            .env("SHADOWSYNC_DIRECTORY_BIND_PASSWORD", &self.bind_password)
-            .env("RUST_LOG", log)
-            .stdin(Stdio::null())
+        let child = self
+            .cli
+            .command(&["serve"], &[])
             .kill_on_drop(true)
             .spawn()
-            .with_context(|| format!("starting {}", self.binary.display()))?;
+            .with_context(|| format!("starting {}", self.cli.binary.display()))?;
         self.child = Some(child);
         let url = format!(
             "http://{}/api/notifications?validationToken=up",

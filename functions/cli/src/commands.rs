@@ -1,0 +1,374 @@
+//! The admin commands as the administrator sees them: where they run, and how they print.
+
+use crate::admin::{self, Remote, StatusReport, SyncReport, UserReport};
+use crate::config::Config;
+use anyhow::{Context, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use reqwest::Method;
+use shadowsync_converge::{describe, Converger, Outcome};
+use shadowsync_core::{Operation, SystemClock};
+use shadowsync_directory::Directory;
+use shadowsync_graph::GraphClient;
+use shadowsync_queue::{DeadLetter, EmbeddedQueue, Queue};
+use shadowsync_state::{EmbeddedStore, KeyValueStore, StateError};
+use std::sync::Arc;
+
+/// Where a command runs: on the store itself, or through the `serve` that holds it.
+pub enum Backend {
+    Local {
+        config: Box<Config>,
+        state: Arc<dyn KeyValueStore>,
+        queue: Arc<dyn Queue>,
+    },
+    Remote(Remote),
+}
+
+impl Backend {
+    pub fn open(config: Config) -> Result<Self> {
+        match EmbeddedStore::open(&config.state.path) {
+            Ok(store) => {
+                let queue = EmbeddedQueue::new(&store, config.provisioner.max_attempts)?;
+                Ok(Backend::Local {
+                    config: Box::new(config),
+                    state: Arc::new(store),
+                    queue: Arc::new(queue),
+                })
+            }
+            Err(StateError::InUse(_)) => Ok(Backend::Remote(Remote::new(config.admin.listen))),
+            Err(e) => Err(e).context("opening the state store"),
+        }
+    }
+
+    /// Connects to Graph and the directory (only the commands that need them do).
+    async fn converger(config: &Config, state: &Arc<dyn KeyValueStore>) -> Result<Converger> {
+        let policy = config.policy();
+        let directory = Directory::connect(config.directory_config(), &policy)
+            .await
+            .with_context(|| format!("connecting to the directory at {}", config.directory.url))?;
+        Ok(Converger {
+            graph: Arc::new(GraphClient::new(config.graph_config()?)?),
+            directory: Arc::new(directory),
+            state: state.clone(),
+            policy,
+            clock: Arc::new(SystemClock),
+        })
+    }
+}
+
+fn progress_bar(message: &'static str) -> ProgressBar {
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template("{msg} [{bar:40}] {pos}/{len} guests ({eta} left)")
+            .expect("valid template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(message);
+    bar
+}
+
+fn print_json(value: &impl serde::Serialize) -> Result<()> {
+    println!("{}", serde_json::to_string_pretty(value)?);
+    Ok(())
+}
+
+pub async fn plan(backend: Backend, json: bool) -> Result<()> {
+    let outcomes: Vec<Outcome> = match backend {
+        Backend::Local { config, state, .. } => {
+            let converger = Backend::converger(&config, &state).await?;
+            let bar = progress_bar("planning");
+            let outcomes = admin::plan(&converger, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish_and_clear();
+            outcomes
+        }
+        Backend::Remote(remote) => remote.call(Method::GET, "/admin/plan").await?,
+    };
+    if json {
+        return print_json(&outcomes);
+    }
+    let mut counts = std::collections::BTreeMap::<&str, u64>::new();
+    for o in &outcomes {
+        let who = o.user_principal_name.as_deref().unwrap_or(&o.user_id);
+        for op in &o.plan {
+            *counts.entry(kind(op)).or_insert(0) += 1;
+        }
+        if o.plan.is_empty() {
+            *counts.entry("unchanged").or_insert(0) += 1;
+        } else {
+            println!("{who} ({})", o.user_id);
+            for op in &o.plan {
+                println!("    {op}");
+            }
+        }
+    }
+    let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
+    println!(
+        "\n{} guests: {}. Nothing was changed.",
+        outcomes.len(),
+        summary.join(", ")
+    );
+    Ok(())
+}
+
+fn kind(op: &Operation) -> &'static str {
+    match op {
+        Operation::Create { .. } => "create",
+        Operation::Update { .. } => "update",
+        Operation::Disable { .. } => "disable",
+        Operation::Enable { .. } => "enable",
+        Operation::Move { .. } => "move",
+        Operation::Delete { .. } => "delete",
+        Operation::Conflict { .. } => "conflict",
+    }
+}
+
+pub async fn sync(backend: Backend) -> Result<()> {
+    match backend {
+        Backend::Local { config, state, .. } => {
+            let converger = Backend::converger(&config, &state).await?;
+            let bar = progress_bar("syncing");
+            let report: SyncReport = admin::sync(&converger, |done, total| {
+                bar.set_length(total);
+                bar.set_position(done);
+            })
+            .await?;
+            bar.finish_and_clear();
+            let by_status: Vec<String> = report
+                .by_status
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect();
+            println!(
+                "{} guests, {} changed: {}.",
+                report.guests,
+                report.changed,
+                by_status.join(", ")
+            );
+            for (id, reason) in &report.conflicts {
+                println!("conflict {id}: {reason}");
+            }
+            for (id, error) in &report.errors {
+                println!("error {id}: {error}");
+            }
+            anyhow::ensure!(
+                report.errors.is_empty(),
+                "{} guests could not be synced",
+                report.errors.len()
+            );
+        }
+        Backend::Remote(remote) => {
+            let answer: serde_json::Value = remote.call(Method::POST, "/admin/sync").await?;
+            let enqueued = answer["enqueued"].as_u64().unwrap_or(0);
+            let bar = progress_bar("syncing");
+            bar.set_length(enqueued);
+            loop {
+                let status: StatusReport = remote.call(Method::GET, "/admin/status").await?;
+                bar.set_position(enqueued.saturating_sub(status.queue.depth));
+                if status.queue.depth == 0 {
+                    break;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+            bar.finish_and_clear();
+            println!("{enqueued} guests synced by the running shadowsync serve. See `shadowsync status`.");
+        }
+    }
+    Ok(())
+}
+
+pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Result<()> {
+    if let Some(key) = user {
+        let report: UserReport = match backend {
+            Backend::Local { config, state, .. } => {
+                let converger = Backend::converger(&config, &state).await?;
+                admin::user_report(&converger, &key).await?
+            }
+            Backend::Remote(remote) => {
+                let path = format!("/admin/users/{}", urlencode(&key));
+                remote.call(Method::GET, &path).await?
+            }
+        };
+        return if json {
+            print_json(&report)
+        } else {
+            print_user(&report)
+        };
+    }
+    let report: StatusReport = match backend {
+        Backend::Local { state, queue, .. } => {
+            admin::status(state.as_ref(), queue.as_ref()).await?
+        }
+        Backend::Remote(remote) => remote.call(Method::GET, "/admin/status").await?,
+    };
+    if json {
+        return print_json(&report);
+    }
+    match &report.subscription {
+        Some(s) => println!(
+            "subscription   {} on {} expires {} ({} h left)",
+            s.id,
+            s.resource,
+            s.expiration.to_rfc3339(),
+            (s.expiration - chrono::Utc::now()).num_hours()
+        ),
+        None => println!("subscription   none recorded"),
+    }
+    match report.delta_checkpoint {
+        Some(t) => println!(
+            "delta          last round {} ({} min ago)",
+            t.to_rfc3339(),
+            (chrono::Utc::now() - t).num_minutes()
+        ),
+        None => println!("delta          no completed round yet"),
+    }
+    println!(
+        "queue          {} waiting or in progress ({} in progress), {} dead letters",
+        report.queue.depth, report.queue.in_flight, report.queue.dead_letters
+    );
+    let accounts: Vec<String> = report
+        .accounts
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    println!(
+        "accounts       {}",
+        if accounts.is_empty() {
+            "none yet".into()
+        } else {
+            accounts.join(", ")
+        }
+    );
+    for (id, reason) in &report.conflicts {
+        println!("conflict       {id}: {reason}");
+    }
+    Ok(())
+}
+
+fn print_user(r: &UserReport) -> Result<()> {
+    println!("guest {}\n", r.object_id);
+    println!("Graph ({})", r.graph_state);
+    match &r.graph {
+        Some(u) => println!("{}", indent(&serde_json::to_string_pretty(u)?)),
+        None => println!("    -"),
+    }
+    println!("\nActive Directory");
+    if r.directory.is_empty() {
+        println!("    no object carries this guest's anchor");
+    }
+    for a in &r.directory {
+        println!("{}", indent(&serde_json::to_string_pretty(a)?));
+    }
+    println!("\nState");
+    match &r.record {
+        Some(rec) => println!("{}", indent(&serde_json::to_string_pretty(rec)?)),
+        None => println!("    no record"),
+    }
+    println!("\nConverging now would: {}", describe(&r.plan));
+    Ok(())
+}
+
+fn indent(text: &str) -> String {
+    text.lines()
+        .map(|l| format!("    {l}"))
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+fn urlencode(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
+                (b as char).to_string()
+            }
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}
+
+pub enum DeadLetterAction {
+    List { json: bool },
+    Retry { id: Option<String> },
+    Drop { id: Option<String> },
+}
+
+pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<()> {
+    let letters: Vec<DeadLetter> = match &backend {
+        Backend::Local { queue, .. } => queue.dead_letters().await?,
+        Backend::Remote(remote) => remote.call(Method::GET, "/admin/dead-letters").await?,
+    };
+    let chosen = |id: &Option<String>| -> Vec<String> {
+        letters
+            .iter()
+            .filter(|l| id.as_ref().is_none_or(|id| &l.id == id))
+            .map(|l| l.id.clone())
+            .collect()
+    };
+    match action {
+        DeadLetterAction::List { json: true } => print_json(&letters)?,
+        DeadLetterAction::List { json: false } => {
+            if letters.is_empty() {
+                println!("no dead letters");
+            }
+            for l in &letters {
+                let what = match &l.job {
+                    shadowsync_queue::Job::Converge { user_id, .. } => {
+                        format!("converge {user_id}")
+                    }
+                    shadowsync_queue::Job::Lifecycle {
+                        event,
+                        subscription_id,
+                        ..
+                    } => {
+                        format!("{event:?} for subscription {subscription_id}")
+                    }
+                };
+                println!(
+                    "{:>6}  {}  {} attempts  {what}\n        {}",
+                    l.id,
+                    l.dead_at.to_rfc3339(),
+                    l.attempts,
+                    l.reason
+                );
+            }
+        }
+        DeadLetterAction::Retry { id } | DeadLetterAction::Drop { id }
+            if chosen(&id).is_empty() =>
+        {
+            anyhow::bail!("no dead letter {}", id.unwrap_or_default());
+        }
+        DeadLetterAction::Retry { id } => {
+            for id in chosen(&id) {
+                match &backend {
+                    Backend::Local { queue, .. } => queue.redrive(&id).await?,
+                    Backend::Remote(r) => r
+                        .call::<serde_json::Value>(
+                            Method::POST,
+                            &format!("/admin/dead-letters/{id}/retry"),
+                        )
+                        .await
+                        .map(|_| ())?,
+                }
+                println!("{id} queued again");
+            }
+        }
+        DeadLetterAction::Drop { id } => {
+            for id in chosen(&id) {
+                match &backend {
+                    Backend::Local { queue, .. } => queue.drop_dead_letter(&id).await?,
+                    Backend::Remote(r) => r
+                        .call::<serde_json::Value>(
+                            Method::DELETE,
+                            &format!("/admin/dead-letters/{id}"),
+                        )
+                        .await
+                        .map(|_| ())?,
+                }
+                println!("{id} dropped");
+            }
+        }
+    }
+    Ok(())
+}
