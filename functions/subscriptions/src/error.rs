@@ -52,7 +52,7 @@ impl KeeperError {
         match self {
             KeeperError::Graph { source, .. } => source.is_retryable(),
             KeeperError::State(StateError::Conflict { .. } | StateError::Storage(_)) => true,
-            KeeperError::State(StateError::Corrupt { .. }) => false,
+            KeeperError::State(StateError::Corrupt { .. } | StateError::InUse(_)) => false,
             KeeperError::Config(_)
             | KeeperError::Conflict { .. }
             | KeeperError::Unexpected { .. } => false,
