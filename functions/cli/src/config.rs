@@ -16,7 +16,8 @@ use thiserror::Error;
 use url::Url;
 
 const PREFIX: &str = "SHADOWSYNC_";
-const SECTIONS: [&str; 8] = [
+const SECTIONS: [&str; 9] = [
+    "reconciler",
     "graph",
     "webhook",
     "directory",
@@ -69,6 +70,50 @@ pub struct Config {
     pub subscriptions: SubscriptionsSection,
     #[serde(default)]
     pub admin: AdminSection,
+    #[serde(default)]
+    pub reconciler: ReconcilerSection,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReconcilerSection {
+    /// How often the delta reconciler runs ("15m", "1h", …).
+    #[serde(default = "default_interval", deserialize_with = "duration")]
+    pub interval: std::time::Duration,
+    /// How often every account in the managed OUs is checked (orphans, retention, scope group).
+    #[serde(default = "default_sweep_interval", deserialize_with = "duration")]
+    pub sweep_interval: std::time::Duration,
+}
+
+impl Default for ReconcilerSection {
+    fn default() -> Self {
+        Self {
+            interval: default_interval(),
+            sweep_interval: default_sweep_interval(),
+        }
+    }
+}
+
+fn default_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(15 * 60)
+}
+
+fn default_sweep_interval() -> std::time::Duration {
+    std::time::Duration::from_secs(24 * 3600)
+}
+
+/// A duration as people write it: "15m", "90s", "1h 30m", "1day".
+fn duration<'de, D: Deserializer<'de>>(d: D) -> Result<std::time::Duration, D::Error> {
+    let text = String::deserialize(d)?;
+    let parsed = humantime::parse_duration(text.trim()).map_err(|e| {
+        serde::de::Error::custom(format!(
+            "{text:?} is not a duration like \"15m\" or \"1h\": {e}"
+        ))
+    })?;
+    if parsed.is_zero() {
+        return Err(serde::de::Error::custom("must be more than 0"));
+    }
+    Ok(parsed)
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -668,6 +713,24 @@ path = "/var/lib/shadowsync/state.redb"
                 && err.contains("SHADOWSYNC_DIRECTORY_BIND_PASSWORD"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn reconciler_intervals_read_like_durations() {
+        let c = parse(FILE, secrets()).unwrap();
+        assert_eq!(c.reconciler.interval.as_secs(), 15 * 60);
+        assert_eq!(c.reconciler.sweep_interval.as_secs(), 24 * 3600);
+        let text = format!("{FILE}\n[reconciler]\ninterval = \"5m\"\nsweep_interval = \"12h\"\n");
+        let c = parse(&text, secrets()).unwrap();
+        assert_eq!(
+            (
+                c.reconciler.interval.as_secs(),
+                c.reconciler.sweep_interval.as_secs()
+            ),
+            (300, 43200)
+        );
+        let bad = format!("{FILE}\n[reconciler]\ninterval = \"often\"\n");
+        assert_eq!(err_key(&bad, secrets()), "reconciler.interval");
     }
 
     #[test]
