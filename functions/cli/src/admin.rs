@@ -96,16 +96,11 @@ pub async fn resolve_user(converger: &Converger, key: &str) -> Result<String> {
         return Ok(key.to_lowercase());
     }
     if key.contains('@') {
-        let path = format!("/v1.0/users/{}?$select=id", encode_segment(key));
-        let user: Value = converger
-            .graph
-            .get_json(&path)
-            .await
-            .with_context(|| format!("no user {key} in Graph"))?;
-        return user["id"]
-            .as_str()
-            .map(str::to_string)
-            .ok_or_else(|| anyhow!("Graph returned no id for {key}"));
+        // Graph's `/users/{id | userPrincipalName}` takes a UPN as it is.
+        return match converger.graph.user(key).await? {
+            UserLookup::Active(user) => Ok(user.id),
+            _ => bail!("no user {key} in Graph"),
+        };
     }
     let object = converger
         .directory
@@ -123,17 +118,6 @@ pub async fn resolve_user(converger: &Converger, key: &str) -> Result<String> {
                 object.dn
             )
         })
-}
-
-fn encode_segment(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' | b'@' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
 }
 
 pub async fn user_report(converger: &Converger, key: &str) -> Result<UserReport> {
@@ -353,14 +337,20 @@ impl Remote {
         }
     }
 
+    /// Calls `/admin/<segments…>`; each segment is percent-encoded as needed.
     pub async fn call<T: serde::de::DeserializeOwned>(
         &self,
         method: reqwest::Method,
-        path: &str,
+        segments: &[&str],
     ) -> Result<T> {
+        let mut url = reqwest::Url::parse(&self.base)?;
+        url.path_segments_mut()
+            .map_err(|_| anyhow!("bad admin URL {}", self.base))?
+            .push("admin")
+            .extend(segments);
         let response = self
             .http
-            .request(method, format!("{}{path}", self.base))
+            .request(method, url)
             .send()
             .await
             .with_context(|| {

@@ -84,7 +84,7 @@ pub async fn plan(backend: Backend, json: bool) -> Result<()> {
             bar.finish_and_clear();
             outcomes
         }
-        Backend::Remote(remote) => remote.call(Method::GET, "/admin/plan").await?,
+        Backend::Remote(remote) => remote.call(Method::GET, &["plan"]).await?,
     };
     if json {
         return print_json(&outcomes);
@@ -160,12 +160,12 @@ pub async fn sync(backend: Backend) -> Result<()> {
             );
         }
         Backend::Remote(remote) => {
-            let answer: serde_json::Value = remote.call(Method::POST, "/admin/sync").await?;
+            let answer: serde_json::Value = remote.call(Method::POST, &["sync"]).await?;
             let enqueued = answer["enqueued"].as_u64().unwrap_or(0);
             let bar = progress_bar("syncing");
             bar.set_length(enqueued);
             loop {
-                let status: StatusReport = remote.call(Method::GET, "/admin/status").await?;
+                let status: StatusReport = remote.call(Method::GET, &["status"]).await?;
                 bar.set_position(enqueued.saturating_sub(status.queue.depth));
                 if status.queue.depth == 0 {
                     break;
@@ -186,10 +186,7 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
                 let converger = Backend::converger(&config, &state).await?;
                 admin::user_report(&converger, &key).await?
             }
-            Backend::Remote(remote) => {
-                let path = format!("/admin/users/{}", urlencode(&key));
-                remote.call(Method::GET, &path).await?
-            }
+            Backend::Remote(remote) => remote.call(Method::GET, &["users", &key]).await?,
         };
         return if json {
             print_json(&report)
@@ -201,7 +198,7 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
         Backend::Local { state, queue, .. } => {
             admin::status(state.as_ref(), queue.as_ref()).await?
         }
-        Backend::Remote(remote) => remote.call(Method::GET, "/admin/status").await?,
+        Backend::Remote(remote) => remote.call(Method::GET, &["status"]).await?,
     };
     if json {
         return print_json(&report);
@@ -277,17 +274,6 @@ fn indent(text: &str) -> String {
         .join("\n")
 }
 
-fn urlencode(s: &str) -> String {
-    s.bytes()
-        .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'.' | b'_' | b'~' => {
-                (b as char).to_string()
-            }
-            _ => format!("%{b:02X}"),
-        })
-        .collect()
-}
-
 pub enum DeadLetterAction {
     List { json: bool },
     Retry { id: Option<String> },
@@ -297,7 +283,7 @@ pub enum DeadLetterAction {
 pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<()> {
     let letters: Vec<DeadLetter> = match &backend {
         Backend::Local { queue, .. } => queue.dead_letters().await?,
-        Backend::Remote(remote) => remote.call(Method::GET, "/admin/dead-letters").await?,
+        Backend::Remote(remote) => remote.call(Method::GET, &["dead-letters"]).await?,
     };
     let chosen = |id: &Option<String>| -> Vec<String> {
         letters
@@ -344,10 +330,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
                 match &backend {
                     Backend::Local { queue, .. } => queue.redrive(&id).await?,
                     Backend::Remote(r) => r
-                        .call::<serde_json::Value>(
-                            Method::POST,
-                            &format!("/admin/dead-letters/{id}/retry"),
-                        )
+                        .call::<serde_json::Value>(Method::POST, &["dead-letters", &id, "retry"])
                         .await
                         .map(|_| ())?,
                 }
@@ -359,10 +342,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
                 match &backend {
                     Backend::Local { queue, .. } => queue.drop_dead_letter(&id).await?,
                     Backend::Remote(r) => r
-                        .call::<serde_json::Value>(
-                            Method::DELETE,
-                            &format!("/admin/dead-letters/{id}"),
-                        )
+                        .call::<serde_json::Value>(Method::DELETE, &["dead-letters", &id])
                         .await
                         .map(|_| ())?,
                 }

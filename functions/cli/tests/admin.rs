@@ -10,6 +10,7 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync");
 
+/// A serve of its own with managed OUs of its own: `sync` acts on every account in them.
 async fn host() -> (
     graph_sim::RunningSim,
     SimClient,
@@ -21,9 +22,19 @@ async fn host() -> (
         .unwrap();
     let graph = SimClient::new(sim.base_url(), sim.config());
     let dir = tempfile::tempdir().unwrap();
-    let serve = ServeProcess::start(Path::new(BIN), &sim, samba(), dir.path(), "")
-        .await
-        .unwrap();
+    let mut probe = AdProbe::connect(samba()).await.unwrap();
+    let guests = probe.ou("Admin Guests").await.unwrap();
+    let disabled = probe.ou("Admin Disabled").await.unwrap();
+    let serve = ServeProcess::start_in(
+        Path::new(BIN),
+        &sim,
+        samba(),
+        (&guests, &disabled),
+        dir.path(),
+        "",
+    )
+    .await
+    .unwrap();
     (sim, graph, serve, dir)
 }
 
@@ -53,22 +64,19 @@ async fn status_works_through_serve_and_on_the_store() {
     let (_sim, graph, mut serve, _dir) = host().await;
     let mut probe = AdProbe::connect(samba()).await.unwrap();
     let (id, upn) = invite(&graph, "status").await;
+    // serve holds the store: the command goes through its admin API. The record is written
+    // just after the account, so wait for it.
+    let remote_status = || async {
+        serde_json::from_str::<Value>(&serve.cli.run(&["status"], &["--json"]).await.unwrap())
+            .unwrap()
+    };
     wait_until(Duration::from_secs(30), || async {
-        AdProbe::connect(samba())
-            .await
-            .unwrap()
-            .by_anchor(&id)
-            .await
-            .unwrap()
-            .is_some()
+        remote_status().await["accounts"]["enabled"] == 1
     })
     .await
-    .unwrap();
-
-    // serve holds the store: the command goes through its admin API.
-    let remote: Value =
-        serde_json::from_str(&serve.cli.run(&["status"], &["--json"]).await.unwrap()).unwrap();
-    assert_eq!(remote["accounts"]["enabled"], 1, "{remote}");
+    .expect("the guest is provisioned and recorded");
+    let remote = remote_status().await;
+    assert!(probe.by_anchor(&id).await.unwrap().is_some());
     assert!(remote["subscription"]["id"].is_string(), "{remote}");
     assert_eq!(remote["queue"]["dead_letters"], 0);
 
@@ -184,22 +192,13 @@ async fn post_notification(
     sim: &graph_sim::RunningSim,
     user_id: &str,
 ) -> u16 {
-    let body = json!({"value": [{
-        "subscriptionId": "00000000-0000-0000-0000-000000000001",
-        "changeType": "updated",
-        "resource": format!("Users/{user_id}"),
-        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": format!("Users/{user_id}"), "id": user_id},
-        "clientState": CLIENT_STATE,
-        "tenantId": sim.config().tenant_id,
-    }]});
-    reqwest::Client::new()
-        .post(format!("http://{}/api/notifications", serve.listen))
-        .json(&body)
-        .send()
+    let (sub, tenant) = (
+        "00000000-0000-0000-0000-000000000001",
+        &sim.config().tenant_id,
+    );
+    shadowsync_e2e::serve::post_notification(serve.listen, sub, user_id, CLIENT_STATE, tenant)
         .await
         .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

@@ -181,23 +181,9 @@ async fn post_notification(h: &Host, user_id: &str, client_state: &str, tenant_i
         .as_str()
         .unwrap()
         .to_string();
-    let body = json!({"value": [{
-        "subscriptionId": sub,
-        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-        "changeType": "updated",
-        "resource": format!("Users/{user_id}"),
-        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": format!("Users/{user_id}"), "id": user_id},
-        "clientState": client_state,
-        "tenantId": tenant_id,
-    }]});
-    reqwest::Client::new()
-        .post(format!("http://{}/api/notifications", h.serve.listen))
-        .json(&body)
-        .send()
+    shadowsync_e2e::serve::post_notification(h.serve.listen, &sub, user_id, client_state, tenant_id)
         .await
         .unwrap()
-        .status()
-        .as_u16()
 }
 
 #[tokio::test]

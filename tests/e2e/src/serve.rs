@@ -142,7 +142,7 @@ listen = "{admin}"
 }
 
 impl ServeProcess {
-    /// Writes the config into `dir` and starts `binary serve`.
+    /// Writes the config into `dir` and starts `binary serve` on the test DC's shared OUs.
     pub async fn start(
         binary: &Path,
         sim: &RunningSim,
@@ -151,6 +151,18 @@ impl ServeProcess {
         extra: &str,
     ) -> Result<Self> {
         let ous = (samba.guests_ou.as_str(), samba.disabled_ou.as_str());
+        Self::start_in(binary, sim, samba, ous, dir, extra).await
+    }
+
+    /// The same, managing the OUs `ous`: for tests whose commands act on every account there.
+    pub async fn start_in(
+        binary: &Path,
+        sim: &RunningSim,
+        samba: &Samba,
+        ous: (&str, &str),
+        dir: &Path,
+        extra: &str,
+    ) -> Result<Self> {
         let cli = Cli::new(binary, sim, samba, ous, dir, extra)?;
         let mut serve = Self {
             listen: cli.listen,
@@ -205,6 +217,32 @@ impl ServeProcess {
             .await?;
         Ok(tokio::time::timeout(Duration::from_secs(30), child.wait()).await??)
     }
+}
+
+/// POSTs a users change notification for `user_id` to the webhook, in Graph's shape; returns
+/// the HTTP status.
+pub async fn post_notification(
+    listen: SocketAddr,
+    subscription_id: &str,
+    user_id: &str,
+    client_state: &str,
+    tenant_id: &str,
+) -> Result<u16> {
+    let body = serde_json::json!({"value": [{
+        "subscriptionId": subscription_id,
+        "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
+        "changeType": "updated",
+        "resource": format!("Users/{user_id}"),
+        "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": format!("Users/{user_id}"), "id": user_id},
+        "clientState": client_state,
+        "tenantId": tenant_id,
+    }]});
+    let response = reqwest_client()
+        .post(format!("http://{listen}/api/notifications"))
+        .json(&body)
+        .send()
+        .await?;
+    Ok(response.status().as_u16())
 }
 
 fn reqwest_client() -> reqwest::Client {
