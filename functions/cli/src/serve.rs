@@ -1,7 +1,7 @@
 //! `shadowsync serve`: the webhook listener, the provisioner workers and the subscription keeper
 //! in one process, on the embedded store and queue.
 
-use crate::config::Config;
+use crate::config::{Config, ReconcilerSection};
 use anyhow::{Context, Result};
 use shadowsync_converge::Converger;
 use shadowsync_core::SystemClock;
@@ -9,6 +9,7 @@ use shadowsync_directory::Directory;
 use shadowsync_graph::GraphClient;
 use shadowsync_provisioner::{ProvisionerConfig, ShadowsyncJobs};
 use shadowsync_queue::{EmbeddedQueue, Queue};
+use shadowsync_reconciler::Reconciler;
 use shadowsync_state::{EmbeddedStore, KeyValueStore};
 use shadowsync_subscriptions::{KeeperConfig, SubscriptionKeeper};
 use shadowsync_webhook::WebhookState;
@@ -90,11 +91,22 @@ pub async fn serve(config: Config) -> Result<()> {
             .await
     });
 
+    let reconciler = Arc::new(Reconciler {
+        graph: graph.clone(),
+        queue: queue.clone(),
+        state: state.clone(),
+        directory: converger.directory.clone(),
+        policy: converger.policy.clone(),
+        clock: Arc::new(SystemClock),
+    });
+    let reconcile_now = Arc::new(tokio::sync::Notify::new());
+
     let provisioner = tokio::spawn(shadowsync_provisioner::run(
         queue,
         Arc::new(ShadowsyncJobs {
             converger,
             keeper: Some(keeper.clone()),
+            reconcile_now: Some(reconcile_now.clone()),
         }),
         ProvisionerConfig {
             workers: config.provisioner.workers,
@@ -106,11 +118,18 @@ pub async fn serve(config: Config) -> Result<()> {
     // The keeper runs once the webhook listens: creating a subscription makes Graph call it.
     let every = Duration::from_secs_f64(config.subscriptions.check_interval_minutes * 60.0);
     let keeper_task = tokio::spawn(keep_subscription(keeper, every, shutdown.clone()));
+    let reconciler_task = tokio::spawn(reconcile(
+        reconciler,
+        config.reconciler.clone(),
+        reconcile_now,
+        shutdown.clone(),
+    ));
 
     server.await?.context("webhook server")?;
     admin_server.await?.context("admin API")?;
     provisioner.await?;
     keeper_task.await?;
+    reconciler_task.await?;
     tracing::info!("stopped");
     Ok(())
 }
@@ -134,6 +153,44 @@ async fn keep_subscription(
         };
         tokio::select! {
             _ = tokio::time::sleep(pause) => {}
+            _ = shutdown.cancelled() => return,
+        }
+    }
+}
+
+/// Delta rounds at start and every `interval` (or at once when a lifecycle event asks), and a
+/// sweep of the managed OUs after the first round, after every full sync and every
+/// `sweep_interval`.
+async fn reconcile(
+    reconciler: Arc<Reconciler>,
+    schedule: ReconcilerSection,
+    now: Arc<tokio::sync::Notify>,
+    shutdown: CancellationToken,
+) {
+    let mut last_sweep: Option<std::time::Instant> = None;
+    loop {
+        let full = match reconciler.run_delta().await {
+            Ok(report) => {
+                tracing::info!(?report, "delta round done");
+                report.full
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "delta round failed");
+                false
+            }
+        };
+        if full || last_sweep.is_none_or(|t| t.elapsed() >= schedule.sweep_interval) {
+            match reconciler.sweep().await {
+                Ok(report) => {
+                    tracing::info!(?report, "sweep done");
+                    last_sweep = Some(std::time::Instant::now());
+                }
+                Err(e) => tracing::error!(error = %e, "sweep failed"),
+            }
+        }
+        tokio::select! {
+            _ = tokio::time::sleep(schedule.interval) => {}
+            _ = now.notified() => tracing::info!("lifecycle event: reconciling now"),
             _ = shutdown.cancelled() => return,
         }
     }

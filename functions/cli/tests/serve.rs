@@ -102,12 +102,16 @@ fn in_ou(dn_: &str, ou: &str) -> bool {
     dn::parent(dn_).is_some_and(|p| dn::same(&p, ou))
 }
 
-fn enabled_in_guests(a: Option<&(String, RawEntry)>) -> bool {
-    a.is_some_and(|(d, e)| uac_of(e) == uac::ENABLED && in_ou(d, &samba().guests_ou))
-}
+impl Host {
+    fn enabled_in_guests(&self) -> impl Fn(Option<&(String, RawEntry)>) -> bool + 'static {
+        let ou = self.serve.guests_ou.clone();
+        move |a| a.is_some_and(|(d, e)| uac_of(e) == uac::ENABLED && in_ou(d, &ou))
+    }
 
-fn disabled_in_disabled_ou(a: Option<&(String, RawEntry)>) -> bool {
-    a.is_some_and(|(d, e)| uac_of(e) == uac::DISABLED && in_ou(d, &samba().disabled_ou))
+    fn disabled_in_disabled_ou(&self) -> impl Fn(Option<&(String, RawEntry)>) -> bool + 'static {
+        let ou = self.serve.disabled_ou.clone();
+        move |a| a.is_some_and(|(d, e)| uac_of(e) == uac::DISABLED && in_ou(d, &ou))
+    }
 }
 
 #[tokio::test]
@@ -115,7 +119,7 @@ async fn a_guest_lives_its_whole_lifecycle_through_notifications() {
     let mut h = Host::start("").await;
     let id = h.invite("lifecycle").await;
     let took = h
-        .wait_for(&id, "invitation → account", enabled_in_guests)
+        .wait_for(&id, "invitation → account", h.enabled_in_guests())
         .await;
     println!("invitation to AD account: {} ms", took.as_millis());
 
@@ -132,18 +136,19 @@ async fn a_guest_lives_its_whole_lifecycle_through_notifications() {
         .patch_user(&id, json!({"accountEnabled": false}))
         .await
         .unwrap();
-    h.wait_for(&id, "disable", disabled_in_disabled_ou).await;
+    h.wait_for(&id, "disable", h.disabled_in_disabled_ou())
+        .await;
     h.graph
         .patch_user(&id, json!({"accountEnabled": true}))
         .await
         .unwrap();
-    h.wait_for(&id, "enable", enabled_in_guests).await;
+    h.wait_for(&id, "enable", h.enabled_in_guests()).await;
 
     h.graph.delete_user(&id).await.unwrap();
-    h.wait_for(&id, "soft delete", disabled_in_disabled_ou)
+    h.wait_for(&id, "soft delete", h.disabled_in_disabled_ou())
         .await;
     h.graph.restore_user(&id).await.unwrap();
-    h.wait_for(&id, "restore", enabled_in_guests).await;
+    h.wait_for(&id, "restore", h.enabled_in_guests()).await;
 
     h.graph.delete_user(&id).await.unwrap();
     h.graph.purge_user(&id).await.unwrap();
@@ -213,7 +218,7 @@ async fn forged_notifications_change_nothing() {
     );
     // The same notification, genuine, is acted on: the negative result above means something.
     assert_eq!(post_notification(&h, &id, CLIENT_STATE, &tenant).await, 202);
-    h.wait_for(&id, "genuine notification", enabled_in_guests)
+    h.wait_for(&id, "genuine notification", h.enabled_in_guests())
         .await;
 }
 
@@ -254,7 +259,9 @@ async fn a_job_interrupted_by_a_crash_is_applied_after_restart() {
     );
     h.graph.clear_faults().await.unwrap();
     h.serve.spawn().await.unwrap();
-    let took = h.wait_for(&id, "after restart", enabled_in_guests).await;
+    let took = h
+        .wait_for(&id, "after restart", h.enabled_in_guests())
+        .await;
     println!("applied {} ms after the restart", took.as_millis());
 }
 
@@ -267,7 +274,7 @@ async fn graph_throttling_and_errors_delay_but_lose_nothing() {
         .await
         .unwrap();
     notify(&h, &id).await;
-    h.wait_for(&id, "despite 429s", enabled_in_guests).await;
+    h.wait_for(&id, "despite 429s", h.enabled_in_guests()).await;
     h.graph
         .set_fault(FaultRule {
             method: Some("GET".into()),
@@ -366,4 +373,43 @@ async fn sigterm_stops_cleanly() {
     let mut h = Host::start("").await;
     let status = h.serve.stop().await.unwrap();
     assert!(status.success(), "{status:?}");
+}
+
+#[tokio::test]
+async fn the_reconciler_catches_what_notifications_lost_on_its_schedule() {
+    let mut h = Host::start("[reconciler]\ninterval = \"2s\"\n").await;
+    h.graph.set_notifications_lost(true).await.unwrap();
+    let id = h.invite("scheduled").await;
+    h.wait_for(&id, "delta round on schedule", h.enabled_in_guests())
+        .await;
+    h.graph
+        .patch_user(&id, json!({"displayName": "Seen By Delta"}))
+        .await
+        .unwrap();
+    h.wait_for(&id, "update via delta", |a| {
+        a.is_some_and(|(_, e)| text(e, "displayName").as_deref() == Some("Seen By Delta"))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_missed_lifecycle_event_runs_the_reconciler_at_once() {
+    // An hour between scheduled rounds: only the lifecycle event can explain a quick account.
+    let mut h = Host::start("[reconciler]\ninterval = \"1h\"\n").await;
+    tokio::time::sleep(Duration::from_secs(1)).await; // the first round at start is done
+    h.graph.set_notifications_lost(true).await.unwrap();
+    let id = h.invite("missed").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert!(
+        h.account(&id).await.is_none(),
+        "nothing told shadowsync yet"
+    );
+    h.graph.set_notifications_lost(false).await.unwrap();
+    let sub = h.subscriptions().await[0]["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    h.graph.trigger_lifecycle(&sub, "missed").await.unwrap();
+    h.wait_for(&id, "reconciled after missed", h.enabled_in_guests())
+        .await;
 }

@@ -5,7 +5,7 @@ use crate::{JobError, JobHandler};
 use async_trait::async_trait;
 use chrono::Utc;
 use shadowsync_converge::{describe, Converger, Hint};
-use shadowsync_queue::{ChangeType, Job};
+use shadowsync_queue::{ChangeType, Job, LifecycleEvent};
 use shadowsync_subscriptions::SubscriptionKeeper;
 use std::sync::Arc;
 
@@ -13,6 +13,9 @@ pub struct ShadowsyncJobs {
     pub converger: Arc<Converger>,
     /// Handles lifecycle events; a host without a keeper leaves lifecycle jobs to one that has.
     pub keeper: Option<Arc<SubscriptionKeeper>>,
+    /// Woken when Graph says notifications were (or will be) lost (`missed`,
+    /// `subscriptionRemoved`), so the host's reconciler runs a delta round now.
+    pub reconcile_now: Option<Arc<tokio::sync::Notify>>,
 }
 
 #[async_trait]
@@ -54,6 +57,14 @@ impl JobHandler for ShadowsyncJobs {
                 subscription_id,
                 ..
             } => {
+                if matches!(
+                    event,
+                    LifecycleEvent::Missed | LifecycleEvent::SubscriptionRemoved
+                ) {
+                    if let Some(reconcile) = &self.reconcile_now {
+                        reconcile.notify_one();
+                    }
+                }
                 let Some(keeper) = &self.keeper else {
                     return Err(JobError {
                         retryable: true,

@@ -84,6 +84,9 @@ impl Cli {
 pub struct ServeProcess {
     pub cli: Cli,
     pub listen: SocketAddr,
+    /// The managed OUs this serve owns.
+    pub guests_ou: String,
+    pub disabled_ou: String,
     child: Option<Child>,
 }
 
@@ -167,6 +170,8 @@ impl ServeProcess {
         let mut serve = Self {
             listen: cli.listen,
             cli,
+            guests_ou: ous.0.to_string(),
+            disabled_ou: ous.1.to_string(),
             child: None,
         };
         serve.spawn().await?;

@@ -35,7 +35,8 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let binary = std::env::current_exe()?.with_file_name("shadowsync");
     println!("▸ Starting `shadowsync serve` ({})…", binary.display());
-    let mut serve = ServeProcess::start(&binary, &sim, samba, dir.path(), "")
+    let ous = (samba.guests_ou.as_str(), samba.disabled_ou.as_str());
+    let mut serve = ServeProcess::start_in(&binary, &sim, samba, ous, dir.path(), "")
         .await
         .context("run `cargo build -p shadowsync` first (tests/demo.sh does)")?;
     wait_until(Duration::from_secs(30), || async {
@@ -84,6 +85,35 @@ async fn main() -> Result<()> {
     println!("\n▸ Grace is restored from deleted items…");
     graph.restore_user(&ids[1]).await?;
     wait_for(&mut probe, &ids[1], |a| a.is_some_and(|(_, e)| enabled(e))).await?;
+    show(&mut probe, &ids).await?;
+
+    println!("\n▸ Notifications get lost for a while (a simulator switch): Alan is renamed and Margaret invited…");
+    graph.set_notifications_lost(true).await?;
+    graph
+        .patch_user(&ids[2], json!({"displayName": "Alan M. Turing"}))
+        .await?;
+    let user = graph
+        .invite(
+            "margaret.hamilton@nasa-partners.example",
+            "Margaret Hamilton",
+        )
+        .await?;
+    ids.push(
+        user["invitedUser"]["id"]
+            .as_str()
+            .or(user["id"].as_str())
+            .context("no id")?
+            .to_string(),
+    );
+    graph.set_notifications_lost(false).await?;
+    println!("▸ `shadowsync plan` shows what a full sync would do, changing nothing:\n");
+    for line in serve.cli.run(&["plan"], &[]).await?.lines() {
+        println!("    {line}");
+    }
+    println!("\n▸ `shadowsync sync` does it (the delta reconciler would too, on its schedule):");
+    for line in serve.cli.run(&["sync"], &[]).await?.lines() {
+        println!("    {line}");
+    }
     show(&mut probe, &ids).await?;
 
     println!("\n▸ Shutting down…");
