@@ -89,12 +89,12 @@ pub async fn run(
             Ok(d) => d,
             Err(e) => {
                 tracing::error!(error = %e, "cannot read the queue");
-                idle(&config, &shutdown, config.poll_interval * 20).await;
+                idle(&shutdown, config.poll_interval * 20).await;
                 continue;
             }
         };
         if deliveries.is_empty() {
-            idle(&config, &shutdown, config.poll_interval).await;
+            idle(&shutdown, config.poll_interval).await;
             continue;
         }
         for delivery in deliveries {
@@ -111,7 +111,7 @@ pub async fn run(
     tracing::info!("provisioner stopped");
 }
 
-async fn idle(_config: &ProvisionerConfig, shutdown: &CancellationToken, pause: Duration) {
+async fn idle(shutdown: &CancellationToken, pause: Duration) {
     tokio::select! {
         _ = tokio::time::sleep(pause) => {}
         _ = shutdown.cancelled() => {}
