@@ -413,3 +413,35 @@ async fn a_missed_lifecycle_event_runs_the_reconciler_at_once() {
     h.wait_for(&id, "reconciled after missed", h.enabled_in_guests())
         .await;
 }
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    use tokio::io::AsyncBufReadExt;
+    let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
+        .await
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let ous = (samba().guests_ou.as_str(), samba().disabled_ou.as_str());
+    let cli = shadowsync_e2e::serve::Cli::new(Path::new(BIN), &sim, samba(), ous, dir.path(), "")
+        .unwrap();
+    let mut child = cli
+        .command(&["--log-format", "json", "serve"], &[])
+        .env("RUST_LOG", "info")
+        .stderr(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let first = tokio::time::timeout(SETTLE, lines.next_line())
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+    let event: Value = serde_json::from_str(&first).unwrap_or_else(|e| panic!("{e}: {first}"));
+    assert_eq!(event["level"], "INFO", "{event}");
+    assert!(
+        event["message"].is_string() && event["timestamp"].is_string(),
+        "{event}"
+    );
+    child.kill().await.unwrap();
+}
