@@ -81,16 +81,56 @@ fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
     }
 }
 
+type ValueTable<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
+
+/// A read-only view of `table`, or `None` when it was never written.
+fn read_table(
+    db: &Database,
+    table: &str,
+) -> Result<Option<redb::ReadOnlyTable<&'static str, &'static [u8]>>, StateError> {
+    let tx = db.begin_read().map_err(storage)?;
+    match tx.open_table(ValueTable::new(table)) {
+        Ok(t) => Ok(Some(t)),
+        Err(TableError::TableDoesNotExist(_)) => Ok(None),
+        Err(e) => Err(storage(e)),
+    }
+}
+
+/// One compare-and-set write: `change` runs only if `key` is at version `expected`, and gets the
+/// table and the current version; the transaction commits if it succeeds.
+fn write_checked<T>(
+    db: &Database,
+    table: &str,
+    key: &str,
+    expected: Option<u64>,
+    change: impl FnOnce(
+        &mut redb::Table<&'static str, &'static [u8]>,
+        Option<u64>,
+    ) -> Result<T, StateError>,
+) -> Result<T, StateError> {
+    let tx = db.begin_write().map_err(storage)?;
+    let result = {
+        let mut t = tx.open_table(ValueTable::new(table)).map_err(storage)?;
+        let current = t
+            .get(key)
+            .map_err(storage)?
+            .map(|v| decode(v.value()).version);
+        if current != expected {
+            return Err(conflict(table, key, expected));
+        }
+        change(&mut t, current)?
+    };
+    tx.commit().map_err(storage)?;
+    Ok(result)
+}
+
 #[async_trait]
 impl KeyValueStore for EmbeddedStore {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StateError> {
         let (table, key) = (table.to_string(), key.to_string());
         self.blocking(move |db| {
-            let tx = db.begin_read().map_err(storage)?;
-            let t = match tx.open_table(TableDefinition::<&str, &[u8]>::new(&table)) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(None),
-                Err(e) => return Err(storage(e)),
+            let Some(t) = read_table(db, &table)? else {
+                return Ok(None);
             };
             Ok(t.get(key.as_str())
                 .map_err(storage)?
@@ -108,25 +148,12 @@ impl KeyValueStore for EmbeddedStore {
     ) -> Result<u64, StateError> {
         let (table, key) = (table.to_string(), key.to_string());
         self.blocking(move |db| {
-            let tx = db.begin_write().map_err(storage)?;
-            let version = {
-                let mut t = tx
-                    .open_table(TableDefinition::<&str, &[u8]>::new(&table))
-                    .map_err(storage)?;
-                let current = t
-                    .get(key.as_str())
-                    .map_err(storage)?
-                    .map(|v| decode(v.value()).version);
-                if current != expected {
-                    return Err(conflict(&table, &key, expected));
-                }
+            write_checked(db, &table, &key, expected, |t, current| {
                 let version = current.unwrap_or(0) + 1;
                 t.insert(key.as_str(), encode(version, &value).as_slice())
                     .map_err(storage)?;
-                version
-            };
-            tx.commit().map_err(storage)?;
-            Ok(version)
+                Ok(version)
+            })
         })
         .await
     }
@@ -139,22 +166,10 @@ impl KeyValueStore for EmbeddedStore {
     ) -> Result<(), StateError> {
         let (table, key) = (table.to_string(), key.to_string());
         self.blocking(move |db| {
-            let tx = db.begin_write().map_err(storage)?;
-            {
-                let mut t = tx
-                    .open_table(TableDefinition::<&str, &[u8]>::new(&table))
-                    .map_err(storage)?;
-                let current = t
-                    .get(key.as_str())
-                    .map_err(storage)?
-                    .map(|v| decode(v.value()).version);
-                if current != expected {
-                    return Err(conflict(&table, &key, expected));
-                }
+            write_checked(db, &table, &key, expected, |t, _| {
                 t.remove(key.as_str()).map_err(storage)?;
-            }
-            tx.commit().map_err(storage)?;
-            Ok(())
+                Ok(())
+            })
         })
         .await
     }
@@ -168,11 +183,8 @@ impl KeyValueStore for EmbeddedStore {
         let table = table.to_string();
         let start_after = start_after.map(str::to_string);
         self.blocking(move |db| {
-            let tx = db.begin_read().map_err(storage)?;
-            let t = match tx.open_table(TableDefinition::<&str, &[u8]>::new(&table)) {
-                Ok(t) => t,
-                Err(TableError::TableDoesNotExist(_)) => return Ok(vec![]),
-                Err(e) => return Err(storage(e)),
+            let Some(t) = read_table(db, &table)? else {
+                return Ok(vec![]);
             };
             let range = match &start_after {
                 Some(after) => t.range::<&str>((
