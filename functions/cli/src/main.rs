@@ -2,7 +2,8 @@
 
 mod admin;
 mod commands;
-mod config;
+mod connector;
+use shadowsync_config as config;
 mod serve;
 
 use anyhow::Result;
@@ -33,6 +34,12 @@ enum LogFormat {
 enum Command {
     /// Run everything in one process: webhook listener, provisioner workers, subscription keeper.
     Serve {
+        #[arg(long, short)]
+        config: PathBuf,
+    },
+    /// The on-premises provisioner of a cloud deployment in connector mode: long-polls the
+    /// cloud's job queue (outbound HTTPS only) and converges each guest into the local AD.
+    Connector {
         #[arg(long, short)]
         config: PathBuf,
     },
@@ -128,6 +135,10 @@ async fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Serve { config } => match load(&config) {
             Ok(config) => serve::serve(config).await,
+            Err(e) => Err(e),
+        },
+        Command::Connector { config } => match connector::load(&config).await {
+            Ok(config) => connector::connector(config).await,
             Err(e) => Err(e),
         },
         Command::CheckConfig { config } => {

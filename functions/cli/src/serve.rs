@@ -9,9 +9,9 @@ use shadowsync_directory::Directory;
 use shadowsync_graph::GraphClient;
 use shadowsync_provisioner::{ProvisionerConfig, ShadowsyncJobs};
 use shadowsync_queue::{EmbeddedQueue, Queue};
-use shadowsync_reconciler::Reconciler;
+use shadowsync_reconciler::{ManagedDirectory, Reconciler};
 use shadowsync_state::{EmbeddedStore, KeyValueStore};
-use shadowsync_subscriptions::{KeeperConfig, SubscriptionKeeper};
+use shadowsync_subscriptions::SubscriptionKeeper;
 use shadowsync_webhook::WebhookState;
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,19 +46,12 @@ pub async fn serve(config: Config) -> Result<()> {
         policy,
         clock: Arc::new(SystemClock),
     });
-    let mut keeper_config = KeeperConfig::new(
-        config.notification_url(),
-        config.lifecycle_url(),
-        client_state.clone(),
-    );
-    keeper_config.renew_margin =
-        chrono::Duration::hours(config.subscriptions.renew_margin_hours as i64);
-    let keeper = Arc::new(SubscriptionKeeper {
-        graph: graph.clone(),
-        state: state.clone(),
-        config: keeper_config,
-        clock: graph.server_clock(),
-    });
+    let keeper = Arc::new(SubscriptionKeeper::from_config(
+        graph.clone(),
+        state.clone(),
+        &config.webhook,
+        &config.subscriptions,
+    ));
 
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
@@ -95,8 +88,10 @@ pub async fn serve(config: Config) -> Result<()> {
         graph: graph.clone(),
         queue: queue.clone(),
         state: state.clone(),
-        directory: converger.directory.clone(),
-        policy: converger.policy.clone(),
+        managed: Some(ManagedDirectory {
+            directory: converger.directory.clone(),
+            policy: converger.policy.clone(),
+        }),
         clock: Arc::new(SystemClock),
     });
     let reconcile_now = Arc::new(tokio::sync::Notify::new());
@@ -107,6 +102,7 @@ pub async fn serve(config: Config) -> Result<()> {
             converger,
             keeper: Some(keeper.clone()),
             reconcile_now: Some(reconcile_now.clone()),
+            metrics: Default::default(),
         }),
         ProvisionerConfig {
             workers: config.provisioner.workers,
@@ -135,7 +131,7 @@ pub async fn serve(config: Config) -> Result<()> {
 }
 
 /// Ensures the subscription now and then every `every`; after a failure, tries again sooner.
-async fn keep_subscription(
+pub(crate) async fn keep_subscription(
     keeper: Arc<SubscriptionKeeper>,
     every: Duration,
     shutdown: CancellationToken,
@@ -196,7 +192,7 @@ async fn reconcile(
     }
 }
 
-async fn stop_on_signal(shutdown: CancellationToken) {
+pub(crate) async fn stop_on_signal(shutdown: CancellationToken) {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     let term = async {

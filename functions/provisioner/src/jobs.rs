@@ -1,7 +1,7 @@
 //! What shadowsync does with each job: the one dispatcher shared by every host (`serve`, the
 //! on-premises connector, the Lambda functions).
 
-use crate::{JobError, JobHandler};
+use crate::{JobError, JobHandler, JobMetrics, Settled};
 use async_trait::async_trait;
 use chrono::Utc;
 use shadowsync_converge::{describe, Converger, Hint};
@@ -16,10 +16,15 @@ pub struct ShadowsyncJobs {
     /// Woken when Graph says notifications were (or will be) lost (`missed`,
     /// `subscriptionRemoved`), so the host's reconciler runs a delta round now.
     pub reconcile_now: Option<Arc<tokio::sync::Notify>>,
+    pub metrics: Arc<JobMetrics>,
 }
 
 #[async_trait]
 impl JobHandler for ShadowsyncJobs {
+    fn settled(&self, settled: Settled) {
+        self.metrics.settled(settled);
+    }
+
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
         match job {
             Job::Converge {
@@ -40,7 +45,13 @@ impl JobHandler for ShadowsyncJobs {
                             retryable: e.is_retryable(),
                             reason: e.to_string(),
                         })?;
-                let latency_ms = (Utc::now() - *received_at).num_milliseconds();
+                let latency = (Utc::now() - *received_at).to_std().unwrap_or_default();
+                let latency_ms = latency.as_millis() as u64;
+                self.metrics.converged(
+                    outcome.applied && !outcome.plan.is_empty(),
+                    outcome.conflict().is_some(),
+                    latency,
+                );
                 tracing::info!(
                     user_id,
                     upn = outcome.user_principal_name.as_deref().unwrap_or(""),

@@ -7,8 +7,11 @@
 //! is dead-lettered with the reason. Nothing is dropped.
 
 mod jobs;
+pub mod lambda;
+mod metrics;
 
 pub use jobs::ShadowsyncJobs;
+pub use metrics::{JobMetrics, MetricsSnapshot};
 
 use async_trait::async_trait;
 use rand::Rng;
@@ -29,6 +32,9 @@ pub struct JobError {
 #[async_trait]
 pub trait JobHandler: Send + Sync {
     async fn handle(&self, job: &Job) -> Result<(), JobError>;
+
+    /// Told how each job ended (for metrics).
+    fn settled(&self, _settled: Settled) {}
 }
 
 #[derive(Debug, Clone)]
@@ -118,13 +124,26 @@ async fn idle(shutdown: &CancellationToken, pause: Duration) {
     }
 }
 
+/// How [`process`] left a job.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Settled {
+    /// Done and acknowledged.
+    Done,
+    /// Failed; back on the queue after a backoff.
+    Retrying,
+    /// Failed for good; on the dead-letter queue with its reason.
+    DeadLettered,
+    /// The queue could not record the outcome; the job comes back after its visibility timeout.
+    Unrecorded,
+}
+
 /// Handles one job to the end: acknowledged, retried later, or dead-lettered.
 pub async fn process(
     queue: &dyn Queue,
     handler: &dyn JobHandler,
     config: &ProvisionerConfig,
     delivery: Delivery,
-) {
+) -> Settled {
     let Delivery {
         receipt,
         job,
@@ -146,17 +165,17 @@ pub async fn process(
         _ = keep_alive => unreachable!("the keep-alive loop never ends"),
     };
     let outcome = match result {
-        Ok(()) => queue.ack(&receipt).await.map(|_| "done"),
+        Ok(()) => queue.ack(&receipt).await.map(|_| Settled::Done),
         Err(e) if e.retryable => {
             let delay = backoff(config, attempt);
             match queue.retry_later(&receipt, delay, &e.reason).await {
                 Ok(Disposition::Retrying { attempt }) => {
                     tracing::warn!(%group, attempt, delay_ms = delay.as_millis() as u64, reason = %e.reason, "job failed; will retry");
-                    Ok("retrying")
+                    Ok(Settled::Retrying)
                 }
                 Ok(Disposition::DeadLettered) => {
                     tracing::error!(%group, attempt, reason = %e.reason, "job failed too often; dead-lettered");
-                    Ok("dead-lettered")
+                    Ok(Settled::DeadLettered)
                 }
                 Err(q) => Err(q),
             }
@@ -166,11 +185,17 @@ pub async fn process(
             queue
                 .dead_letter(&receipt, &e.reason)
                 .await
-                .map(|_| "dead-lettered")
+                .map(|_| Settled::DeadLettered)
         }
     };
-    if let Err(e) = outcome {
-        // The job stays on the queue and comes back after its visibility timeout.
-        tracing::error!(%group, error = %e, "could not record the job's outcome on the queue");
-    }
+    let settled = match outcome {
+        Ok(settled) => settled,
+        Err(e) => {
+            // The job stays on the queue and comes back after its visibility timeout.
+            tracing::error!(%group, error = %e, "could not record the job's outcome on the queue");
+            Settled::Unrecorded
+        }
+    };
+    handler.settled(settled);
+    settled
 }

@@ -11,6 +11,10 @@
 //!   With a scope group, guests without an account are enqueued too, because joining a group
 //!   (directly or nested) changes no user property and is therefore invisible to users/delta.
 
+mod scheduled;
+
+pub use scheduled::{RunReport, LAST_SWEEP};
+
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -43,6 +47,8 @@ pub enum ReconcileError {
     State(#[from] StateError),
     #[error("directory: {0}")]
     Directory(#[from] DirectoryError),
+    #[error("no directory here: the sweep runs where AD can be reached (the connector, in connector mode)")]
+    NoDirectory,
     /// Graph answered 2xx with something that is not a delta or list page.
     #[error("unexpected Graph response: {0}")]
     Protocol(String),
@@ -58,7 +64,7 @@ impl ReconcileError {
             Self::Queue(e) => matches!(e, QueueError::Storage(_)),
             // A lost compare-and-set means another reconciler ran at the same time.
             Self::State(e) => !matches!(e, StateError::Corrupt { .. }),
-            Self::Protocol(_) => false,
+            Self::Protocol(_) | Self::NoDirectory => false,
         }
     }
 
@@ -115,9 +121,16 @@ pub struct Reconciler {
     pub graph: Arc<GraphClient>,
     pub queue: Arc<dyn Queue>,
     pub state: Arc<dyn KeyValueStore>,
+    /// What the sweep reads; `None` where AD is out of reach (the Lambda reconciler in
+    /// connector mode runs delta rounds only, and the connector sweeps).
+    pub managed: Option<ManagedDirectory>,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// The directory and the policy that names its managed OUs.
+pub struct ManagedDirectory {
     pub directory: Arc<Directory>,
     pub policy: Policy,
-    pub clock: Arc<dyn Clock>,
 }
 
 /// Whether a round starts from scratch or from a deltaLink.
@@ -287,14 +300,17 @@ impl Reconciler {
     /// Converge jobs for every anchored account in the managed OUs and, with a scope group, for
     /// every guest without one; see the crate docs.
     pub async fn sweep(&self) -> Result<SweepReport, ReconcileError> {
+        let Some(ManagedDirectory { directory, policy }) = &self.managed else {
+            return Err(ReconcileError::NoDirectory);
+        };
         let mut report = SweepReport::default();
         let mut jobs = Batch::new(self.queue.as_ref());
         // Lower-cased DNs (one OU may lie inside the other) and object ids (one job per guest,
         // even if two objects carry the same anchor: converge reports that as a conflict).
         let mut seen_dns = HashSet::new();
         let mut anchored = HashSet::new();
-        for ou in [&self.policy.guests_ou, &self.policy.disabled_ou] {
-            for account in self.directory.list_accounts(ou).await? {
+        for ou in [&policy.guests_ou, &policy.disabled_ou] {
+            for account in directory.list_accounts(ou).await? {
                 if !seen_dns.insert(account.dn.to_lowercase()) {
                     continue;
                 }
@@ -302,7 +318,7 @@ impl Reconciler {
                 let id = account
                     .anchor
                     .as_deref()
-                    .and_then(|v| self.policy.anchor.object_id(v))
+                    .and_then(|v| policy.anchor.object_id(v))
                     .filter(|id| is_object_id(id));
                 match id {
                     Some(id) => {
@@ -319,7 +335,7 @@ impl Reconciler {
                 }
             }
         }
-        if self.policy.scope_group_id.is_some() {
+        if policy.scope_group_id.is_some() {
             // Joining the scope group (directly or through a nested group) changes nothing on
             // the user, so delta never reports it: look for guests that have no account yet.
             // Converge checks the transitive membership.

@@ -31,6 +31,30 @@ pub struct SubscriptionKeeper {
     pub clock: Arc<dyn Clock>,
 }
 
+impl SubscriptionKeeper {
+    /// The keeper the configuration describes, judging expiry by Graph's clock.
+    pub fn from_config(
+        graph: Arc<GraphClient>,
+        state: Arc<dyn KeyValueStore>,
+        webhook: &shadowsync_config::WebhookSection,
+        subscriptions: &shadowsync_config::SubscriptionsSection,
+    ) -> Self {
+        let mut config = KeeperConfig::new(
+            webhook.notification_url(),
+            webhook.lifecycle_url(),
+            webhook.client_state.clone().expect("validated"),
+        );
+        config.renew_margin = chrono::Duration::hours(subscriptions.renew_margin_hours as i64);
+        let clock = graph.server_clock();
+        Self {
+            graph,
+            state,
+            config,
+            clock,
+        }
+    }
+}
+
 impl fmt::Debug for SubscriptionKeeper {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SubscriptionKeeper")

@@ -13,6 +13,7 @@
 mod config;
 mod error;
 mod keeper;
+pub mod lambda;
 mod record;
 
 pub use config::{

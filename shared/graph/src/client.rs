@@ -35,6 +35,8 @@ struct Inner {
     base_backoff: Duration,
     max_backoff: Duration,
     server_clock: Arc<ServerClock>,
+    /// Throttling answers (429, 503) since the last [`GraphClient::take_throttled`].
+    throttled: std::sync::atomic::AtomicU64,
 }
 
 impl fmt::Debug for GraphClient {
@@ -70,6 +72,13 @@ impl From<GraphError> for Failure {
 }
 
 impl GraphClient {
+    /// How many times Graph answered 429 or 503 since the last call (for metrics).
+    pub fn take_throttled(&self) -> u64 {
+        self.inner
+            .throttled
+            .swap(0, std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Graph's clock as seen in its responses (see [`ServerClock`]).
     pub fn server_clock(&self) -> Arc<dyn shadowsync_core::Clock> {
         self.inner.server_clock.clone()
@@ -101,6 +110,7 @@ impl GraphClient {
                 base_backoff: config.base_backoff,
                 max_backoff: config.max_backoff,
                 server_clock: Arc::default(),
+                throttled: Default::default(),
             }),
         })
     }
@@ -296,6 +306,9 @@ impl GraphClient {
         let status = response.status();
         let retry_after = match status {
             StatusCode::TOO_MANY_REQUESTS | StatusCode::SERVICE_UNAVAILABLE => {
+                inner
+                    .throttled
+                    .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 parse_retry_after(response.headers())
             }
             _ => None,

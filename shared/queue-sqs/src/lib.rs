@@ -198,6 +198,36 @@ impl SqsQueue {
         &self.dlq_url
     }
 
+    /// A message that Lambda's SQS event source received for us, as a [`Delivery`] of this
+    /// queue, so that it is settled like any other (`ack`, `retry_later`, `dead_letter`).
+    /// `Err` carries the receipt of a body that is not a job, to dead-letter it with the reason.
+    pub fn delivery(
+        &self,
+        message_id: &str,
+        receipt_handle: &str,
+        body: &str,
+        receive_count: u32,
+        sent_at: DateTime<Utc>,
+    ) -> Result<Delivery, (Receipt, String)> {
+        let data = ReceiptData {
+            m: message_id.to_string(),
+            h: receipt_handle.to_string(),
+            n: receive_count.max(1),
+            b: body.to_string(),
+        };
+        let receipt = Receipt(serde_json::to_string(&data).expect("receipt serializes"));
+        self.track(message_id, receipt_handle);
+        match serde_json::from_str::<Job>(body) {
+            Ok(job) => Ok(Delivery {
+                receipt,
+                job,
+                attempt: data.n,
+                enqueued_at: sent_at,
+            }),
+            Err(e) => Err((receipt, format!("not a shadowsync job: {e}"))),
+        }
+    }
+
     fn check(&self, receipt: &Receipt) -> Result<ReceiptData, QueueError> {
         let unknown = || QueueError::UnknownReceipt(receipt.0.clone());
         let data: ReceiptData = serde_json::from_str(&receipt.0).map_err(|_| unknown())?;

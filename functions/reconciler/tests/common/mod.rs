@@ -20,7 +20,7 @@ use shadowsync_directory::Directory;
 use shadowsync_e2e::{samba, text, unique, AdProbe, RawEntry};
 use shadowsync_provisioner::{process, ProvisionerConfig, ShadowsyncJobs};
 use shadowsync_queue::{EmbeddedQueue, Queue};
-use shadowsync_reconciler::Reconciler;
+use shadowsync_reconciler::{ManagedDirectory, Reconciler};
 use shadowsync_state::EmbeddedStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -117,8 +117,10 @@ impl Rig {
             graph: graph_client,
             queue: queue.clone(),
             state: store,
-            directory,
-            policy: policy.clone(),
+            managed: Some(ManagedDirectory {
+                directory,
+                policy: policy.clone(),
+            }),
             clock: options.clock,
         };
         Ok(Self {
@@ -131,6 +133,7 @@ impl Rig {
                 converger: converger.clone(),
                 keeper: None,
                 reconcile_now: None,
+                metrics: Default::default(),
             },
             converger,
             reconciler,

@@ -16,7 +16,8 @@ use thiserror::Error;
 use url::Url;
 
 const PREFIX: &str = "SHADOWSYNC_";
-const SECTIONS: [&str; 9] = [
+const SECTIONS: [&str; 10] = [
+    "connector",
     "reconciler",
     "graph",
     "webhook",
@@ -72,6 +73,68 @@ pub struct Config {
     pub admin: AdminSection,
     #[serde(default)]
     pub reconciler: ReconcilerSection,
+    /// Only for `shadowsync connector`: where the cloud deployment's queue and state are.
+    pub connector: Option<ConnectorSection>,
+}
+
+/// The on-premises connector's link to the cloud deployment (the stack's outputs).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConnectorSection {
+    /// The SQS FIFO job queue (stack output `JobQueueUrl`).
+    pub queue_url: Url,
+    /// Its dead-letter queue (stack output `DeadLetterQueueUrl`).
+    pub dead_letter_queue_url: Url,
+    /// The DynamoDB state table (stack output `StateTableName`).
+    pub table_name: String,
+    /// The AWS region; default: the one in `queue_url`.
+    pub region: Option<String>,
+    /// The health endpoint, `GET /health`; loopback only.
+    #[serde(default = "default_health_listen", deserialize_with = "lenient")]
+    pub health_listen: SocketAddr,
+}
+
+fn default_health_listen() -> SocketAddr {
+    "127.0.0.1:7072".parse().expect("valid")
+}
+
+impl ConnectorSection {
+    /// The region: as configured, else the one SQS puts in its queue URLs
+    /// (`https://sqs.<region>.amazonaws.com/...`).
+    pub fn region(&self) -> Option<String> {
+        self.region.clone().or_else(|| {
+            let host = self.queue_url.host_str()?;
+            let rest = host.strip_prefix("sqs.")?;
+            Some(rest.split('.').next()?.to_string())
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        for (key, url) in [
+            ("connector.queue_url", &self.queue_url),
+            (
+                "connector.dead_letter_queue_url",
+                &self.dead_letter_queue_url,
+            ),
+        ] {
+            if !matches!(url.scheme(), "https" | "http") || !url.path().ends_with(".fifo") {
+                return Err(key_error(
+                    key,
+                    format!("{url} is not the URL of an SQS FIFO queue (…/name.fifo)"),
+                ));
+            }
+        }
+        if self.table_name.trim().is_empty() {
+            return Err(key_error("connector.table_name", "must not be empty"));
+        }
+        if !self.health_listen.ip().is_loopback() {
+            return Err(key_error(
+                "connector.health_listen",
+                "must be a loopback address: the health endpoint is for the local service manager",
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -146,6 +209,10 @@ pub struct GraphSection {
     pub client_secret: Option<SecretString>,
     pub certificate_file: Option<PathBuf>,
     pub private_key_file: Option<PathBuf>,
+    /// A certificate credential given in memory (the Lambda functions read it from Secrets
+    /// Manager); never from the file or the environment.
+    #[serde(skip)]
+    pub certificate: Option<shadowsync_graph::Credential>,
     #[serde(default = "default_login_endpoint")]
     pub login_endpoint: Url,
     #[serde(default = "default_graph_endpoint")]
@@ -185,6 +252,17 @@ pub struct PolicySection {
     pub require_accepted: bool,
     #[serde(default = "default_retention_days", deserialize_with = "lenient")]
     pub retention_days: u32,
+}
+
+impl PolicySection {
+    pub fn policy(&self, directory: &DirectorySection) -> Policy {
+        Policy {
+            scope_group_id: self.scope_group_id.clone(),
+            require_accepted: self.require_accepted,
+            retention_days: self.retention_days,
+            ..Policy::new(&directory.guests_ou, &directory.disabled_ou)
+        }
+    }
 }
 
 impl Default for PolicySection {
@@ -290,6 +368,16 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Er
 }
 
 impl Config {
+    /// The `[connector]` section, which `shadowsync connector` needs.
+    pub fn connector(&self) -> Result<&ConnectorSection, ConfigError> {
+        self.connector.as_ref().ok_or_else(|| {
+            key_error(
+                "connector",
+                "missing: the connector needs [connector] queue_url, dead_letter_queue_url and table_name (the stack's outputs)",
+            )
+        })
+    }
+
     /// Reads the file, applies the process environment, validates.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         Self::load_with_env(path, std::env::vars())
@@ -326,41 +414,68 @@ impl Config {
                 ));
             }
         }
-        for (name, value) in env {
-            let Some(rest) = name.strip_prefix(PREFIX) else {
-                continue;
-            };
-            let rest = rest.to_lowercase();
-            // Other SHADOWSYNC_* variables (test harness, scripts) are not config.
-            let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
-                continue;
-            };
-            let key = &rest[section.len() + 1..];
-            let entry = table
-                .entry(section.to_string())
-                .or_insert_with(|| toml::Value::Table(Default::default()));
-            let toml::Value::Table(section_table) = entry else {
-                return Err(key_error(section, "must be a table"));
-            };
-            section_table.insert(key.to_string(), toml::Value::String(value));
-        }
-        let config: Config =
-            serde_path_to_error::deserialize(toml::Value::Table(table)).map_err(|e| {
-                let key = e.path().to_string();
-                let reason = e.into_inner().to_string();
-                if key == "." {
-                    // A missing section or key is reported at the top level; the message names it.
-                    key_error("(file)", reason)
-                } else {
-                    key_error(&key, reason)
-                }
-            })?;
+        apply_env(&mut table, env)?;
+        let config: Config = deserialize(toml::Value::Table(table), "")?;
         config.validate()?;
         Ok(config)
     }
 
     fn validate(&self) -> Result<(), ConfigError> {
-        let g = &self.graph;
+        self.graph.validate()?;
+        self.webhook.validate()?;
+        self.directory.validate()?;
+        let interval = self.subscriptions.check_interval_minutes;
+        if !interval.is_finite() || interval <= 0.0 {
+            return Err(key_error(
+                "subscriptions.check_interval_minutes",
+                "must be more than 0",
+            ));
+        }
+        if !self.admin.listen.ip().is_loopback() {
+            return Err(key_error(
+                "admin.listen",
+                "must be a loopback address: the admin API has no authentication of its own",
+            ));
+        }
+        if self.provisioner.workers == 0 {
+            return Err(key_error("provisioner.workers", "must be at least 1"));
+        }
+        if self.provisioner.max_attempts == 0 {
+            return Err(key_error("provisioner.max_attempts", "must be at least 1"));
+        }
+        if let Some(connector) = &self.connector {
+            connector.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl GraphSection {
+    pub fn graph_config(
+        &self,
+    ) -> Result<shadowsync_graph::GraphConfig, shadowsync_graph::GraphError> {
+        let credential = match (
+            &self.client_secret,
+            &self.certificate,
+            &self.certificate_file,
+            &self.private_key_file,
+        ) {
+            (Some(secret), ..) => shadowsync_graph::Credential::Secret(secret.clone()),
+            (None, Some(credential), ..) => credential.clone(),
+            (None, None, Some(cert), Some(key)) => {
+                shadowsync_graph::Credential::certificate_from_files(cert, key)?
+            }
+            _ => unreachable!("validated"),
+        };
+        let mut config =
+            shadowsync_graph::GraphConfig::new(&self.tenant_id, &self.client_id, credential);
+        config.login_endpoint = self.login_endpoint.clone();
+        config.graph_endpoint = self.graph_endpoint.clone();
+        Ok(config)
+    }
+
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let g = self;
         if uuid::Uuid::parse_str(&g.tenant_id).is_err() {
             return Err(key_error(
                 "graph.tenant_id",
@@ -370,27 +485,29 @@ impl Config {
         if g.client_id.trim().is_empty() {
             return Err(key_error("graph.client_id", "must not be empty"));
         }
-        match (&g.client_secret, &g.certificate_file, &g.private_key_file) {
-            (Some(_), None, None) | (None, Some(_), Some(_)) => {}
+        let has_certificate = g.certificate_file.is_some() || g.certificate.is_some();
+        let has_key = g.private_key_file.is_some() || g.certificate.is_some();
+        match (&g.client_secret, has_certificate, has_key) {
+            (Some(_), false, false) | (None, true, true) => {}
             (Some(_), _, _) => {
                 return Err(key_error(
                     "graph.client_secret",
                     "give either a client secret or certificate_file + private_key_file, not both",
                 ))
             }
-            (None, Some(_), None) => {
+            (None, true, false) => {
                 return Err(key_error(
                     "graph.private_key_file",
                     "required with certificate_file",
                 ))
             }
-            (None, None, Some(_)) => {
+            (None, false, true) => {
                 return Err(key_error(
                     "graph.certificate_file",
                     "required with private_key_file",
                 ))
             }
-            (None, None, None) => {
+            (None, false, false) => {
                 return Err(key_error(
                     "graph.client_secret",
                     format!(
@@ -403,7 +520,6 @@ impl Config {
         for (key, file) in [
             ("graph.certificate_file", &g.certificate_file),
             ("graph.private_key_file", &g.private_key_file),
-            ("directory.ca_file", &self.directory.ca_file),
         ] {
             if let Some(file) = file.as_ref().filter(|f| !f.is_file()) {
                 return Err(key_error(
@@ -415,32 +531,60 @@ impl Config {
         for (key, url) in [
             ("graph.login_endpoint", &g.login_endpoint),
             ("graph.graph_endpoint", &g.graph_endpoint),
-            ("webhook.public_url", &self.webhook.public_url),
         ] {
             if !matches!(url.scheme(), "https" | "http") {
                 return Err(key_error(key, format!("{url} is not an http(s) URL")));
             }
         }
-        match &self.webhook.client_state {
-            None => {
-                return Err(key_error(
-                    "webhook.client_state",
-                    format!("required: set {}", env_name("webhook", "client_state")),
-                ))
-            }
-            // Graph's limit for clientState.
-            Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() > 128 => {
-                return Err(key_error("webhook.client_state", "at most 128 characters"))
-            }
-            Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() < 16 => {
-                return Err(key_error(
-                    "webhook.client_state",
-                    "at least 16 characters: it is what tells genuine notifications from forged ones",
-                ))
-            }
-            Some(_) => {}
+        Ok(())
+    }
+}
+
+impl WebhookSection {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        if !matches!(self.public_url.scheme(), "https" | "http") {
+            return Err(key_error(
+                "webhook.public_url",
+                format!("{} is not an http(s) URL", self.public_url),
+            ));
         }
-        let d = &self.directory;
+        validate_client_state(self.client_state.as_ref())
+    }
+}
+
+/// `webhook.client_state`: set, and as long as Graph allows and security wants.
+pub fn validate_client_state(client_state: Option<&SecretString>) -> Result<(), ConfigError> {
+    match client_state {
+        None => {
+            return Err(key_error(
+                "webhook.client_state",
+                format!("required: set {}", env_name("webhook", "client_state")),
+            ))
+        }
+        // Graph's limit for clientState.
+        Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() > 128 => {
+            return Err(key_error("webhook.client_state", "at most 128 characters"))
+        }
+        Some(s) if secrecy::ExposeSecret::expose_secret(s).chars().count() < 16 => {
+            return Err(key_error(
+                "webhook.client_state",
+                "at least 16 characters: it is what tells genuine notifications from forged ones",
+            ))
+        }
+        Some(_) => {}
+    }
+    Ok(())
+}
+
+impl DirectorySection {
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let d = self;
+        if let Some(file) = d.ca_file.as_ref().filter(|f| !f.is_file()) {
+            return Err(key_error(
+                "directory.ca_file",
+                format!("{} is not a readable file", file.display()),
+            ));
+        }
         if !(d.url.starts_with("ldaps://") || d.url.starts_with("ldap://")) {
             return Err(key_error(
                 "directory.url",
@@ -479,56 +623,41 @@ impl Config {
                 "must differ from guests_ou",
             ));
         }
-        let interval = self.subscriptions.check_interval_minutes;
-        if !interval.is_finite() || interval <= 0.0 {
-            return Err(key_error(
-                "subscriptions.check_interval_minutes",
-                "must be more than 0",
-            ));
-        }
-        if !self.admin.listen.ip().is_loopback() {
-            return Err(key_error(
-                "admin.listen",
-                "must be a loopback address: the admin API has no authentication of its own",
-            ));
-        }
-        if self.provisioner.workers == 0 {
-            return Err(key_error("provisioner.workers", "must be at least 1"));
-        }
-        if self.provisioner.max_attempts == 0 {
-            return Err(key_error("provisioner.max_attempts", "must be at least 1"));
-        }
         Ok(())
     }
+}
 
+impl Config {
     pub fn policy(&self) -> Policy {
-        Policy {
-            scope_group_id: self.policy.scope_group_id.clone(),
-            require_accepted: self.policy.require_accepted,
-            retention_days: self.policy.retention_days,
-            ..Policy::new(&self.directory.guests_ou, &self.directory.disabled_ou)
-        }
+        self.policy.policy(&self.directory)
     }
 
     pub fn graph_config(
         &self,
     ) -> Result<shadowsync_graph::GraphConfig, shadowsync_graph::GraphError> {
-        let g = &self.graph;
-        let credential = match (&g.client_secret, &g.certificate_file, &g.private_key_file) {
-            (Some(secret), _, _) => shadowsync_graph::Credential::Secret(secret.clone()),
-            (None, Some(cert), Some(key)) => {
-                shadowsync_graph::Credential::certificate_from_files(cert, key)?
-            }
-            _ => unreachable!("validated"),
-        };
-        let mut config = shadowsync_graph::GraphConfig::new(&g.tenant_id, &g.client_id, credential);
-        config.login_endpoint = g.login_endpoint.clone();
-        config.graph_endpoint = g.graph_endpoint.clone();
-        Ok(config)
+        self.graph.graph_config()
     }
 
     pub fn directory_config(&self) -> shadowsync_directory::DirectoryConfig {
-        let d = &self.directory;
+        self.directory.directory_config()
+    }
+
+    pub fn tenant_uuid(&self) -> uuid::Uuid {
+        uuid::Uuid::parse_str(&self.graph.tenant_id).expect("validated")
+    }
+
+    pub fn notification_url(&self) -> String {
+        self.webhook.notification_url()
+    }
+
+    pub fn lifecycle_url(&self) -> String {
+        self.webhook.lifecycle_url()
+    }
+}
+
+impl DirectorySection {
+    pub fn directory_config(&self) -> shadowsync_directory::DirectoryConfig {
+        let d = self;
         let mut config = shadowsync_directory::DirectoryConfig::new(
             &d.url,
             &d.bind_dn,
@@ -538,23 +667,173 @@ impl Config {
         config.base_dn = d.base_dn.clone();
         config
     }
+}
 
-    pub fn tenant_uuid(&self) -> uuid::Uuid {
-        uuid::Uuid::parse_str(&self.graph.tenant_id).expect("validated")
-    }
-
+impl WebhookSection {
     pub fn notification_url(&self) -> String {
         format!(
             "{}/api/notifications",
-            self.webhook.public_url.as_str().trim_end_matches('/')
+            self.public_url.as_str().trim_end_matches('/')
         )
     }
 
     pub fn lifecycle_url(&self) -> String {
         format!(
             "{}/api/lifecycle",
-            self.webhook.public_url.as_str().trim_end_matches('/')
+            self.public_url.as_str().trim_end_matches('/')
         )
+    }
+}
+
+/// Puts every `SHADOWSYNC_<SECTION>_<KEY>` variable into `table` as `section.key` (a string).
+fn apply_env(
+    table: &mut toml::Table,
+    env: impl IntoIterator<Item = (String, String)>,
+) -> Result<(), ConfigError> {
+    for (name, value) in env {
+        let Some(rest) = name.strip_prefix(PREFIX) else {
+            continue;
+        };
+        let rest = rest.to_lowercase();
+        // Other SHADOWSYNC_* variables (test harness, scripts, the Lambda host's QUEUE_URL…)
+        // are not config.
+        let Some(section) = SECTIONS.iter().find(|s| rest.starts_with(&format!("{s}_"))) else {
+            continue;
+        };
+        let key = &rest[section.len() + 1..];
+        let entry = table
+            .entry(section.to_string())
+            .or_insert_with(|| toml::Value::Table(Default::default()));
+        let toml::Value::Table(section_table) = entry else {
+            return Err(key_error(section, "must be a table"));
+        };
+        section_table.insert(key.to_string(), toml::Value::String(value));
+    }
+    Ok(())
+}
+
+/// Deserializes `value` (found at `prefix`), naming the wrong key in the error.
+fn deserialize<T: DeserializeOwned>(value: toml::Value, prefix: &str) -> Result<T, ConfigError> {
+    serde_path_to_error::deserialize(value).map_err(|e| {
+        let path = e.path().to_string();
+        let reason = e.into_inner().to_string();
+        let key = match (prefix, path.as_str()) {
+            // A missing section or key is reported at the top level; the message names it.
+            ("", ".") => "(file)".to_string(),
+            (prefix, ".") => prefix.to_string(),
+            ("", path) => path.to_string(),
+            (prefix, path) => format!("{prefix}.{path}"),
+        };
+        key_error(&key, reason)
+    })
+}
+
+/// The configuration keys from the environment alone, section by section: the Lambda functions
+/// have no file, and each needs only some sections.
+pub struct EnvConfig {
+    table: toml::Table,
+}
+
+impl EnvConfig {
+    pub fn from_env(env: impl IntoIterator<Item = (String, String)>) -> Result<Self, ConfigError> {
+        let mut table = toml::Table::new();
+        apply_env(&mut table, env)?;
+        Ok(Self { table })
+    }
+
+    /// One section, defaults applied; absent means all defaults (or an error naming the first
+    /// required key).
+    fn section<T: DeserializeOwned>(&self, name: &str) -> Result<T, ConfigError> {
+        let value = self
+            .table
+            .get(name)
+            .cloned()
+            .unwrap_or_else(|| toml::Value::Table(Default::default()));
+        deserialize(value, name)
+    }
+
+    /// One key, parsed; `None` when unset.
+    pub fn key<T: FromStr>(&self, section: &str, key: &str) -> Result<Option<T>, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        let Some(value) = self.table.get(section).and_then(|s| s.get(key)) else {
+            return Ok(None);
+        };
+        let text = value.as_str().unwrap_or_default().trim();
+        text.parse()
+            .map(Some)
+            .map_err(|e| key_error(&format!("{section}.{key}"), format!("{text:?}: {e}")))
+    }
+
+    /// Like [`EnvConfig::key`], but required: the error says which variable to set.
+    pub fn required<T: FromStr>(&self, section: &str, key: &str) -> Result<T, ConfigError>
+    where
+        T::Err: std::fmt::Display,
+    {
+        self.key(section, key)?.ok_or_else(|| {
+            key_error(
+                &format!("{section}.{key}"),
+                format!("required: set {}", env_name(section, key)),
+            )
+        })
+    }
+
+    /// `[graph]`; `certificate` is a certificate credential read elsewhere (Secrets Manager).
+    pub fn graph(
+        &self,
+        certificate: Option<shadowsync_graph::Credential>,
+    ) -> Result<GraphSection, ConfigError> {
+        let mut graph: GraphSection = self.section("graph")?;
+        graph.certificate = certificate;
+        graph.validate()?;
+        Ok(graph)
+    }
+
+    pub fn webhook(&self) -> Result<WebhookSection, ConfigError> {
+        let webhook: WebhookSection = self.section("webhook")?;
+        webhook.validate()?;
+        Ok(webhook)
+    }
+
+    /// `webhook.client_state` alone (the webhook function needs no public URL).
+    pub fn client_state(&self) -> Result<SecretString, ConfigError> {
+        let state: Option<String> = self.key("webhook", "client_state")?;
+        let state = state.map(SecretString::from);
+        validate_client_state(state.as_ref())?;
+        Ok(state.expect("validated"))
+    }
+
+    /// `graph.tenant_id` alone.
+    pub fn tenant_id(&self) -> Result<uuid::Uuid, ConfigError> {
+        self.required("graph", "tenant_id")
+    }
+
+    pub fn directory(&self) -> Result<DirectorySection, ConfigError> {
+        let directory: DirectorySection = self.section("directory")?;
+        directory.validate()?;
+        Ok(directory)
+    }
+
+    pub fn policy(&self, directory: &DirectorySection) -> Result<Policy, ConfigError> {
+        let policy: PolicySection = self.section("policy")?;
+        Ok(policy.policy(directory))
+    }
+
+    pub fn provisioner(&self) -> Result<ProvisionerSection, ConfigError> {
+        let provisioner: ProvisionerSection = self.section("provisioner")?;
+        if provisioner.max_attempts == 0 {
+            return Err(key_error("provisioner.max_attempts", "must be at least 1"));
+        }
+        Ok(provisioner)
+    }
+
+    pub fn subscriptions(&self) -> Result<SubscriptionsSection, ConfigError> {
+        self.section("subscriptions")
+    }
+
+    pub fn reconciler(&self) -> Result<ReconcilerSection, ConfigError> {
+        self.section("reconciler")
     }
 }
 

@@ -1,0 +1,105 @@
+//! Secrets from AWS Secrets Manager.
+//!
+//! The infrastructure passes a secret as `SHADOWSYNC_<SECTION>_<KEY>_SECRET_ARN`, never as a
+//! value. [`resolve`] fetches each once and puts its value under `SHADOWSYNC_<SECTION>_<KEY>`,
+//! which the configuration loader reads like any other key. The Graph certificate
+//! (`SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN`) is JSON `{"certificate_pem", "private_key_pem"}`
+//! and becomes a credential held in memory. Values never reach a log line or an error message.
+
+use crate::AwsError;
+use secrecy::SecretString;
+use serde::Deserialize;
+use shadowsync_graph::Credential;
+
+const SUFFIX: &str = "_SECRET_ARN";
+const GRAPH_CERTIFICATE: &str = "SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN";
+
+pub struct Resolved {
+    /// The environment with every `*_SECRET_ARN` replaced by its value.
+    pub env: Vec<(String, String)>,
+    pub graph_certificate: Option<Credential>,
+}
+
+#[derive(Deserialize)]
+struct CertificateSecret {
+    certificate_pem: String,
+    private_key_pem: String,
+}
+
+/// The region of the first `SHADOWSYNC_*_SECRET_ARN` in `env`
+/// (`arn:<partition>:secretsmanager:<region>:<account>:secret:<name>`): a host outside AWS (the
+/// connector) reads its secrets where they are.
+pub fn region_of_secrets(env: &[(String, String)]) -> Option<String> {
+    env.iter()
+        .filter(|(name, _)| name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX))
+        .find_map(|(_, arn)| arn.split(':').nth(3).filter(|r| !r.is_empty()))
+        .map(str::to_string)
+}
+
+/// Swaps every `SHADOWSYNC_*_SECRET_ARN` in `env` for the secret's value.
+pub async fn resolve(
+    client: &aws_sdk_secretsmanager::Client,
+    env: Vec<(String, String)>,
+) -> Result<Resolved, AwsError> {
+    let mut out = Vec::with_capacity(env.len());
+    let mut graph_certificate = None;
+    for (name, value) in env {
+        let arn = value.trim();
+        let target = name
+            .strip_prefix("SHADOWSYNC_")
+            .and_then(|rest| rest.strip_suffix(SUFFIX));
+        let Some(target) = target.filter(|_| !arn.is_empty()) else {
+            out.push((name, value));
+            continue;
+        };
+        let secret = fetch(client, &name, arn).await?;
+        if name == GRAPH_CERTIFICATE {
+            let parsed: CertificateSecret =
+                serde_json::from_str(&secret).map_err(|_| AwsError::Secret {
+                    variable: name.clone(),
+                    arn: arn.to_string(),
+                    // serde's message could quote the key material: say what is expected instead.
+                    reason:
+                        "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
+                            .into(),
+                })?;
+            graph_certificate = Some(Credential::Certificate {
+                certificate_pem: parsed.certificate_pem,
+                private_key_pem: SecretString::from(parsed.private_key_pem),
+            });
+        } else {
+            out.push((format!("SHADOWSYNC_{target}"), secret));
+        }
+    }
+    Ok(Resolved {
+        env: out,
+        graph_certificate,
+    })
+}
+
+async fn fetch(
+    client: &aws_sdk_secretsmanager::Client,
+    variable: &str,
+    arn: &str,
+) -> Result<String, AwsError> {
+    let error = |reason: String| AwsError::Secret {
+        variable: variable.to_string(),
+        arn: arn.to_string(),
+        reason,
+    };
+    let out = client
+        .get_secret_value()
+        .secret_id(arn)
+        .send()
+        .await
+        .map_err(|e| error(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+    let value = out
+        .secret_string()
+        .ok_or_else(|| error("has no SecretString (binary secrets are not supported)".into()))?;
+    if value.trim().is_empty() {
+        return Err(error(
+            "is empty: put the value with `aws secretsmanager put-secret-value`".into(),
+        ));
+    }
+    Ok(value.to_string())
+}
