@@ -358,8 +358,10 @@ def test_connector_mode_drops_provisioner_and_creates_connector_role(t):
         "sqs:SendMessage",
         "sqs:GetQueueAttributes",
     }
+    # Sends to the DLQ (dead letters with their reason) and to the job queue (its sweep of the
+    # managed OUs enqueues converge jobs), to nothing else.
     send = [s for s in stmts if "sqs:SendMessage" in s["Action"]]
-    assert [cc.ref_target(s["Resource"]) for s in send] == ["DeadLetterQueue"]
+    assert sorted(cc.ref_target(s["Resource"]) for s in send) == ["DeadLetterQueue", "JobQueue"]
     # Every resource in the policy is one of this stack's.
     for s in stmts:
         for r in s["Resource"] if isinstance(s["Resource"], list) else [s["Resource"]]:

@@ -13,6 +13,21 @@ use shadowsync_graph::Credential;
 
 const SUFFIX: &str = "_SECRET_ARN";
 const GRAPH_CERTIFICATE: &str = "SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN";
+/// Each secret variable and the configuration variable its value goes to.
+const SECRET_VARIABLES: [(&str, &str); 3] = [
+    (
+        "SHADOWSYNC_GRAPH_CLIENT_SECRET_ARN",
+        "SHADOWSYNC_GRAPH_CLIENT_SECRET",
+    ),
+    (
+        "SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN",
+        "SHADOWSYNC_WEBHOOK_CLIENT_STATE",
+    ),
+    (
+        "SHADOWSYNC_DIRECTORY_BIND_PASSWORD_SECRET_ARN",
+        "SHADOWSYNC_DIRECTORY_BIND_PASSWORD",
+    ),
+];
 
 pub struct Resolved {
     /// The environment with every `*_SECRET_ARN` replaced by its value.
@@ -45,13 +60,23 @@ pub async fn resolve(
     let mut graph_certificate = None;
     for (name, value) in env {
         let arn = value.trim();
-        let target = name
-            .strip_prefix("SHADOWSYNC_")
-            .and_then(|rest| rest.strip_suffix(SUFFIX));
-        let Some(target) = target.filter(|_| !arn.is_empty()) else {
+        if !(name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX)) || arn.is_empty() {
             out.push((name, value));
             continue;
-        };
+        }
+        let target = SECRET_VARIABLES
+            .iter()
+            .find(|(variable, _)| *variable == name)
+            .map(|(_, target)| *target);
+        if target.is_none() && name != GRAPH_CERTIFICATE {
+            return Err(AwsError::BadEnv {
+                name: "SHADOWSYNC_*_SECRET_ARN",
+                reason: format!(
+                    "{name} is not a secret shadowsync reads (expected one of {}, {GRAPH_CERTIFICATE})",
+                    SECRET_VARIABLES.map(|(v, _)| v).join(", ")
+                ),
+            });
+        }
         let secret = fetch(client, &name, arn).await?;
         if name == GRAPH_CERTIFICATE {
             let parsed: CertificateSecret =
@@ -67,8 +92,8 @@ pub async fn resolve(
                 certificate_pem: parsed.certificate_pem,
                 private_key_pem: SecretString::from(parsed.private_key_pem),
             });
-        } else {
-            out.push((format!("SHADOWSYNC_{target}"), secret));
+        } else if let Some(target) = target {
+            out.push((target.to_string(), secret));
         }
     }
     Ok(Resolved {

@@ -1018,4 +1018,78 @@ path = "/var/lib/shadowsync/state.redb"
         env[1].1 = "short".into();
         assert_eq!(err_key(FILE, env), "webhook.client_state");
     }
+
+    #[test]
+    fn the_connector_section_is_validated_and_knows_its_region() {
+        let mut env = secrets();
+        env.push((
+            "SHADOWSYNC_CONNECTOR_QUEUE_URL".into(),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/shadowsync-jobs.fifo".into(),
+        ));
+        env.push((
+            "SHADOWSYNC_CONNECTOR_DEAD_LETTER_QUEUE_URL".into(),
+            "https://sqs.eu-west-1.amazonaws.com/123456789012/shadowsync-dlq.fifo".into(),
+        ));
+        env.push((
+            "SHADOWSYNC_CONNECTOR_TABLE_NAME".into(),
+            "shadowsync-State".into(),
+        ));
+        let config = parse(FILE, env.clone()).unwrap();
+        let connector = config.connector().unwrap();
+        assert_eq!(connector.region().as_deref(), Some("eu-west-1"));
+        assert_eq!(connector.health_listen.to_string(), "127.0.0.1:7072");
+
+        assert!(
+            parse(FILE, secrets()).unwrap().connector().is_err(),
+            "serve needs none, the connector does"
+        );
+        env.push((
+            "SHADOWSYNC_CONNECTOR_HEALTH_LISTEN".into(),
+            "0.0.0.0:7072".into(),
+        ));
+        assert_eq!(err_key(FILE, env), "connector.health_listen");
+    }
+
+    #[test]
+    fn the_environment_alone_gives_each_section_with_its_errors() {
+        let env = |pairs: &[(&str, &str)]| {
+            EnvConfig::from_env(pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()))).unwrap()
+        };
+        let webhook = env(&[
+            (
+                "SHADOWSYNC_GRAPH_TENANT_ID",
+                "8a3f6c2e-5b1d-4e7a-9c0f-2d4b6e8a1c3f",
+            ),
+            (
+                "SHADOWSYNC_WEBHOOK_CLIENT_STATE",
+                "a-long-random-client-state",
+            ),
+            ("SHADOWSYNC_QUEUE_URL", "https://sqs.example/q.fifo"),
+        ]);
+        assert_eq!(
+            webhook.tenant_id().unwrap().to_string(),
+            "8a3f6c2e-5b1d-4e7a-9c0f-2d4b6e8a1c3f"
+        );
+        assert!(webhook.client_state().is_ok());
+        // No [graph] client id: the webhook does not need one, the others say what is missing.
+        let error = webhook.graph(None).unwrap_err().to_string();
+        assert!(error.contains("client_id"), "{error}");
+        assert_eq!(webhook.reconciler().unwrap().interval, default_interval());
+
+        let short = env(&[("SHADOWSYNC_WEBHOOK_CLIENT_STATE", "short")]);
+        assert!(short
+            .client_state()
+            .unwrap_err()
+            .to_string()
+            .contains("at least 16"));
+        let missing = env(&[]).tenant_id().unwrap_err().to_string();
+        assert!(missing.contains("SHADOWSYNC_GRAPH_TENANT_ID"), "{missing}");
+        let bad = env(&[("SHADOWSYNC_PROVISIONER_MAX_ATTEMPTS", "lots")])
+            .provisioner()
+            .unwrap_err();
+        assert!(
+            bad.to_string().contains("provisioner.max_attempts"),
+            "{bad}"
+        );
+    }
 }

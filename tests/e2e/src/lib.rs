@@ -14,6 +14,7 @@ use shadowsync_state::EmbeddedStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
+pub mod aws;
 pub mod serve;
 use std::sync::{Arc, OnceLock};
 
