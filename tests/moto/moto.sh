@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# moto.sh: a local moto server (SQS and DynamoDB mocks) for the AWS adapters' tests.
+# moto.sh: a local moto server (SQS, DynamoDB and Secrets Manager) for the AWS tests.
 # It runs moto_server through server.py beside this file, which makes SQS FIFO deduplication
 # behave like AWS (see there).
 #

@@ -25,7 +25,7 @@ pub enum Backend {
 
 impl Backend {
     pub fn open(config: Config) -> Result<Self> {
-        match EmbeddedStore::open(&config.state.path) {
+        match EmbeddedStore::open(config.state_path()?) {
             Ok(store) => {
                 let queue = EmbeddedQueue::new(&store, config.provisioner.max_attempts)?;
                 Ok(Backend::Local {

@@ -18,7 +18,7 @@ use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
 pub async fn serve(config: Config) -> Result<()> {
-    let store = EmbeddedStore::open(&config.state.path).context("opening the state store")?;
+    let store = EmbeddedStore::open(config.state_path()?).context("opening the state store")?;
     let queue = EmbeddedQueue::new(&store, config.provisioner.max_attempts)?;
     // This process is the queue's only consumer: jobs a previous run held when it died are
     // handed out again now instead of after their visibility timeout.

@@ -64,7 +64,8 @@ pub struct Config {
     pub directory: DirectorySection,
     #[serde(default)]
     pub policy: PolicySection,
-    pub state: StateSection,
+    /// Required by `serve` and the admin commands; the connector keeps state in DynamoDB.
+    pub state: Option<StateSection>,
     #[serde(default)]
     pub provisioner: ProvisionerSection,
     #[serde(default)]
@@ -368,6 +369,19 @@ fn secret<'de, D: Deserializer<'de>>(d: D) -> Result<Option<SecretString>, D::Er
 }
 
 impl Config {
+    /// The embedded store's file (`[state] path`), which `serve` and the admin commands need.
+    pub fn state_path(&self) -> Result<&Path, ConfigError> {
+        self.state
+            .as_ref()
+            .map(|s| s.path.as_path())
+            .ok_or_else(|| {
+                key_error(
+                    "state.path",
+                    "missing: serve and the admin commands keep their state and queue in this file",
+                )
+            })
+    }
+
     /// The `[connector]` section, which `shadowsync connector` needs.
     pub fn connector(&self) -> Result<&ConnectorSection, ConfigError> {
         self.connector.as_ref().ok_or_else(|| {

@@ -3,32 +3,10 @@
 
 use shadowsync_state::{KeyValueStore, StateError};
 use shadowsync_state_dynamodb::DynamoStore;
-use std::process::Command;
-use std::sync::{Arc, OnceLock};
+use std::sync::Arc;
 
-/// The moto endpoint: started once per test binary.
 fn endpoint() -> &'static str {
-    static ENDPOINT: OnceLock<String> = OnceLock::new();
-    ENDPOINT.get_or_init(|| {
-        if let Ok(url) = std::env::var("SHADOWSYNC_TEST_AWS_ENDPOINT") {
-            return url;
-        }
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/../../tests/moto/moto.sh");
-        let out = Command::new("bash")
-            .args([script, "ensure"])
-            .output()
-            .expect("run moto.sh");
-        assert!(
-            out.status.success(),
-            "moto.sh ensure failed: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .find_map(|l| l.strip_prefix("SHADOWSYNC_TEST_AWS_ENDPOINT="))
-            .expect("moto.sh ensure prints the endpoint")
-            .to_string()
-    })
+    shadowsync_e2e::aws::moto()
 }
 
 /// A store on a fresh table with a unique name.
