@@ -278,3 +278,156 @@ fn http_response(event: &Value) -> Response {
     }
     response
 }
+
+/// Lambda's Runtime API, for running a real `bootstrap` binary as Lambda does: the function
+/// polls `GET /2018-06-01/runtime/invocation/next`, gets events pushed here, and posts each
+/// response (or error) back.
+pub struct RuntimeApi {
+    pub addr: SocketAddr,
+    state: Arc<RuntimeState>,
+}
+
+#[derive(Default)]
+struct RuntimeState {
+    inner: std::sync::Mutex<RuntimeInner>,
+    changed: tokio::sync::Notify,
+}
+
+#[derive(Default)]
+struct RuntimeInner {
+    pending: std::collections::VecDeque<(String, Value)>,
+    responses: std::collections::HashMap<String, Result<Value, Value>>,
+    init_error: Option<Value>,
+    first_poll: Option<std::time::Instant>,
+}
+
+use std::sync::Arc;
+
+impl RuntimeApi {
+    pub async fn start() -> Result<Self> {
+        use axum::extract::{Path, State};
+        use axum::routing::{get, post};
+        let state = Arc::new(RuntimeState::default());
+        let router = axum::Router::new()
+            .route(
+                "/2018-06-01/runtime/invocation/next",
+                get(|State(s): State<Arc<RuntimeState>>| async move {
+                    loop {
+                        let waiting = s.changed.notified();
+                        {
+                            let mut inner = s.inner.lock().unwrap();
+                            inner.first_poll.get_or_insert_with(std::time::Instant::now);
+                            if let Some((id, event)) = inner.pending.pop_front() {
+                                let deadline = chrono::Utc::now().timestamp_millis() + 60_000;
+                                return (
+                                    [
+                                        ("lambda-runtime-aws-request-id", id),
+                                        ("lambda-runtime-deadline-ms", deadline.to_string()),
+                                        (
+                                            "lambda-runtime-invoked-function-arn",
+                                            format!("arn:aws:lambda:{REGION}:{ACCOUNT}:function:e2e"),
+                                        ),
+                                        ("lambda-runtime-trace-id", "Root=1-00000000-000000000000000000000000".to_string()),
+                                    ],
+                                    event.to_string(),
+                                )
+                                    .into_response();
+                            }
+                        }
+                        waiting.await;
+                    }
+                }),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/response",
+                post(
+                    |State(s): State<Arc<RuntimeState>>, Path(id): Path<String>, body: Bytes| async move {
+                        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        s.inner.lock().unwrap().responses.insert(id, Ok(value));
+                        s.changed.notify_waiters();
+                        StatusCode::ACCEPTED
+                    },
+                ),
+            )
+            .route(
+                "/2018-06-01/runtime/invocation/{id}/error",
+                post(
+                    |State(s): State<Arc<RuntimeState>>, Path(id): Path<String>, body: Bytes| async move {
+                        let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                        s.inner.lock().unwrap().responses.insert(id, Err(value));
+                        s.changed.notify_waiters();
+                        StatusCode::ACCEPTED
+                    },
+                ),
+            )
+            .route(
+                "/2018-06-01/runtime/init/error",
+                post(|State(s): State<Arc<RuntimeState>>, body: Bytes| async move {
+                    let value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+                    s.inner.lock().unwrap().init_error = Some(value);
+                    s.changed.notify_waiters();
+                    StatusCode::ACCEPTED
+                }),
+            )
+            .with_state(state.clone());
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let addr = listener.local_addr()?;
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        Ok(Self { addr, state })
+    }
+
+    /// The variables Lambda sets for a function (`AWS_LAMBDA_RUNTIME_API` and the function's
+    /// name, memory and version).
+    pub fn env(&self, function_name: &str) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", self.addr.to_string()),
+            ("AWS_LAMBDA_FUNCTION_NAME", function_name.to_string()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_string()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+            ("AWS_LAMBDA_LOG_FORMAT", "JSON".to_string()),
+        ]
+    }
+
+    /// Queues an invocation; returns its request id.
+    pub fn invoke(&self, event: Value) -> String {
+        let id = uuid::Uuid::new_v4().to_string();
+        self.state
+            .inner
+            .lock()
+            .unwrap()
+            .pending
+            .push_back((id.clone(), event));
+        self.state.changed.notify_waiters();
+        id
+    }
+
+    /// When the function first asked for work (it is ready), if it has.
+    pub fn ready_at(&self) -> Option<std::time::Instant> {
+        self.state.inner.lock().unwrap().first_poll
+    }
+
+    /// The function's answer to invocation `id` (`Err`: the error it reported), or an error if
+    /// its initialisation failed or `timeout` passed.
+    pub async fn response(
+        &self,
+        id: &str,
+        timeout: std::time::Duration,
+    ) -> Result<Result<Value, Value>> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let waiting = self.state.changed.notified();
+            {
+                let inner = self.state.inner.lock().unwrap();
+                if let Some(r) = inner.responses.get(id) {
+                    return Ok(r.clone());
+                }
+                if let Some(e) = &inner.init_error {
+                    anyhow::bail!("the function failed to initialise: {e}");
+                }
+            }
+            if tokio::time::timeout_at(deadline, waiting).await.is_err() {
+                anyhow::bail!("no response to invocation {id} within {timeout:?}");
+            }
+        }
+    }
+}
