@@ -407,16 +407,22 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let users_before = ldap::count_domain_users(&mut conn, &samba.base_dn).await?;
     let (anchor_before, upn_before) = ldap::lookup_latency(&mut conn, &samba.base_dn, 15).await?;
 
+    // Each baseline runs next to the shadowsync run it is compared with (the machine's speed
+    // drifts), and the two shadowsync runs are adjacent: deleted accounts stay in the DC's
+    // objectClass index as tombstones and slow every later search by anchor a little, so the
+    // fewer deletions between N and 4N, the more the growth figure is shadowsync's own.
     println!(
-        "    {n} guests: ldapadd, shadowsync, then shadowsync's LDAP operations replayed bare"
+        "    ldapadd {n}, shadowsync {n}, shadowsync {}, ldapadd {}",
+        4 * n,
+        4 * n
     );
     let b1 = ldapadd(ctx, &mut conn, n, "n").await?;
     let s1 = shadowsync_sync(ctx, &mut conn, n, "n").await?;
+    let s4 = shadowsync_sync(ctx, &mut conn, 4 * n, "4n").await?;
+    let b4 = ldapadd(ctx, &mut conn, 4 * n, "4n").await?;
+    println!("    shadowsync's LDAP operations replayed bare, {n} accounts: today's, proposed");
     let today = replay(ctx, &mut conn, n, false).await?;
     let proposed = replay(ctx, &mut conn, n, true).await?;
-    println!("    {} guests: ldapadd, shadowsync", 4 * n);
-    let b4 = ldapadd(ctx, &mut conn, 4 * n, "4n").await?;
-    let s4 = shadowsync_sync(ctx, &mut conn, 4 * n, "4n").await?;
 
     section.setup = format!(
         "shadowsync: {n} (then {}) accepted guests seeded in the simulator; \
@@ -430,8 +436,9 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          description, final userAccountControl and a random unicodePwd), one add per account, \
          over LDAPS into a fresh OU of the same DC. \"Replayed\": shadowsync's LDAP operations \
          for a new account sent bare with ldap3 ({} at a time on one connection, no Graph, queue \
-         or state), as converge makes them today and as proposed below. Order: shadowsync N, \
-         shadowsync 4N, ldapadd N, ldapadd 4N, the replays; each OU is deleted after its run. \
+         or state), as converge makes them today and as proposed below. Order: ldapadd N, \
+         shadowsync N, shadowsync 4N, ldapadd 4N, the replays; each OU is deleted after its \
+         run. \
          The domain held {} live and {} deleted user objects at the start. \
          The DC runs as one single-threaded process (`samba -M single`); its CPU time and its \
          time waiting for a CPU come from /proc/<pid>/schedstat.",

@@ -102,7 +102,8 @@ async fn raw_user(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphR
     Ok(Json(Value::Object(u.props.clone())))
 }
 
-/// `POST /_sim/users/bulk {"guests": N, "members": M, "accepted": true, "prefix": "p", "domain": "d"}`
+/// `POST /_sim/users/bulk {"guests": N, "members": M, "accepted": true, "prefix": "p",
+/// "domain": "d"}`
 async fn bulk_users(
     State(sim): State<Arc<Sim>>,
     Json(spec): Json<crate::users::BulkUsers>,
