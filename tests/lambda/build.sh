@@ -5,6 +5,7 @@
 #
 #   tests/lambda/build.sh            x86_64 (what CI builds)
 #   tests/lambda/build.sh --arm64    Graviton (deploy with Architecture=arm64)
+#   tests/lambda/build.sh --x86-64 --bin NAME…   also other binaries (the benchmark's baseline)
 #
 # cargo-lambda and zig come from PyPI (`pip install cargo-lambda ziglang`) into a venv at
 # $SHADOWSYNC_LAMBDA_VENV (default target/lambda-venv).
@@ -22,12 +23,13 @@ fi
 export PATH="$PWD/$VENV/bin:$PATH"
 
 arch="${1:---x86-64}"
-[[ "$arch" == "--x86-64" || "$arch" == "--arm64" ]] || { echo "usage: $0 [--x86-64|--arm64]" >&2; exit 2; }
+[[ "$arch" == "--x86-64" || "$arch" == "--arm64" ]] || { echo "usage: $0 [--x86-64|--arm64] [--bin NAME]…" >&2; exit 2; }
+shift || true
 [[ "$arch" == "--arm64" ]] && rustup target add aarch64-unknown-linux-gnu >/dev/null 2>&1 || true
 
 cargo lambda build --release "$arch" \
   --bin shadowsync-webhook --bin shadowsync-provisioner \
-  --bin shadowsync-subscriptions --bin shadowsync-reconciler
+  --bin shadowsync-subscriptions --bin shadowsync-reconciler "$@"
 
 for f in webhook provisioner subscriptions reconciler; do
   artefact="target/lambda/shadowsync-$f/bootstrap"

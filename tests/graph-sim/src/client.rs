@@ -161,6 +161,21 @@ impl SimClient {
         .await
     }
 
+    /// Creates many users at once (`POST /_sim/users/bulk`); returns their ids.
+    pub async fn bulk_users(
+        &self,
+        spec: &crate::users::BulkUsers,
+    ) -> Result<crate::users::BulkCreated> {
+        let v = self
+            .control(
+                Method::POST,
+                "/_sim/users/bulk",
+                Some(&serde_json::to_value(spec)?),
+            )
+            .await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
     /// Creates a member user `<mail_nickname>@<tenant domain>`.
     pub async fn create_member(&self, mail_nickname: &str, display_name: &str) -> Result<Value> {
         self.graph_json(

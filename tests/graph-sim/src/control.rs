@@ -27,6 +27,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             get(list_faults).post(add_fault).delete(clear_faults),
         )
         .route("/_sim/faults/{id}", delete(remove_fault))
+        .route("/_sim/users/bulk", post(bulk_users))
         .route("/_sim/users/{id}", get(raw_user))
         .route("/_sim/users/{id}/accept-invitation", post(accept))
         .route("/_sim/switches", get(get_switches).post(set_switches))
@@ -99,6 +100,15 @@ async fn raw_user(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphR
         .get(&id)
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
     Ok(Json(Value::Object(u.props.clone())))
+}
+
+/// `POST /_sim/users/bulk {"guests": N, "members": M, "accepted": true, "prefix": "p",
+/// "domain": "d"}`
+async fn bulk_users(
+    State(sim): State<Arc<Sim>>,
+    Json(spec): Json<crate::users::BulkUsers>,
+) -> Json<crate::users::BulkCreated> {
+    Json(crate::users::bulk_create(&sim, &spec))
 }
 
 async fn accept(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphResult<Json<Value>> {

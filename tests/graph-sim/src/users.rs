@@ -228,6 +228,106 @@ pub(crate) fn insert_user(
     );
 }
 
+/// What `POST /_sim/users/bulk` creates: many users at once, for benchmarks (creating them one
+/// by one through Graph's routes costs a scan of the tenant each).
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase", default)]
+pub struct BulkUsers {
+    /// Guests, shaped as `POST /invitations` makes them, mailed `g<i>.<prefix>@<domain>`.
+    pub guests: usize,
+    /// Members, `m<i>.<prefix>@<tenant domain>`; spread evenly among the guests.
+    pub members: usize,
+    /// Whether the guests have accepted their invitation.
+    pub accepted: bool,
+    /// Keeps addresses apart between calls.
+    pub prefix: String,
+    /// The guests' mail domain.
+    pub domain: String,
+}
+
+impl Default for BulkUsers {
+    fn default() -> Self {
+        Self {
+            guests: 0,
+            members: 0,
+            accepted: true,
+            prefix: "bulk".into(),
+            domain: "partner.example".into(),
+        }
+    }
+}
+
+/// The ids `POST /_sim/users/bulk` created, in creation order.
+#[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
+pub struct BulkCreated {
+    pub guests: Vec<String>,
+    pub members: Vec<String>,
+}
+
+/// Creates `spec.guests` guests and `spec.members` members in one lock, each recorded as a
+/// change (delta sees them; subscriptions are notified as for any new user).
+pub fn bulk_create(sim: &Sim, spec: &BulkUsers) -> BulkCreated {
+    let now = sim.now();
+    let total = spec.guests + spec.members;
+    let mut created = BulkCreated::default();
+    let mut w = sim.world();
+    for i in 0..total {
+        let id = Uuid::new_v4().to_string();
+        let mut props = blank_user(&id, now);
+        // Guest number g is due when the running share of guests passes it.
+        let is_guest = (i + 1) * spec.guests / total > i * spec.guests / total;
+        if is_guest {
+            let n = created.guests.len();
+            let email = format!("g{n}.{}@{}", spec.prefix, spec.domain);
+            let flattened = email.replace('@', "_");
+            props.insert(
+                "userPrincipalName".into(),
+                json!(format!("{flattened}#EXT#@{}", sim.config.tenant_domain)),
+            );
+            props.insert(
+                "displayName".into(),
+                json!(format!("Guest {n} {}", spec.prefix)),
+            );
+            props.insert("givenName".into(), json!("Guest"));
+            props.insert("surname".into(), json!(format!("{n} {}", spec.prefix)));
+            props.insert("mail".into(), json!(email));
+            props.insert("otherMails".into(), json!([email]));
+            props.insert("mailNickname".into(), json!(format!("{flattened}#EXT#")));
+            props.insert("userType".into(), json!("Guest"));
+            let state = if spec.accepted {
+                "Accepted"
+            } else {
+                "PendingAcceptance"
+            };
+            props.insert("externalUserState".into(), json!(state));
+            props.insert(
+                "externalUserStateChangeDateTime".into(),
+                json!(graph_time(now)),
+            );
+            props.insert("creationType".into(), json!("Invitation"));
+            created.guests.push(id);
+        } else {
+            let n = created.members.len();
+            let nickname = format!("m{n}.{}", spec.prefix);
+            props.insert(
+                "userPrincipalName".into(),
+                json!(format!("{nickname}@{}", sim.config.tenant_domain)),
+            );
+            props.insert(
+                "displayName".into(),
+                json!(format!("Member {n} {}", spec.prefix)),
+            );
+            props.insert("mailNickname".into(), json!(nickname));
+            props.insert("userType".into(), json!("Member"));
+            created.members.push(id);
+        }
+        insert_user(&mut w, props, now, &sim.config.tenant_id);
+    }
+    drop(w);
+    sim.wakeup.notify_one();
+    created
+}
+
 /// Marks an invitation redeemed (the control API's stand-in for the guest clicking the link).
 pub fn accept_invitation(sim: &Sim, id: &str) -> GraphResult<Value> {
     let now = sim.now();

@@ -416,3 +416,48 @@ async fn nested_groups_and_check_member_groups_are_transitive() {
         "removing a non-member is a 404"
     );
 }
+
+#[tokio::test]
+async fn bulk_creation_makes_guests_and_members_that_delta_and_lookups_see() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let spec = graph_sim::users::BulkUsers {
+        guests: 3,
+        members: 4,
+        prefix: "b1".into(),
+        ..Default::default()
+    };
+    let created = client.bulk_users(&spec).await.unwrap();
+    assert_eq!((created.guests.len(), created.members.len()), (3, 4));
+
+    let guest = client.get_user(&created.guests[2]).await.unwrap().unwrap();
+    assert_eq!(
+        guest["userPrincipalName"],
+        "g2.b1_partner.example#EXT#@contoso.onmicrosoft.com"
+    );
+    assert_eq!(guest["userType"], "Guest");
+    assert_eq!(guest["externalUserState"], "Accepted");
+    assert_eq!(guest["creationType"], "Invitation");
+    assert_eq!(guest["mail"], "g2.b1@partner.example");
+    let member = client.get_user(&created.members[0]).await.unwrap().unwrap();
+    assert_eq!(member["userType"], "Member");
+    assert_eq!(member["userPrincipalName"], "m0.b1@contoso.onmicrosoft.com");
+
+    // Delta's first round lists all seven, members spread among the guests.
+    let (status, page) = call(
+        &client,
+        Method::GET,
+        "/v1.0/users/delta?$select=id,userType",
+        None,
+    )
+    .await;
+    assert_eq!(status, 200, "{page}");
+    let types: Vec<&str> = page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["userType"].as_str().unwrap())
+        .collect();
+    assert_eq!(types.len(), 7);
+    assert_ne!(types[..3], ["Guest", "Guest", "Guest"]);
+    assert!(page["@odata.deltaLink"].is_string());
+}
