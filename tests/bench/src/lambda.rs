@@ -326,16 +326,18 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         .against("bare function", Measure::mib_from_kib(baseline_peak))
         .headline(),
     );
-    section.bounds = "Start → ready is what a cold start adds before the first event: the \
-        functions read their secrets from Secrets Manager (one GetSecretValue each, here on moto \
-        over loopback), build their SDK clients, and the provisioner and reconciler open an \
-        LDAPS connection (TCP + TLS handshake + bind) to the DC; the webhook and the keeper do no \
-        network I/O but the secrets. The bare function does none of that, so the ratio is the cost \
-        of that I/O, not of the binary's size. Binary size is the AWS SDK (SQS, DynamoDB, \
-        Secrets Manager), rustls, ldap3 and the Graph client; it bounds the download of a cold \
-        start only (Lambda caches the package). Peak RSS of a provisioner invocation is the \
-        tokio runtime, three SDK clients, the TLS sessions (AWS, Graph, LDAP) and one job: well \
-        under the 256 MB the template gives it."
+    section.bounds = "Start → ready is what a cold start adds before the first event. All four \
+        functions read their secrets from Secrets Manager (one GetSecretValue each, here moto over \
+        loopback) and build their SDK clients: that is the webhook's and the keeper's whole \
+        difference from the bare function. The provisioner and the reconciler also open their \
+        LDAPS connection at start (TCP, TLS handshake with certificate verification, simple bind, \
+        a rootDSE read for the naming context when no base DN is configured): that round trip to \
+        the DC is most of their time, so the DC's answer time bounds it, not shadowsync's code. \
+        Opening it lazily would only move the cost into the first invocation. Binary size is \
+        the AWS SDK (SQS, DynamoDB, Secrets Manager), rustls, ldap3 and the Graph client; it \
+        affects only the package download of a cold start. Peak RSS of a provisioner invocation \
+        is the tokio runtime, three SDK clients, the TLS sessions (AWS, Graph, LDAP) and one \
+        job: well under the 256 MB the template gives it."
         .to_string();
     Ok(section)
 }
