@@ -82,11 +82,14 @@ fn ldif(ou: &str, tag: &str, n: usize) -> String {
 }
 
 /// `ldapadd` of `n` accounts into a fresh OU, over LDAPS with the DC's CA.
-async fn ldapadd(ctx: &Ctx, ldap_conn: &mut Ldap, n: usize, label: &str) -> Result<Timed> {
+///
+/// Every phase opens its own connections, and a fresh one after its long part: Samba drops
+/// LDAP connections that stay idle for 15 minutes.
+async fn ldapadd(ctx: &Ctx, n: usize, label: &str) -> Result<Timed> {
     let samba = ctx.samba;
     let tag = format!("{}{label}", ctx.tag);
     let ou = ldap::create_ou(
-        ldap_conn,
+        &mut ldap::connect(samba).await?,
         &samba.base_dn,
         &format!("bench-{}-ldapadd-{label}", ctx.tag),
     )
@@ -116,12 +119,12 @@ async fn ldapadd(ctx: &Ctx, ldap_conn: &mut Ldap, n: usize, label: &str) -> Resu
             "ldapadd failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let made = ldap::count_enabled(ldap_conn, &ou).await?;
+        let made = ldap::count_enabled(&mut ldap::connect(samba).await?, &ou).await?;
         ensure!(made == n, "ldapadd made {made} accounts instead of {n}");
         Ok(Timed { n, elapsed, dc })
     }
     .await;
-    let (deleted, took) = ldap::delete_ou(ldap_conn, &ou).await?;
+    let (deleted, took) = ldap::delete_ou(&ldap::connect(samba).await?, &ou).await?;
     println!(
         "    ldapadd {n}: {:.1} s; deleted {deleted} entries in {:.1} s",
         result.as_ref().map_or(0.0, |t| t.elapsed.as_secs_f64()),
@@ -200,8 +203,9 @@ async fn replay_account(
 
 /// `n` accounts with [`replay_account`], as many at a time as the provisioner has workers, on
 /// one connection (shadowsync's directory adapter shares one between its workers too).
-async fn replay(ctx: &Ctx, ldap_conn: &mut Ldap, n: usize, proposed: bool) -> Result<Timed> {
+async fn replay(ctx: &Ctx, n: usize, proposed: bool) -> Result<Timed> {
     let samba = ctx.samba;
+    let ldap_conn = &mut ldap::connect(samba).await?;
     let label = if proposed { "proposed" } else { "today" };
     let ou = ldap::create_ou(
         ldap_conn,
@@ -226,12 +230,12 @@ async fn replay(ctx: &Ctx, ldap_conn: &mut Ldap, n: usize, proposed: bool) -> Re
         outcomes.into_iter().collect::<Result<Vec<()>>>()?;
         let elapsed = started.elapsed();
         let dc = dc.used();
-        let made = ldap::count_enabled(ldap_conn, &ou).await?;
+        let made = ldap::count_enabled(&mut ldap::connect(samba).await?, &ou).await?;
         ensure!(made == n, "the replay made {made} accounts instead of {n}");
         Ok(Timed { n, elapsed, dc })
     }
     .await;
-    let (deleted, took) = ldap::delete_ou(ldap_conn, &ou).await?;
+    let (deleted, took) = ldap::delete_ou(&ldap::connect(samba).await?, &ou).await?;
     println!(
         "    replay ({label}) {n}: {:.1} s; deleted {deleted} entries in {:.1} s",
         result.as_ref().map_or(0.0, |t| t.elapsed.as_secs_f64()),
@@ -241,13 +245,9 @@ async fn replay(ctx: &Ctx, ldap_conn: &mut Ldap, n: usize, proposed: bool) -> Re
 }
 
 /// A full initial sync of `n` guests the way `serve` does it.
-async fn shadowsync_sync(
-    ctx: &Ctx,
-    ldap_conn: &mut Ldap,
-    n: usize,
-    label: &str,
-) -> Result<SyncRun> {
+async fn shadowsync_sync(ctx: &Ctx, n: usize, label: &str) -> Result<SyncRun> {
     let samba = ctx.samba;
+    let ldap_conn = &mut ldap::connect(samba).await?;
     let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse()?).await?;
     let graph = SimClient::new(sim.base_url(), sim.config());
     graph
@@ -353,6 +353,7 @@ async fn shadowsync_sync(
             dead.len(),
             dead.first()
         );
+        let ldap_conn = &mut ldap::connect(samba).await?;
         let made = ldap::count_enabled(ldap_conn, &guests_ou).await?;
         ensure!(made == n, "shadowsync made {made} accounts instead of {n}");
         let (anchor_ms, upn_ms) = ldap::lookup_latency(ldap_conn, base, 15).await?;
@@ -369,8 +370,9 @@ async fn shadowsync_sync(
     .await;
     let mut deleted = 0;
     let cleanup = Instant::now();
+    let ldap_conn = ldap::connect(samba).await?;
     for ou in [&guests_ou, &disabled_ou] {
-        deleted += ldap::delete_ou(ldap_conn, ou).await?.0;
+        deleted += ldap::delete_ou(&ldap_conn, ou).await?.0;
     }
     println!(
         "    shadowsync {n}: {:.1} s; deleted {deleted} entries in {:.1} s",
@@ -416,13 +418,14 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         4 * n,
         4 * n
     );
-    let b1 = ldapadd(ctx, &mut conn, n, "n").await?;
-    let s1 = shadowsync_sync(ctx, &mut conn, n, "n").await?;
-    let s4 = shadowsync_sync(ctx, &mut conn, 4 * n, "4n").await?;
-    let b4 = ldapadd(ctx, &mut conn, 4 * n, "4n").await?;
+    drop(conn);
+    let b1 = ldapadd(ctx, n, "n").await?;
+    let s1 = shadowsync_sync(ctx, n, "n").await?;
+    let s4 = shadowsync_sync(ctx, 4 * n, "4n").await?;
+    let b4 = ldapadd(ctx, 4 * n, "4n").await?;
     println!("    shadowsync's LDAP operations replayed bare, {n} accounts: today's, proposed");
-    let today = replay(ctx, &mut conn, n, false).await?;
-    let proposed = replay(ctx, &mut conn, n, true).await?;
+    let today = replay(ctx, n, false).await?;
+    let proposed = replay(ctx, n, true).await?;
 
     section.setup = format!(
         "shadowsync: {n} (then {}) accepted guests seeded in the simulator; \

@@ -58,6 +58,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let result = measure(ctx, &mut ldap, &ous).await;
     let mut deleted = 0;
     let cleanup = Instant::now();
+    // A fresh connection: Samba drops LDAP connections idle for 15 minutes.
+    let ldap = ldap::connect(samba).await?;
     for ou in ous.all() {
         deleted += ldap::delete_ou(&ldap, ou).await?.0;
     }
