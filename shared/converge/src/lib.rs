@@ -145,12 +145,14 @@ impl Converger {
         } else {
             tracing::info!(user_id, plan = %describe(&plan), "applying");
         }
-        if !plan
+        let writes = !plan
             .iter()
-            .all(|op| matches!(op, Operation::Conflict { .. }))
-        {
-            self.directory.apply(account, &plan, &self.policy).await?;
-        }
+            .all(|op| matches!(op, Operation::Conflict { .. }));
+        let dn_after = if writes {
+            self.directory.apply(account, &plan, &self.policy).await?
+        } else {
+            None
+        };
         for op in &plan {
             if let Operation::Conflict { reason } = op {
                 tracing::warn!(user_id, %reason, "conflict: nothing done");
@@ -160,8 +162,13 @@ impl Converger {
         let status = status_after(&situation.desired, &plan, account);
         let after = match status {
             AccountStatus::Deleted | AccountStatus::NotProvisioned => None,
-            _ if plan.is_empty() => account.cloned(),
-            _ => self.find_owned(user_id).await?,
+            _ if !writes => account.cloned(),
+            // Read back where apply left the account, not by anchor: a search by anchor reads
+            // every user object of the domain (adminDescription is not indexed by default).
+            _ => match dn_after {
+                Some(dn) => self.directory.read_account(&dn).await?,
+                None => None,
+            },
         };
         let now = self.clock.now();
         let record = GuestRecord {
@@ -281,14 +288,6 @@ impl Converger {
             }
         }
         Ok(None)
-    }
-
-    async fn find_owned(&self, user_id: &str) -> Result<Option<ActualAccount>, ConvergeError> {
-        let found = self
-            .directory
-            .find_by_anchor(&self.policy.anchor.value_for(user_id))
-            .await?;
-        Ok(found.into_iter().next())
     }
 
     /// Saves the record; if another worker wrote it meanwhile, ours is newer: write over theirs.

@@ -287,7 +287,7 @@ fn document(
 /// What the profiling found, and what would lift the figures furthest from their baselines.
 /// The fixes lie outside the benchmark; the rows they point to are measured in every run.
 const LIFT: &str = "\
-## What would lift it
+## What was fixed, and what would lift it further
 
 How the figures far from their baselines were profiled: the DC's own CPU time and its time
 waiting for a CPU (`/proc/<pid>/schedstat` of the single Samba process) per account; shadowsync's
@@ -297,32 +297,28 @@ redb commits with and without their fsync. While writing the benchmark the bulk 
 with 1, 4 and 16 provisioner workers (60 and 240 guests, one run each): the ratio to ldapadd
 stayed between 0.42 and 0.47, so the worker count is not the bound; the DC is.
 
-Fixes, in order of effect. None is applied by the benchmark itself: they belong to the crates
-named.
+Fixed in shadowsync after the first runs (section 3's \"as before\" rows and section 2's
+\"three writes\" row measure the old way in every run):
 
-1. **Create an account in one add** (`shared/directory`, `Directory::create`). Put `unicodePwd`
-   (the quoted UTF-16LE password, over the encrypted connection, as today) and the final
-   `userAccountControl` into the add, instead of adding the account disabled, then setting the
-   password, then enabling it. AD and Samba accept a password in an add over LDAPS or StartTLS and
-   check it against the password policy there, so the reason for the three steps (AD will not
-   enable an account without a password that meets policy) is met in one; an account is never
-   visible half-created, and the removal of half-created accounts goes away. Two of the three
-   commits per new account disappear. Section 3's \"proposed\" rows measure this together with
-   fix 2, and section 2's \"one add\" row the latency of one account.
-2. **Record the result by reading the DN just written, not by searching for the anchor again**
-   (`shared/converge`, `find_owned` after `apply`; `Directory::apply` knows the DN it leaves the
-   account at). Today converge searches the whole domain by anchor a second time after every
-   change, to record the account's DN and objectGUID; a base-scope read of the known DN returns
-   the same entry without reading every user object. Converge's decisions do not change: the
-   record still comes from AD after the write.
-3. **Index the anchor attribute** (deployment). `adminDescription` is not indexed in AD's default
-   schema (searchFlags 0), so the search by anchor that converge makes for every guest reads every
-   user object of the domain, deleted ones included (tombstones keep their objectClass for the
-   tombstone lifetime, 180 days): section 3's \"anchor search\" rows, and its growth factor. Setting
-   the index bit (searchFlags |= 1) on `CN=Admin-Description` in the schema makes it an indexed
-   lookup like the UPN's. A schema change is the domain administrators' decision, so the
-   deployment guide should recommend it for large domains rather than shadowsync doing it; it is
-   not measured here because the test DC is shared and its schema is left alone.
+1. **An account is created in one add** (`shared/directory`, `Directory::create`). The add
+   carries `unicodePwd` (over the encrypted connection) and the final `userAccountControl`; AD
+   checks the password against policy in the add itself. It was three writes (add disabled, set
+   the password, enable), three commits where ldapadd makes one, and an account could be seen
+   half-made until the removal that followed a failure.
+2. **The result is recorded by reading the DN just written** (`shared/converge`), where converge
+   searched the whole domain by anchor a second time after every change.
+
+What would lift the figures further, in order of effect:
+
+3. **Index the anchor attribute** (deployment; README, \"Large domains\"). `adminDescription` is not
+   indexed in AD's default schema (searchFlags 0), so the one search by anchor that converge
+   still makes for every guest reads every user object of the domain, deleted ones included
+   (tombstones keep their objectClass for the tombstone lifetime, 180 days): section 3's
+   \"anchor search\" rows and its growth factor. Setting the index bit (searchFlags |= 1) on
+   `CN=Admin-Description` in the schema makes it an indexed lookup like the UPN's. A schema change
+   is the domain administrators' decision, so README recommends it for large domains and
+   shadowsync does not make it; the test DC's schema is left as AD ships it, so these figures
+   are the unindexed case.
 4. **Larger batches into the embedded queue** (`functions/reconciler`, `JOB_BATCH`). 100 jobs per
    transaction suit SQS (its adapter splits them into tens anyway); the embedded queue stores a
    full round's jobs in less than half the time with 1,000 per transaction (section 4's last

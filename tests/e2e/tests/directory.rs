@@ -121,6 +121,8 @@ async fn ad_result_codes_become_typed_errors() {
         matches!(err, DirectoryError::ConstraintViolation(_)),
         "{err:?}"
     );
+    // The add failed as a whole: nothing half-made is left behind.
+    assert!(d.find_by_anchor(&twin.anchor).await.unwrap().is_empty());
 
     // 32: the parent OU does not exist.
     let mut orphan = ShadowAccount::for_user(&guest("codes", "Orphan"), &policy);
@@ -266,4 +268,12 @@ async fn created_accounts_read_back_as_written() {
         )
     );
     assert_eq!(text(&raw, "cn").unwrap(), account.location.cn);
+    // Created enabled in its one add, with the password AD required for that.
+    assert!(a.is_enabled(), "{}", a.user_account_control);
+    assert_ne!(text(&raw, "pwdlastset").as_deref(), Some("0"));
+
+    // Read back by DN: the same account as the search by anchor found.
+    assert_eq!(d.read_account(&dn_).await.unwrap().as_ref(), Some(a));
+    let missing = format!("CN=Nobody {},{}", unique(), samba().guests_ou);
+    assert_eq!(d.read_account(&missing).await.unwrap(), None);
 }
