@@ -421,9 +421,18 @@ async fn log_format_json_writes_one_json_object_per_line() {
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
-    let ous = (samba().guests_ou.as_str(), samba().disabled_ou.as_str());
-    let cli = shadowsync_e2e::serve::Cli::new(Path::new(BIN), &sim, samba(), ous, dir.path(), "")
-        .unwrap();
+    let mut probe = AdProbe::connect(samba()).await.unwrap();
+    let guests = probe.ou("Log Guests").await.unwrap();
+    let disabled = probe.ou("Log Disabled").await.unwrap();
+    let cli = shadowsync_e2e::serve::Cli::new(
+        Path::new(BIN),
+        &sim,
+        samba(),
+        (&guests, &disabled),
+        dir.path(),
+        "",
+    )
+    .unwrap();
     let mut child = cli
         .command(&["--log-format", "json", "serve"], &[])
         .env("RUST_LOG", "info")

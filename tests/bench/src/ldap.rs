@@ -245,26 +245,49 @@ pub async fn time_search(ldap: &mut Ldap, base_dn: &str, filter: &str) -> Result
     Ok(started.elapsed())
 }
 
-/// Search latency (median of `n`) of the two kinds of lookup converge makes: by anchor
-/// (`adminDescription`, not indexed in AD's default schema) and by UPN (indexed); for values
-/// nobody holds, so both read the same (empty) answer.
-pub async fn lookup_latency(ldap: &mut Ldap, base_dn: &str, n: usize) -> Result<(f64, f64)> {
-    let mut anchor = Vec::new();
-    let mut upn = Vec::new();
+/// Median search latencies (ms) of the lookups converge makes, for values nobody holds, so
+/// that every search reads the same (empty) answer.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Lookups {
+    /// By anchor (`adminDescription`, not indexed in AD's default schema), with shadowsync's
+    /// filter.
+    pub anchor: f64,
+    /// By anchor with `objectClass=user` alone, shadowsync's filter before this benchmark.
+    pub anchor_by_class: f64,
+    /// By UPN (indexed).
+    pub upn: f64,
+}
+
+pub async fn lookup_latency(ldap: &mut Ldap, base_dn: &str, n: usize) -> Result<Lookups> {
+    let (mut anchor, mut by_class, mut upn) = (Vec::new(), Vec::new(), Vec::new());
     for _ in 0..n {
         let id = uuid::Uuid::new_v4();
-        let a = format!(
-            "(&(objectClass=user)(adminDescription={}))",
-            ldap_escape(format!("User_{id}"))
-        );
+        let value = format!("User_{id}");
+        let a = shadowsync_directory::anchor_filter("adminDescription", &value);
         anchor.push(time_search(ldap, base_dn, &a).await?.as_secs_f64() * 1000.0);
+        let c = anchor_filter_by_class(&value);
+        by_class.push(time_search(ldap, base_dn, &c).await?.as_secs_f64() * 1000.0);
         let u = format!(
             "(userPrincipalName={})",
             ldap_escape(format!("{id}@nobody.example"))
         );
         upn.push(time_search(ldap, base_dn, &u).await?.as_secs_f64() * 1000.0);
     }
-    Ok((crate::stats::median(&anchor), crate::stats::median(&upn)))
+    let median = crate::stats::median;
+    Ok(Lookups {
+        anchor: median(&anchor),
+        anchor_by_class: median(&by_class),
+        upn: median(&upn),
+    })
+}
+
+/// The anchor filter shadowsync used before this benchmark: `objectClass` alone, whose index
+/// holds the deleted users too.
+pub fn anchor_filter_by_class(anchor: &str) -> String {
+    format!(
+        "(&(objectClass=user)(adminDescription={}))",
+        ldap_escape(anchor)
+    )
 }
 
 /// User objects in the domain: live ones, and deleted ones (tombstones keep their objectClass,

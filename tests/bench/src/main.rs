@@ -307,23 +307,28 @@ Fixed in shadowsync after the first runs (section 3's \"as before\" rows and sec
    half-made until the removal that followed a failure.
 2. **The result is recorded by reading the DN just written** (`shared/converge`), where converge
    searched the whole domain by anchor a second time after every change.
+3. **The search by anchor names `objectCategory=person` as well as `objectClass=user`**
+   (`shared/directory`, `anchor_filter`). The anchor is not indexed, so the DC reads every
+   candidate the indexed terms of the filter leave; `objectClass`'s index holds every deleted
+   user too (tombstones keep their objectClass for the tombstone lifetime, 180 days), while
+   deleted objects lose their `objectCategory`. Section 3's \"objectClass alone\" row measures
+   the difference on the test DC, which holds the deleted users of many earlier runs.
 
 What would lift the figures further, in order of effect:
 
-3. **Index the anchor attribute** (deployment; README, \"Large domains\"). `adminDescription` is not
+4. **Index the anchor attribute** (deployment; README, \"Large domains\"). `adminDescription` is not
    indexed in AD's default schema (searchFlags 0), so the one search by anchor that converge
-   still makes for every guest reads every user object of the domain, deleted ones included
-   (tombstones keep their objectClass for the tombstone lifetime, 180 days): section 3's
+   still makes for every guest reads every live user object of the domain: section 3's
    \"anchor search\" rows and its growth factor. Setting the index bit (searchFlags |= 1) on
    `CN=Admin-Description` in the schema makes it an indexed lookup like the UPN's. A schema change
    is the domain administrators' decision, so README recommends it for large domains and
    shadowsync does not make it; the test DC's schema is left as AD ships it, so these figures
    are the unindexed case.
-4. **Larger batches into the embedded queue** (`functions/reconciler`, `JOB_BATCH`). 100 jobs per
+5. **Larger batches into the embedded queue** (`functions/reconciler`, `JOB_BATCH`). 100 jobs per
    transaction suit SQS (its adapter splits them into tens anyway); the embedded queue stores a
    full round's jobs in less than half the time with 1,000 per transaction (section 4's last
    row). Minor: full rounds are rare.
-5. **Group commit in the embedded queue** (`shared/queue`, `EmbeddedQueue::send_batch`).
+6. **Group commit in the embedded queue** (`shared/queue`, `EmbeddedQueue::send_batch`).
    Concurrent webhook requests each wait for an fsync'd transaction of their own, one after the
    other. Writing the batches that arrive while a commit is in progress together in the next
    transaction, each caller answered once the commit holding its jobs is durable, would bring

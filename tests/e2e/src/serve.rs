@@ -145,7 +145,9 @@ listen = "{admin}"
 }
 
 impl ServeProcess {
-    /// Writes the config into `dir` and starts `binary serve` on the test DC's shared OUs.
+    /// Writes the config into `dir` and starts `binary serve` on managed OUs of its own: serve
+    /// sweeps its OUs at start, and on the shared ones it would converge (and slow down on)
+    /// every account other tests left there.
     pub async fn start(
         binary: &Path,
         sim: &RunningSim,
@@ -153,11 +155,13 @@ impl ServeProcess {
         dir: &Path,
         extra: &str,
     ) -> Result<Self> {
-        let ous = (samba.guests_ou.as_str(), samba.disabled_ou.as_str());
-        Self::start_in(binary, sim, samba, ous, dir, extra).await
+        let mut probe = crate::AdProbe::connect(samba).await?;
+        let guests = probe.ou("Serve Guests").await?;
+        let disabled = probe.ou("Serve Disabled").await?;
+        Self::start_in(binary, sim, samba, (&guests, &disabled), dir, extra).await
     }
 
-    /// The same, managing the OUs `ous`: for tests whose commands act on every account there.
+    /// The same, managing the OUs `ous`.
     pub async fn start_in(
         binary: &Path,
         sim: &RunningSim,
