@@ -275,8 +275,8 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          Lambda Runtime API. Baseline: `{BASELINE}`, a `lambda_runtime` function that echoes its \
          event, built the same way. Start → ready: spawn until the first poll of \
          `/runtime/invocation/next`, median of {}. Peak RSS: `VmHWM` after one invocation with an \
-         SQS event of one converge job (a new guest: Graph read, LDAP add, password, enable, \
-         DynamoDB write).",
+         SQS event of one converge job (a new guest: Graph read, LDAP searches, one add, a read \
+         by DN, DynamoDB write).",
         if ctx.args.smoke { "Debug" } else { "Release" },
         if ctx.args.smoke {
             "smoke run: debug builds, sizes meaningless".to_string()
