@@ -1,57 +1,45 @@
 //! The admin commands as the administrator sees them: where they run, and how they print.
 
-use crate::admin::{self, Remote, StatusReport, SyncReport, UserReport};
-use crate::config::Config;
+use crate::admin::Remote;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
-use shadowsync_converge::{describe, Converger, Outcome};
-use shadowsync_core::{Operation, SystemClock};
-use shadowsync_directory::Directory;
-use shadowsync_graph::GraphClient;
-use shadowsync_queue::{DeadLetter, EmbeddedQueue, Queue};
-use shadowsync_state::{EmbeddedStore, KeyValueStore, StateError};
-use std::sync::Arc;
+use shadowsync_app::admin::{self, StatusReport, SyncReport, UserReport};
+use shadowsync_app::{describe, App, AppError, Outcome, Settings, Storage};
+use shadowsync_config::Config;
+use shadowsync_core::Operation;
+use shadowsync_queue::DeadLetter;
+use shadowsync_state::StateError;
 
 /// Where a command runs: on the store itself, or through the `serve` that holds it.
 pub enum Backend {
     Local {
         config: Box<Config>,
-        state: Arc<dyn KeyValueStore>,
-        queue: Arc<dyn Queue>,
+        storage: Storage,
     },
     Remote(Remote),
 }
 
 impl Backend {
     pub fn open(config: Config) -> Result<Self> {
-        match EmbeddedStore::open(config.state_path()?) {
-            Ok(store) => {
-                let queue = EmbeddedQueue::new(&store, config.provisioner.max_attempts)?;
-                Ok(Backend::Local {
-                    config: Box::new(config),
-                    state: Arc::new(store),
-                    queue: Arc::new(queue),
-                })
+        match Storage::embedded(config.state_path()?, config.provisioner.max_attempts) {
+            Ok((storage, _)) => Ok(Backend::Local {
+                config: Box::new(config),
+                storage,
+            }),
+            Err(AppError::State(StateError::InUse(_))) => {
+                Ok(Backend::Remote(Remote::new(config.admin.listen)))
             }
-            Err(StateError::InUse(_)) => Ok(Backend::Remote(Remote::new(config.admin.listen))),
             Err(e) => Err(e).context("opening the state store"),
         }
     }
 
-    /// Connects to Graph and the directory (only the commands that need them do).
-    async fn converger(config: &Config, state: &Arc<dyn KeyValueStore>) -> Result<Converger> {
-        let policy = config.policy();
-        let directory = Directory::connect(config.directory_config(), &policy)
+    /// The application on the local store, connected to Graph and the directory (only the
+    /// commands that need them build it).
+    async fn app(config: &Config, storage: Storage) -> Result<App> {
+        App::build(&Settings::from_config(config), storage)
             .await
-            .with_context(|| format!("connecting to the directory at {}", config.directory.url))?;
-        Ok(Converger {
-            graph: Arc::new(GraphClient::new(config.graph_config()?)?),
-            directory: Arc::new(directory),
-            state: state.clone(),
-            policy,
-            clock: Arc::new(SystemClock),
-        })
+            .with_context(|| format!("connecting to the directory at {}", config.directory.url))
     }
 }
 
@@ -73,14 +61,15 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 
 pub async fn plan(backend: Backend, json: bool) -> Result<()> {
     let outcomes: Vec<Outcome> = match backend {
-        Backend::Local { config, state, .. } => {
-            let converger = Backend::converger(&config, &state).await?;
+        Backend::Local { config, storage } => {
+            let app = Backend::app(&config, storage).await?;
             let bar = progress_bar("planning");
-            let outcomes = admin::plan(&converger, |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await?;
+            let outcomes = app
+                .plan(|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
             bar.finish_and_clear();
             outcomes
         }
@@ -127,14 +116,15 @@ fn kind(op: &Operation) -> &'static str {
 
 pub async fn sync(backend: Backend) -> Result<()> {
     match backend {
-        Backend::Local { config, state, .. } => {
-            let converger = Backend::converger(&config, &state).await?;
+        Backend::Local { config, storage } => {
+            let app = Backend::app(&config, storage).await?;
             let bar = progress_bar("syncing");
-            let report: SyncReport = admin::sync(&converger, |done, total| {
-                bar.set_length(total);
-                bar.set_position(done);
-            })
-            .await?;
+            let report: SyncReport = app
+                .sync(|done, total| {
+                    bar.set_length(total);
+                    bar.set_position(done);
+                })
+                .await?;
             bar.finish_and_clear();
             let by_status: Vec<String> = report
                 .by_status
@@ -182,9 +172,11 @@ pub async fn sync(backend: Backend) -> Result<()> {
 pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Result<()> {
     if let Some(key) = user {
         let report: UserReport = match backend {
-            Backend::Local { config, state, .. } => {
-                let converger = Backend::converger(&config, &state).await?;
-                admin::user_report(&converger, &key).await?
+            Backend::Local { config, storage } => {
+                Backend::app(&config, storage)
+                    .await?
+                    .user_report(&key)
+                    .await?
             }
             Backend::Remote(remote) => remote.call(Method::GET, &["users", &key]).await?,
         };
@@ -195,8 +187,8 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
         };
     }
     let report: StatusReport = match backend {
-        Backend::Local { state, queue, .. } => {
-            admin::status(state.as_ref(), queue.as_ref()).await?
+        Backend::Local { storage, .. } => {
+            admin::status(storage.state.as_ref(), storage.queue.as_ref()).await?
         }
         Backend::Remote(remote) => remote.call(Method::GET, &["status"]).await?,
     };
@@ -282,7 +274,7 @@ pub enum DeadLetterAction {
 
 pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<()> {
     let letters: Vec<DeadLetter> = match &backend {
-        Backend::Local { queue, .. } => queue.dead_letters().await?,
+        Backend::Local { storage, .. } => storage.queue.dead_letters().await?,
         Backend::Remote(remote) => remote.call(Method::GET, &["dead-letters"]).await?,
     };
     let chosen = |id: &Option<String>| -> Vec<String> {
@@ -328,7 +320,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
         DeadLetterAction::Retry { id } => {
             for id in chosen(&id) {
                 match &backend {
-                    Backend::Local { queue, .. } => queue.redrive(&id).await?,
+                    Backend::Local { storage, .. } => storage.queue.redrive(&id).await?,
                     Backend::Remote(r) => r
                         .call::<serde_json::Value>(Method::POST, &["dead-letters", &id, "retry"])
                         .await
@@ -340,7 +332,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
         DeadLetterAction::Drop { id } => {
             for id in chosen(&id) {
                 match &backend {
-                    Backend::Local { queue, .. } => queue.drop_dead_letter(&id).await?,
+                    Backend::Local { storage, .. } => storage.queue.drop_dead_letter(&id).await?,
                     Backend::Remote(r) => r
                         .call::<serde_json::Value>(Method::DELETE, &["dead-letters", &id])
                         .await

@@ -1,31 +1,22 @@
-//! `shadowsync connector`: the on-premises provisioner of a cloud deployment in connector mode.
+//! `shadowsync connector`: the on-premises part of a cloud deployment in connector mode.
 //!
 //! It long-polls the cloud's SQS FIFO job queue (outbound HTTPS only: no inbound port, no VPN),
-//! converges each job into the local AD over LDAPS, keeps a job invisible while it works on it,
-//! handles the subscription's lifecycle jobs, and sweeps the managed OUs on schedule (the cloud
-//! reconciler cannot reach AD). State is the deployment's DynamoDB table. `GET /health` on a
-//! loopback address tells a service manager or monitoring whether it can reach the queue.
+//! runs the application's workers against the local AD over LDAPS (lifecycle jobs included), and
+//! sweeps the managed OUs on the application's schedule (the cloud reconciler cannot reach AD).
+//! State is the deployment's DynamoDB table. `GET /health` on a loopback address tells a service
+//! manager or monitoring whether it can reach the queue.
 
-use crate::config::Config;
 use anyhow::{Context, Result};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use axum::{Json, Router};
 use serde::Serialize;
-use shadowsync_converge::Converger;
-use shadowsync_core::SystemClock;
-use shadowsync_directory::Directory;
-use shadowsync_graph::GraphClient;
-use shadowsync_provisioner::{JobMetrics, MetricsSnapshot, ProvisionerConfig, ShadowsyncJobs};
+use shadowsync_app::{App, MetricsSnapshot, Roles, Settings};
+use shadowsync_config::Config;
 use shadowsync_queue::{Queue, QueueStats};
-use shadowsync_queue_sqs::SqsQueue;
-use shadowsync_reconciler::{ManagedDirectory, Reconciler};
-use shadowsync_state::KeyValueStore;
-use shadowsync_state_dynamodb::DynamoStore;
-use shadowsync_subscriptions::SubscriptionKeeper;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -33,6 +24,8 @@ use tokio_util::sync::CancellationToken;
 const LONG_POLL: Duration = Duration::from_secs(20);
 /// How long the health check waits for the queue.
 const HEALTH_TIMEOUT: Duration = Duration::from_secs(5);
+/// How often the connector logs its counters (when something happened).
+const METRICS_EVERY: Duration = Duration::from_secs(60);
 
 /// Loads the configuration, reading `SHADOWSYNC_*_SECRET_ARN` secrets from Secrets Manager
 /// first (the deployment's secrets; plain `SHADOWSYNC_*` secret variables work too).
@@ -47,127 +40,58 @@ pub async fn load(path: &Path) -> Result<Config> {
             (resolved.env, resolved.graph_certificate)
         }
     };
-    let mut config = Config::load_with_env(path, env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    if certificate.is_some() {
-        config.graph.certificate = certificate;
-    }
-    config.connector().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let config = Config::load_with_env(path, env, certificate)?;
+    config.connector()?;
     Ok(config)
 }
 
 pub async fn connector(config: Config) -> Result<()> {
-    let section = config.connector().map_err(|e| anyhow::anyhow!("{e}"))?;
-    let sdk = shadowsync_aws::sdk_config(section.region()).await;
-    let queue = Arc::new(SqsQueue::new(
-        shadowsync_aws::aws_sdk_sqs::Client::new(&sdk),
-        section.queue_url.as_str(),
-        section.dead_letter_queue_url.as_str(),
-        config.provisioner.max_attempts,
-        LONG_POLL,
-    ));
-    let state: Arc<dyn KeyValueStore> = Arc::new(DynamoStore::new(
-        shadowsync_aws::aws_sdk_dynamodb::Client::new(&sdk),
-        &section.table_name,
-    ));
-    let policy = config.policy();
-    let graph = Arc::new(GraphClient::new(config.graph_config()?)?);
-    let directory = Arc::new(
-        Directory::connect(config.directory_config(), &policy)
+    let section = config.connector()?;
+    let (storage, queue) =
+        shadowsync_aws::connector_storage(section, config.provisioner.max_attempts, LONG_POLL)
+            .await;
+    let app = Arc::new(
+        App::build(&Settings::from_config(&config), storage)
             .await
-            .with_context(|| format!("connecting to the directory at {}", config.directory.url))?,
+            .with_context(|| format!("starting (directory at {})", config.directory.url))?,
     );
-    let keeper = Arc::new(SubscriptionKeeper::from_config(
-        graph.clone(),
-        state.clone(),
-        &config.webhook,
-        &config.subscriptions,
-    ));
-    let metrics = Arc::new(JobMetrics::new());
-    let jobs = Arc::new(ShadowsyncJobs {
-        converger: Arc::new(Converger {
-            graph: graph.clone(),
-            directory: directory.clone(),
-            state: state.clone(),
-            policy: policy.clone(),
-            clock: Arc::new(SystemClock),
-        }),
-        keeper: Some(keeper),
-        // Delta rounds run in the cloud; `missed` waits for the next one.
-        reconcile_now: None,
-        metrics: metrics.clone(),
-    });
-    let reconciler = Arc::new(Reconciler {
-        graph,
-        queue: queue.clone(),
-        state,
-        managed: Some(ManagedDirectory { directory, policy }),
-        clock: Arc::new(SystemClock),
-    });
 
     let shutdown = CancellationToken::new();
     tokio::spawn(crate::serve::stop_on_signal(shutdown.clone()));
-
-    let listener = tokio::net::TcpListener::bind(section.health_listen)
+    let health = health_router(Health {
+        queue,
+        app: app.clone(),
+    });
+    let health_server = crate::serve::serve_http(section.health_listen, health, &shutdown)
         .await
         .with_context(|| format!("health endpoint on {}", section.health_listen))?;
-    let health = health_router(Health {
-        queue: queue.clone(),
-        metrics,
-        totals: Mutex::default(),
-    });
-    let stop = shutdown.clone();
-    let health_server = tokio::spawn(async move {
-        axum::serve(listener, health)
-            .with_graceful_shutdown(stop.cancelled_owned())
-            .await
-    });
     tracing::info!(
         queue = %section.queue_url,
         health = %section.health_listen,
         "connector started: long-polling the job queue"
     );
 
-    let provisioner = tokio::spawn(shadowsync_provisioner::run(
-        queue,
-        jobs,
-        ProvisionerConfig {
-            workers: config.provisioner.workers,
-            ..Default::default()
-        },
-        shutdown.clone(),
-    ));
-    let sweeper = tokio::spawn(sweep(
-        reconciler,
-        config.reconciler.sweep_interval,
-        shutdown.clone(),
-    ));
+    let (a, stop) = (app.clone(), shutdown.clone());
+    let workers = tokio::spawn(async move { a.run_workers(stop).await });
+    // Delta rounds run in the cloud; `missed` waits for the next one.
+    let (a, stop) = (app.clone(), shutdown.clone());
+    let sweeps = tokio::spawn(async move { a.run_schedule(Roles::SWEEP, stop).await });
+    let (a, stop) = (app.clone(), shutdown.clone());
+    let metrics = tokio::spawn(async move {
+        crate::metrics::log_periodically(&a, None, METRICS_EVERY, stop).await
+    });
 
-    provisioner.await?;
-    sweeper.await?;
+    workers.await?;
+    sweeps.await?;
+    metrics.await?;
     health_server.await?.context("health endpoint")?;
     tracing::info!("stopped");
     Ok(())
 }
 
-/// Sweeps the managed OUs at start and every `every`.
-async fn sweep(reconciler: Arc<Reconciler>, every: Duration, shutdown: CancellationToken) {
-    loop {
-        match reconciler.sweep().await {
-            Ok(report) => tracing::info!(?report, "sweep done"),
-            Err(e) => tracing::error!(error = %e, "sweep failed"),
-        }
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
-        }
-    }
-}
-
 struct Health {
-    queue: Arc<SqsQueue>,
-    metrics: Arc<JobMetrics>,
-    /// Jobs since start.
-    totals: Mutex<MetricsSnapshot>,
+    queue: Arc<dyn Queue>,
+    app: Arc<App>,
 }
 
 #[derive(Serialize)]
@@ -190,16 +114,7 @@ fn health_router(health: Health) -> Router {
 
 /// 200 when the queue answers, 503 when it does not; with the queue's depth and the jobs done.
 async fn health_check(State(health): State<Arc<Health>>) -> (StatusCode, Json<HealthReport>) {
-    let jobs = {
-        let new = health.metrics.take();
-        let mut totals = health.totals.lock().unwrap();
-        totals.applied += new.applied;
-        totals.unchanged += new.unchanged;
-        totals.conflicts += new.conflicts;
-        totals.retries += new.retries;
-        totals.dead_letters += new.dead_letters;
-        totals.clone()
-    };
+    let jobs = health.app.metrics.snapshot();
     let stats = tokio::time::timeout(HEALTH_TIMEOUT, health.queue.stats()).await;
     let (code, status, queue, error) = match stats {
         Ok(Ok(stats)) => (StatusCode::OK, "ok", Some(stats), None),

@@ -3,8 +3,10 @@
 mod admin;
 mod commands;
 mod connector;
-use shadowsync_config as config;
+mod metrics;
 mod serve;
+
+use shadowsync_config as config;
 
 use anyhow::Result;
 use clap::{Parser, Subcommand, ValueEnum};
@@ -116,7 +118,7 @@ fn init_logging(format: LogFormat) {
 }
 
 fn load(path: &std::path::Path) -> Result<config::Config> {
-    config::Config::load(path).map_err(|e| anyhow::anyhow!("{e}"))
+    Ok(config::Config::load(path)?)
 }
 
 /// Loads the config and runs an admin command where the store is.

@@ -2,7 +2,7 @@
 //! nothing. Managed OUs of its own, so other tests' accounts do not count.
 
 use serde_json::{json, Value};
-use shadowsync_converge::Hint;
+use shadowsync_app::Hint;
 use shadowsync_core::Policy;
 use shadowsync_e2e::serve::Cli;
 use shadowsync_e2e::{samba, text, unique, AdProbe, World};
@@ -103,7 +103,7 @@ async fn plan_lists_exactly_the_expected_changes_and_changes_nothing() {
             35..=119 => &[],
             _ => &["create"],
         };
-        assert_eq!(by_id[id], expected, "guest {i}");
+        assert_eq!(by_id[id.as_str()], expected, "guest {i}");
     }
     let renamed = out
         .iter()

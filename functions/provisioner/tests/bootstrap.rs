@@ -104,11 +104,13 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
         .invite(&format!("boot@{}.example.com", unique()), "Bootstrap Guest")
         .await
         .unwrap();
-    let id = user["invitedUser"]["id"]
-        .as_str()
-        .or(user["id"].as_str())
-        .unwrap()
-        .to_string();
+    let id = shadowsync_core::ObjectId::parse(
+        user["invitedUser"]["id"]
+            .as_str()
+            .or(user["id"].as_str())
+            .unwrap(),
+    )
+    .unwrap();
     let queue = SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
         &queue_url,

@@ -6,14 +6,25 @@ use async_trait::async_trait;
 use aws_lambda_events::event::sqs::SqsEvent;
 use chrono::Utc;
 use serde_json::{json, Value};
+use shadowsync_app::{JobError, JobHandler, JobMetrics, Settled, WorkerConfig};
+use shadowsync_core::{Backoff, ObjectId};
 use shadowsync_e2e::aws;
-use shadowsync_provisioner::lambda::SqsBatchHandler;
-use shadowsync_provisioner::{JobError, JobHandler, JobMetrics, ProvisionerConfig, Settled};
+use shadowsync_provisioner::SqsBatchHandler;
 use shadowsync_queue::{ChangeType, Job, JobSource, Queue};
 use shadowsync_queue_sqs::SqsQueue;
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
+
+/// The users of these tests, by label (jobs carry object ids).
+const LABELS: [&str; 7] = ["u1", "u2", "u3", "u4", "p1", "p2", "r1"];
+
+fn label(id: &ObjectId) -> String {
+    LABELS
+        .iter()
+        .find(|l| ObjectId::from_label(l) == *id)
+        .map_or_else(|| id.to_string(), |l| l.to_string())
+}
 
 /// Fails the users it was told to (retryable or not), succeeds for the others; records calls.
 #[derive(Default)]
@@ -29,11 +40,12 @@ impl JobHandler for Scripted {
         let Job::Converge { user_id, .. } = job else {
             unreachable!()
         };
-        self.calls.lock().unwrap().push(user_id.clone());
-        match self.failures.get(user_id) {
+        let user = label(user_id);
+        self.calls.lock().unwrap().push(user.clone());
+        match self.failures.get(&user) {
             Some(&retryable) => Err(JobError {
                 retryable,
-                reason: format!("scripted failure of {user_id}"),
+                reason: format!("scripted failure of {user}"),
             }),
             None => Ok(()),
         }
@@ -46,7 +58,7 @@ impl JobHandler for Scripted {
 
 fn job(user: &str) -> Job {
     Job::Converge {
-        user_id: user.to_string(),
+        user_id: ObjectId::from_label(user),
         change_type: Some(ChangeType::Updated),
         subscription_id: None,
         received_at: Utc::now(),
@@ -76,13 +88,13 @@ fn handler(queue: Arc<SqsQueue>, jobs: Arc<Scripted>) -> SqsBatchHandler {
     SqsBatchHandler {
         queue,
         jobs,
-        config: ProvisionerConfig {
-            retry_base: Duration::from_secs(30),
-            retry_max: Duration::from_secs(60),
+        config: WorkerConfig {
+            retry: Backoff::new(Duration::from_secs(30), Duration::from_secs(60)),
             ..Default::default()
         },
         metrics: Arc::new(JobMetrics::new()),
         graph: None,
+        published: Default::default(),
     }
 }
 
@@ -103,7 +115,7 @@ fn users(event: &Value) -> Vec<String> {
         .map(|r| {
             let job: Job = serde_json::from_str(r["body"].as_str().unwrap()).unwrap();
             match job {
-                Job::Converge { user_id, .. } => user_id,
+                Job::Converge { user_id, .. } => label(&user_id),
                 _ => unreachable!(),
             }
         })
@@ -162,7 +174,7 @@ async fn a_batch_stops_at_the_first_failure_and_reports_the_rest() {
     assert_eq!(back, ["u3", "u4"]);
     let stats = queue.stats().await.unwrap();
     assert_eq!(stats.dead_letters, 0);
-    assert_eq!(jobs.metrics.take().retries, 1);
+    assert_eq!(jobs.metrics.snapshot().retries, 1);
 }
 
 #[tokio::test]

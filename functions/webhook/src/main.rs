@@ -1,9 +1,10 @@
 //! `shadowsync-webhook`: the webhook as a Lambda function behind an API Gateway HTTP API. The
-//! same axum router as `shadowsync serve`, fed by lambda_http, storing jobs in the SQS FIFO
-//! queue.
+//! same router as `shadowsync serve`, fed by lambda_http, storing jobs in the SQS FIFO queue.
+//! Its counters leave as one embedded-metric line per invocation.
 
-use shadowsync_aws::LambdaHost;
-use shadowsync_webhook::WebhookState;
+use shadowsync_aws::{emf, LambdaHost};
+use shadowsync_notifications::{MetricsSnapshot, WebhookState};
+use std::sync::{Arc, Mutex};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -12,5 +13,17 @@ async fn main() -> Result<(), lambda_http::Error> {
     // The webhook only sends: max_attempts is the provisioner's business.
     let queue = host.queue(1)?;
     let state = WebhookState::new(queue, host.config.client_state()?, host.config.tenant_id()?);
-    lambda_http::run(shadowsync_webhook::router(state)).await
+    let (metrics, published) = (
+        state.metrics.clone(),
+        Arc::new(Mutex::<MetricsSnapshot>::default()),
+    );
+    let router = shadowsync_notifications::router(state).layer(axum::middleware::map_response(
+        move |response: axum::response::Response| {
+            let now = metrics.snapshot();
+            let delta = now.since(&std::mem::replace(&mut *published.lock().unwrap(), now));
+            emf::emit("webhook", &emf::counts(&delta.counters()));
+            std::future::ready(response)
+        },
+    ));
+    lambda_http::run(router).await
 }

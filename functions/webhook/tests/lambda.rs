@@ -5,9 +5,9 @@
 use secrecy::SecretString;
 use serde_json::Value;
 use shadowsync_e2e::aws;
+use shadowsync_notifications::WebhookState;
 use shadowsync_queue::{Job, Queue};
 use shadowsync_queue_sqs::SqsQueue;
-use shadowsync_webhook::WebhookState;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,7 +28,7 @@ async fn webhook() -> (axum::Router, Arc<SqsQueue>) {
         5,
         Duration::ZERO,
     ));
-    let router = shadowsync_webhook::router(WebhookState::new(
+    let router = shadowsync_notifications::router(WebhookState::new(
         queue.clone(),
         SecretString::from(CLIENT_STATE),
         TENANT.parse().unwrap(),

@@ -49,6 +49,14 @@ impl Metric {
     }
 }
 
+/// Counters by name, as metrics.
+pub fn counts(counters: &[(&'static str, u64)]) -> Vec<Metric> {
+    counters
+        .iter()
+        .map(|(name, n)| Metric::count(name, *n))
+        .collect()
+}
+
 /// The EMF line for `metrics`, under dimension `Function = function`. Metrics without values
 /// are left out; `None` when none is left.
 pub fn line(function: &str, timestamp_ms: i64, metrics: &[Metric]) -> Option<String> {

@@ -2,18 +2,18 @@
 //!
 //! - [`LambdaHost`]: the host-only environment (`SHADOWSYNC_QUEUE_URL`, `SHADOWSYNC_DLQ_URL`,
 //!   `SHADOWSYNC_TABLE_NAME`, `SHADOWSYNC_DEPLOYMENT_MODE`) and the configuration keys
-//!   (`SHADOWSYNC_<SECTION>_<KEY>`, as in the CLI's file), with secrets resolved.
+//!   (`SHADOWSYNC_<SECTION>_<KEY>`, as in the CLI's file), with secrets resolved; from them the
+//!   application's [`Settings`] and its AWS [`Storage`] (SQS FIFO, DynamoDB), and so the [`App`].
 //! - [`secrets`]: `*_SECRET_ARN` variables swapped for their Secrets Manager values, once, at
 //!   cold start (so cached for the life of the execution environment); never logged.
 //! - [`emf`]: CloudWatch embedded-metric-format lines.
+//! - [`LambdaError`]: the application's errors as the runtime's diagnostics, in one place.
 
 pub mod emf;
 pub mod secrets;
 
-use shadowsync_config::{ConfigError, EnvConfig};
-use shadowsync_core::Policy;
-use shadowsync_directory::Directory;
-use shadowsync_graph::GraphClient;
+use shadowsync_app::{App, AppError, Settings, Storage};
+use shadowsync_config::{ConfigError, ConnectorSection, EnvConfig, GraphCredential};
 use shadowsync_queue_sqs::SqsQueue;
 use shadowsync_state_dynamodb::DynamoStore;
 use std::sync::Arc;
@@ -34,13 +34,8 @@ pub enum AwsError {
     MissingEnv(&'static str),
     #[error("environment variable {name}: {reason}")]
     BadEnv { name: &'static str, reason: String },
-    #[error("Microsoft Graph client: {0}")]
-    Graph(#[from] shadowsync_graph::GraphError),
-    #[error("directory {url}: {source}")]
-    Directory {
-        url: String,
-        source: shadowsync_directory::DirectoryError,
-    },
+    #[error(transparent)]
+    App(#[from] AppError),
     #[error("secret {arn} (from {variable}): {reason}")]
     Secret {
         variable: String,
@@ -65,7 +60,7 @@ pub struct LambdaHost {
     /// The configuration keys, secrets resolved.
     pub config: EnvConfig,
     /// The Graph certificate credential, when the Graph secret holds one.
-    pub graph_certificate: Option<shadowsync_graph::Credential>,
+    pub graph_certificate: Option<GraphCredential>,
     pub sdk: aws_config::SdkConfig,
 }
 
@@ -153,22 +148,93 @@ impl LambdaHost {
         )))
     }
 
-    pub fn graph(&self) -> Result<Arc<GraphClient>, AwsError> {
-        let graph = self.config.graph(self.graph_certificate.clone())?;
-        Ok(Arc::new(GraphClient::new(graph.graph_config()?)?))
+    /// The application's settings, from what this function's environment configures: Graph
+    /// always; AD where the directory keys are set (the provisioner, and the reconciler in
+    /// lambda mode); the subscription where the webhook keys are (the keeper, and the
+    /// provisioner for lifecycle jobs).
+    pub fn settings(&self) -> Result<Settings, AwsError> {
+        let config = &self.config;
+        let directory = match config.has_section("directory") {
+            true => {
+                let section = config.directory()?;
+                let policy = config.policy(&section)?;
+                Some((section, policy))
+            }
+            false => None,
+        };
+        let subscription = match config.has_section("webhook") {
+            true => Some((config.webhook()?, config.subscriptions()?)),
+            false => None,
+        };
+        Ok(Settings {
+            graph: config.graph(self.graph_certificate.clone())?,
+            directory,
+            subscription,
+            provisioner: config.provisioner()?,
+            reconciler: config.reconciler()?,
+        })
     }
 
-    /// The directory and the policy its OUs define.
-    pub async fn directory(&self) -> Result<(Arc<Directory>, Policy), AwsError> {
-        let section = self.config.directory()?;
-        let policy = self.config.policy(&section)?;
-        let directory = Directory::connect(section.directory_config(), &policy)
-            .await
-            .map_err(|source| AwsError::Directory {
-                url: section.url.clone(),
-                source,
-            })?;
-        Ok((Arc::new(directory), policy))
+    /// SQS and DynamoDB, where a function's state and jobs live.
+    pub fn storage(&self, max_attempts: u32) -> Result<Storage, AwsError> {
+        Ok(Storage {
+            state: self.store()?,
+            queue: self.queue(max_attempts)?,
+        })
+    }
+
+    /// The application, as this function's environment configures it.
+    pub async fn app(&self) -> Result<App, AwsError> {
+        let settings = self.settings()?;
+        let storage = self.storage(settings.provisioner.max_attempts)?;
+        Ok(App::build(&settings, storage).await?)
+    }
+}
+
+/// The connector's storage: the cloud deployment's queue (long-polled: an idle connector makes
+/// one request per `long_poll`) and its state table.
+pub async fn connector_storage(
+    section: &ConnectorSection,
+    max_attempts: u32,
+    long_poll: Duration,
+) -> (Storage, Arc<SqsQueue>) {
+    let sdk = sdk_config(section.region()).await;
+    let queue = Arc::new(SqsQueue::new(
+        aws_sdk_sqs::Client::new(&sdk),
+        section.queue_url.as_str(),
+        section.dead_letter_queue_url.as_str(),
+        max_attempts,
+        long_poll,
+    ));
+    let state = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&sdk),
+        &section.table_name,
+    ));
+    let storage = Storage {
+        state,
+        queue: queue.clone(),
+    };
+    (storage, queue)
+}
+
+/// An application error as the Lambda runtime reports it (`errorType`, `errorMessage`): the one
+/// place where errors become diagnostics. A handler returns `Result<_, LambdaError>` and `?`
+/// converts.
+#[derive(Debug)]
+pub struct LambdaError(pub AppError);
+
+impl From<AppError> for LambdaError {
+    fn from(e: AppError) -> Self {
+        Self(e)
+    }
+}
+
+impl From<LambdaError> for lambda_runtime::Diagnostic {
+    fn from(LambdaError(error): LambdaError) -> Self {
+        lambda_runtime::Diagnostic {
+            error_type: format!("shadowsync::{}", error.kind()),
+            error_message: error.to_string(),
+        }
     }
 }
 

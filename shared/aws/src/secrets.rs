@@ -9,7 +9,7 @@
 use crate::AwsError;
 use secrecy::SecretString;
 use serde::Deserialize;
-use shadowsync_graph::Credential;
+use shadowsync_config::GraphCredential;
 
 const SUFFIX: &str = "_SECRET_ARN";
 const GRAPH_CERTIFICATE: &str = "SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN";
@@ -32,7 +32,7 @@ const SECRET_VARIABLES: [(&str, &str); 3] = [
 pub struct Resolved {
     /// The environment with every `*_SECRET_ARN` replaced by its value.
     pub env: Vec<(String, String)>,
-    pub graph_certificate: Option<Credential>,
+    pub graph_certificate: Option<GraphCredential>,
 }
 
 #[derive(Deserialize)]
@@ -88,7 +88,7 @@ pub async fn resolve(
                         "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
                             .into(),
                 })?;
-            graph_certificate = Some(Credential::Certificate {
+            graph_certificate = Some(GraphCredential::Certificate {
                 certificate_pem: parsed.certificate_pem,
                 private_key_pem: SecretString::from(parsed.private_key_pem),
             });

@@ -83,7 +83,7 @@ async fn a_certificate_secret_becomes_an_in_memory_credential() {
     .unwrap();
     assert!(resolved.env.is_empty());
     match resolved.graph_certificate {
-        Some(shadowsync_graph::Credential::Certificate {
+        Some(shadowsync_config::GraphCredential::Certificate {
             certificate_pem, ..
         }) => assert!(certificate_pem.contains("BEGIN CERTIFICATE")),
         other => panic!("{other:?}"),

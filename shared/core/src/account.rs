@@ -1,5 +1,6 @@
 //! The shadow account: what AD should hold for a guest (design.md §3) and what it holds now.
 
+use crate::id::ObjectId;
 use crate::names;
 use crate::policy::Policy;
 use crate::user::{GraphUser, UserLookup};
@@ -102,7 +103,7 @@ impl ManagedAttributes {
 /// The shadow account a guest in scope should have.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ShadowAccount {
-    pub object_id: String,
+    pub object_id: ObjectId,
     /// Value of the anchor attribute (`User_<objectId>` by default).
     pub anchor: String,
     /// Chosen once, at creation, from [`names::sam_account_name_candidates`]; never changed later.
@@ -126,10 +127,10 @@ impl ShadowAccount {
         Self {
             object_id: user.id.clone(),
             anchor: policy.anchor.value_for(&user.id),
-            sam_account_name: names::sam_account_name_candidates(&user.id, upn).remove(0),
+            sam_account_name: names::sam_account_name_candidates(user.id.as_str(), upn).remove(0),
             location: Location {
                 cn: names::common_name(
-                    &user.id,
+                    user.id.as_str(),
                     user.display_name.as_deref(),
                     given_and_surname,
                     upn,
@@ -220,14 +221,19 @@ impl fmt::Display for DisableReason {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum DeleteReason {
     PermanentlyDeleted,
-    RetentionExpired { days: u32 },
+    /// Disabled for longer than the policy's retention.
+    RetentionExpired {
+        retention: std::time::Duration,
+    },
 }
 
 impl fmt::Display for DeleteReason {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Self::PermanentlyDeleted => f.write_str("user permanently deleted in Entra ID"),
-            Self::RetentionExpired { days } => write!(f, "disabled for more than {days} days"),
+            Self::RetentionExpired { retention } => {
+                write!(f, "disabled for more than {}", human(*retention))
+            }
         }
     }
 }
@@ -272,13 +278,27 @@ pub fn desired_state(
             Some(reason) => reason,
         },
     };
-    let days = policy.retention_days;
-    let expired = days > 0
-        && disabled_since.is_some_and(|since| now - since >= Duration::days(i64::from(days)));
-    if expired {
-        DesiredState::Deleted(DeleteReason::RetentionExpired { days })
+    let expired = policy.retention.filter(|r| {
+        // A retention too long for chrono to represent never expires.
+        let retention = Duration::from_std(*r).unwrap_or(Duration::MAX);
+        disabled_since.is_some_and(|since| now - since >= retention)
+    });
+    if let Some(retention) = expired {
+        DesiredState::Deleted(DeleteReason::RetentionExpired { retention })
     } else {
         DesiredState::Disabled(reason)
+    }
+}
+
+/// "30 days" for whole days, else humantime's spelling ("1day 12h").
+fn human(d: std::time::Duration) -> String {
+    const DAY: u64 = 24 * 3600;
+    match d.as_secs() {
+        s if s > 0 && s % DAY == 0 && d.subsec_nanos() == 0 => match s / DAY {
+            1 => "1 day".into(),
+            n => format!("{n} days"),
+        },
+        _ => humantime::format_duration(d).to_string(),
     }
 }
 
@@ -310,7 +330,7 @@ mod tests {
 
     fn guest() -> GraphUser {
         GraphUser {
-            id: "4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b".into(),
+            id: ObjectId::parse("4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b").unwrap(),
             user_principal_name: Some("alice_fabrikam.com#EXT#@contoso.onmicrosoft.com".into()),
             display_name: Some("Alice Smith".into()),
             given_name: Some("Alice".into()),
@@ -375,7 +395,7 @@ mod tests {
         };
         assert!(enabled(accepted, &accepted_only, true));
         let grouped = Policy {
-            scope_group_id: Some("g".into()),
+            scope_group_id: Some(ObjectId::parse("0a0b0c0d-0000-4000-8000-000000000001").unwrap()),
             ..policy()
         };
         assert!(!enabled(guest(), &grouped, false));
@@ -399,10 +419,12 @@ mod tests {
         let day30 = now - Duration::days(30);
         assert_eq!(
             desired_state(&soft, true, false, &p, Some(day30), now),
-            DesiredState::Deleted(DeleteReason::RetentionExpired { days: 30 })
+            DesiredState::Deleted(DeleteReason::RetentionExpired {
+                retention: crate::policy::DEFAULT_RETENTION
+            })
         );
         let forever = Policy {
-            retention_days: 0,
+            retention: None,
             ..policy()
         };
         assert_eq!(
@@ -427,7 +449,9 @@ mod tests {
         );
         assert_eq!(
             desired_state(&UserLookup::Gone, true, false, &p, Some(day30), now),
-            DesiredState::Deleted(DeleteReason::RetentionExpired { days: 30 })
+            DesiredState::Deleted(DeleteReason::RetentionExpired {
+                retention: crate::policy::DEFAULT_RETENTION
+            })
         );
     }
 }

@@ -5,9 +5,11 @@
 pub mod account;
 pub mod clock;
 pub mod dn;
+pub mod id;
 pub mod names;
 pub mod plan;
 pub mod policy;
+pub mod retry;
 pub mod user;
 
 pub use account::{
@@ -15,6 +17,8 @@ pub use account::{
     ManagedAttributes, ShadowAccount,
 };
 pub use clock::{Clock, ManualClock, SystemClock};
+pub use id::{InvalidObjectId, ObjectId};
 pub use plan::{apply, plan, AttributeChange, Observation, Operation, Plan};
 pub use policy::{Anchor, Policy};
+pub use retry::Backoff;
 pub use user::{GraphUser, UserLookup};

@@ -265,7 +265,7 @@ mod tests {
 
     fn account() -> ShadowAccount {
         let user = GraphUser {
-            id: "4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b".into(),
+            id: crate::ObjectId::parse("4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b").unwrap(),
             user_principal_name: Some("al_x.com#EXT#@t.onmicrosoft.com".into()),
             display_name: Some("Al".into()),
             user_type: Some("Guest".into()),

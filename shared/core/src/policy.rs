@@ -1,15 +1,20 @@
 //! Who gets a shadow account, where it lives and how it is recognised as shadowsync's own.
 
+use crate::id::ObjectId;
 use serde::{Deserialize, Serialize};
+use std::time::Duration;
+
+/// How long a disabled account is kept by default before it is deleted.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 24 * 3600);
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Policy {
     /// Only transitive members of this group are in scope, when set.
-    pub scope_group_id: Option<String>,
+    pub scope_group_id: Option<ObjectId>,
     /// Only guests who accepted their invitation are in scope, when true.
     pub require_accepted: bool,
-    /// Days a disabled account is kept before it is deleted; 0 keeps it for ever.
-    pub retention_days: u32,
+    /// How long a disabled account is kept before it is deleted; `None` keeps it for ever.
+    pub retention: Option<Duration>,
     /// DN of the OU holding enabled shadow accounts.
     pub guests_ou: String,
     /// DN of the OU holding disabled shadow accounts.
@@ -22,7 +27,7 @@ impl Policy {
         Self {
             scope_group_id: None,
             require_accepted: false,
-            retention_days: 30,
+            retention: Some(DEFAULT_RETENTION),
             guests_ou: guests_ou.into(),
             disabled_ou: disabled_ou.into(),
             anchor: Anchor::default(),
@@ -54,12 +59,15 @@ impl Default for Anchor {
 }
 
 impl Anchor {
-    pub fn value_for(&self, object_id: &str) -> String {
+    pub fn value_for(&self, object_id: &ObjectId) -> String {
         format!("{}{}", self.prefix, object_id)
     }
 
-    /// The guest's objectId from an anchor value, if the value is one of ours.
-    pub fn object_id<'a>(&self, value: &'a str) -> Option<&'a str> {
-        value.strip_prefix(&self.prefix).filter(|id| !id.is_empty())
+    /// The guest's objectId from an anchor value, if the value is one of ours: the prefix, then
+    /// a GUID. Anything else is not shadowsync's, whatever it looks like.
+    pub fn object_id(&self, value: &str) -> Option<ObjectId> {
+        value
+            .strip_prefix(&self.prefix)
+            .and_then(|id| ObjectId::parse(id).ok())
     }
 }

@@ -1,5 +1,6 @@
 //! The Microsoft Graph user as shadowsync sees it.
 
+use crate::id::ObjectId;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
 
@@ -11,7 +12,7 @@ userType,externalUserState,accountEnabled,creationType,deletedDateTime";
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct GraphUser {
-    pub id: String,
+    pub id: ObjectId,
     #[serde(default)]
     pub user_principal_name: Option<String>,
     #[serde(default)]
@@ -88,7 +89,7 @@ mod tests {
     #[test]
     fn parses_graph_json_with_nulls() {
         let u: GraphUser = serde_json::from_str(
-            r#"{"id":"a1","userPrincipalName":"al_x.com#EXT#@t.onmicrosoft.com","mail":null,
+            r#"{"id":"4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b","userPrincipalName":"al_x.com#EXT#@t.onmicrosoft.com","mail":null,
                 "otherMails":null,"userType":"Guest","accountEnabled":false,
                 "deletedDateTime":"2026-01-02T03:04:05Z","@odata.context":"ignored"}"#,
         )

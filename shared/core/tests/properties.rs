@@ -6,7 +6,7 @@ use shadowsync_core::account::uac;
 use shadowsync_core::names::{is_valid_common_name, is_valid_sam_account_name};
 use shadowsync_core::{
     apply, desired_state, dn, plan, ActualAccount, GraphUser, Location, ManagedAttributes,
-    Observation, Operation, Policy, ShadowAccount, UserLookup,
+    ObjectId, Observation, Operation, Policy, ShadowAccount, UserLookup,
 };
 
 /// Any text, biased towards what breaks naive code: LDAP and DN specials, control characters
@@ -26,7 +26,7 @@ fn maybe(s: impl Strategy<Value = String>) -> impl Strategy<Value = Option<Strin
 
 prop_compose! {
     fn graph_user()(
-        id in prop_oneof![nasty(), "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"],
+        id in "[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}",
         upn in maybe(nasty()),
         display_name in maybe(nasty()),
         given_name in maybe(nasty()),
@@ -38,7 +38,7 @@ prop_compose! {
         enabled in prop::option::of(any::<bool>()),
     ) -> GraphUser {
         GraphUser {
-            id,
+            id: ObjectId::parse(&id).unwrap(),
             user_principal_name: upn,
             display_name,
             given_name,
@@ -110,13 +110,21 @@ proptest! {
     #![proptest_config(ProptestConfig::with_cases(512))]
 
     #[test]
-    fn names_are_always_valid_for_windows_ad(user in graph_user()) {
+    fn names_are_always_valid_for_windows_ad(
+        user in graph_user(),
+        // The name rules take any text as an id, not only the GUIDs an ObjectId holds.
+        raw_id in prop_oneof![nasty(), "[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"],
+    ) {
         let account = ShadowAccount::for_user(&user, &policy());
-        let candidates = shadowsync_core::names::sam_account_name_candidates(
-            &user.id, user.user_principal_name.as_deref());
-        prop_assert!(!candidates.is_empty());
-        for sam in &candidates {
-            prop_assert!(is_valid_sam_account_name(sam), "invalid sAMAccountName {sam:?}");
+        for id in [user.id.as_str(), raw_id.as_str()] {
+            let candidates = shadowsync_core::names::sam_account_name_candidates(
+                id, user.user_principal_name.as_deref());
+            prop_assert!(!candidates.is_empty());
+            for sam in &candidates {
+                prop_assert!(is_valid_sam_account_name(sam), "invalid sAMAccountName {sam:?}");
+            }
+            let cn = shadowsync_core::names::common_name(id, user.display_name.as_deref(), None, None);
+            prop_assert!(is_valid_common_name(&cn), "invalid cn {cn:?}");
         }
         prop_assert!(is_valid_common_name(&account.location.cn), "invalid cn {:?}", account.location.cn);
         for (name, value) in account.attributes.fields() {
@@ -156,7 +164,10 @@ proptest! {
         days_disabled in prop::option::of(0i64..60),
         deletion_confirmed in any::<bool>(),
     ) {
-        let p = Policy { scope_group_id: Some("g".into()), ..policy() };
+        let p = Policy {
+            scope_group_id: Some(ObjectId::parse("0a0b0c0d-0000-4000-8000-000000000001").unwrap()),
+            ..policy()
+        };
         let now = chrono::Utc::now();
         let lookup = match lookup_kind {
             0 => UserLookup::Active(user),

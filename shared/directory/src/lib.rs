@@ -1,21 +1,27 @@
-//! Active Directory over LDAP: the only place shadowsync talks to a domain controller.
+//! Active Directory over LDAP: the only place shadowsync talks to a domain controller, and the
+//! adapter of the application's [`Directory`] port.
 //!
 //! Every connection is encrypted (LDAPS, or StartTLS on `ldap://`) with the server certificate
 //! verified against a configured CA file (or the system roots). Every DN value is escaped with
 //! the core's RFC 4514 rules and every filter value with ldap3's RFC 4515 escaping. Writes only
-//! ever target accounts the caller found by anchor inside the managed OUs; [`Directory::apply`]
-//! refuses anything else.
+//! ever target accounts the caller found by anchor inside the managed OUs;
+//! [`LdapDirectory::apply`] refuses anything else ([`shadowsync_ports::ensure_owned`]).
 
 mod error;
 mod password;
 mod tls;
 
 pub use error::DirectoryError;
+pub use shadowsync_ports::{Directory, DirectoryObject};
 pub use tls::client_config as tls_client_config;
 
+use async_trait::async_trait;
+use error::from_ldap;
 use futures::future::BoxFuture;
 use ldap3::adapters::{EntriesOnly, PagedResults};
-use ldap3::{ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
+use ldap3::{
+    ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry,
+};
 use secrecy::{ExposeSecret, SecretString};
 use shadowsync_core::account::{attr, uac};
 use shadowsync_core::{
@@ -68,14 +74,6 @@ impl DirectoryConfig {
     }
 }
 
-/// Any object found by a uniqueness check: enough to say who holds a name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DirectoryObject {
-    pub dn: String,
-    pub object_guid: Option<String>,
-    pub anchor: Option<String>,
-}
-
 /// Attributes read for a shadow account.
 const ACCOUNT_ATTRS: [&str; 10] = [
     attr::CN,
@@ -91,23 +89,27 @@ const ACCOUNT_ATTRS: [&str; 10] = [
 ];
 
 /// A connection to one directory, re-established when it drops.
-pub struct Directory {
+pub struct LdapDirectory {
     config: DirectoryConfig,
     anchor_attribute: String,
     base_dn: String,
     ldap: Mutex<Option<Ldap>>,
 }
 
-impl std::fmt::Debug for Directory {
+impl std::fmt::Debug for LdapDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Directory")
+        f.debug_struct("LdapDirectory")
             .field("url", &self.config.url)
             .field("base_dn", &self.base_dn)
             .finish_non_exhaustive()
     }
 }
 
-impl Directory {
+/// What an LDAP operation returns inside the connection helpers: ldap3's own error, turned into
+/// a [`DirectoryError`] once, at the helper's boundary.
+type LdapResult<T> = Result<T, LdapError>;
+
+impl LdapDirectory {
     /// Connects and binds once, so that a wrong URL, certificate or password fails here.
     pub async fn connect(config: DirectoryConfig, policy: &Policy) -> Result<Self, DirectoryError> {
         let mut ldap = open(&config).await?;
@@ -153,14 +155,19 @@ impl Directory {
     /// Runs a read, retrying it once on a fresh connection if the old one was found dead.
     async fn read<T>(
         &self,
-        op: impl for<'a> Fn(&'a mut Ldap, Duration) -> BoxFuture<'a, Result<T, DirectoryError>>,
+        op: impl for<'a> Fn(&'a mut Ldap, Duration) -> BoxFuture<'a, LdapResult<T>>,
     ) -> Result<T, DirectoryError> {
         let mut ldap = self.handle().await?;
-        match op(&mut ldap, self.config.operation_timeout).await {
+        match op(&mut ldap, self.config.operation_timeout)
+            .await
+            .map_err(from_ldap)
+        {
             Err(e) if e.is_connection_lost() => {
                 self.discard(&e).await;
                 let mut ldap = self.handle().await?;
-                op(&mut ldap, self.config.operation_timeout).await
+                op(&mut ldap, self.config.operation_timeout)
+                    .await
+                    .map_err(from_ldap)
             }
             other => other,
         }
@@ -170,10 +177,12 @@ impl Directory {
     /// discarded, because a write may have been applied before the connection died.
     async fn write<T>(
         &self,
-        op: impl for<'a> FnOnce(&'a mut Ldap, Duration) -> BoxFuture<'a, Result<T, DirectoryError>>,
+        op: impl for<'a> FnOnce(&'a mut Ldap, Duration) -> BoxFuture<'a, LdapResult<T>>,
     ) -> Result<T, DirectoryError> {
         let mut ldap = self.handle().await?;
-        let result = op(&mut ldap, self.config.operation_timeout).await;
+        let result = op(&mut ldap, self.config.operation_timeout)
+            .await
+            .map_err(from_ldap);
         if let Err(e) = &result {
             self.discard(e).await;
         }
@@ -436,13 +445,7 @@ impl Directory {
     ) -> Result<Option<String>, DirectoryError> {
         let mut current = account.map(|a| a.dn.clone());
         if let Some(a) = account {
-            let anchored = a
-                .anchor
-                .as_deref()
-                .is_some_and(|v| policy.anchor.object_id(v).is_some());
-            if !anchored || !policy.manages(&a.dn) {
-                return Err(DirectoryError::NotOwned { dn: a.dn.clone() });
-            }
+            shadowsync_ports::ensure_owned(a, policy)?;
         }
         for op in plan {
             let target = || current.clone().ok_or(DirectoryError::NoAccount);
@@ -492,6 +495,30 @@ pub fn anchor_filter(attribute: &str, anchor: &str) -> String {
 
 /// Opens an encrypted connection and binds.
 async fn open(config: &DirectoryConfig) -> Result<Ldap, DirectoryError> {
+    open_ldap(config).await.map_err(|e| match e {
+        Opening::Ldap(e) => from_ldap(e),
+        Opening::Directory(e) => e,
+    })
+}
+
+enum Opening {
+    Ldap(LdapError),
+    Directory(DirectoryError),
+}
+
+impl From<LdapError> for Opening {
+    fn from(e: LdapError) -> Self {
+        Self::Ldap(e)
+    }
+}
+
+impl From<DirectoryError> for Opening {
+    fn from(e: DirectoryError) -> Self {
+        Self::Directory(e)
+    }
+}
+
+async fn open_ldap(config: &DirectoryConfig) -> Result<Ldap, Opening> {
     let mut settings = LdapConnSettings::new().set_conn_timeout(config.connect_timeout);
     if config.danger_accept_invalid_certs {
         tracing::warn!(url = %config.url, "TLS certificate verification is OFF for the directory");
@@ -505,7 +532,8 @@ async fn open(config: &DirectoryConfig) -> Result<Ldap, DirectoryError> {
         return Err(DirectoryError::Config(format!(
             "directory url {:?} must start with ldaps:// (or ldap://, which is upgraded with StartTLS)",
             config.url
-        )));
+        ))
+        .into());
     }
     let (conn, mut ldap) = tokio::time::timeout(
         config.connect_timeout,
@@ -533,8 +561,9 @@ async fn default_naming_context(
             "(objectClass=*)",
             vec!["defaultNamingContext"],
         )
-        .await?
-        .success()?;
+        .await
+        .and_then(|r| r.success())
+        .map_err(from_ldap)?;
     entries
         .into_iter()
         .next()
@@ -574,4 +603,42 @@ fn replace(name: &str, v: Option<&str>) -> Mod<Vec<u8>> {
         .map(|v| HashSet::from([v.as_bytes().to_vec()]))
         .unwrap_or_default();
     Mod::Replace(name.as_bytes().to_vec(), values)
+}
+
+#[async_trait]
+impl Directory for LdapDirectory {
+    async fn find_by_anchor(&self, anchor: &str) -> Result<Vec<ActualAccount>, DirectoryError> {
+        LdapDirectory::find_by_anchor(self, anchor).await
+    }
+
+    async fn find_by_sam_account_name(
+        &self,
+        sam: &str,
+    ) -> Result<Option<DirectoryObject>, DirectoryError> {
+        LdapDirectory::find_by_sam_account_name(self, sam).await
+    }
+
+    async fn find_by_user_principal_name(
+        &self,
+        upn: &str,
+    ) -> Result<Option<DirectoryObject>, DirectoryError> {
+        LdapDirectory::find_by_user_principal_name(self, upn).await
+    }
+
+    async fn read_account(&self, dn: &str) -> Result<Option<ActualAccount>, DirectoryError> {
+        LdapDirectory::read_account(self, dn).await
+    }
+
+    async fn list_accounts(&self, ou: &str) -> Result<Vec<ActualAccount>, DirectoryError> {
+        LdapDirectory::list_accounts(self, ou).await
+    }
+
+    async fn apply(
+        &self,
+        account: Option<&ActualAccount>,
+        plan: &[Operation],
+        policy: &Policy,
+    ) -> Result<Option<String>, DirectoryError> {
+        LdapDirectory::apply(self, account, plan, policy).await
+    }
 }

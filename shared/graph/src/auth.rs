@@ -5,9 +5,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use pkcs8::{ObjectIdentifier, PrivateKeyInfoRef};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
 use sha1::{Digest, Sha1};
@@ -18,6 +21,8 @@ use crate::config::{base_str, Credential, GraphConfig};
 use crate::error::GraphError;
 
 const JWT_BEARER: &str = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer";
+/// rsaEncryption (RFC 8017), the algorithm of an RSA key in PKCS#8.
+const RSA_ENCRYPTION: ObjectIdentifier = ObjectIdentifier::new_unwrap("1.2.840.113549.1.1.1");
 /// Lifetime of a client assertion (Microsoft: "5-10 minutes after nbf").
 const ASSERTION_LIFETIME_SECS: i64 = 600;
 /// Refresh a token when less than this, or 10% of its lifetime if smaller, remains.
@@ -91,7 +96,7 @@ impl TokenProvider {
                 let key = private_key(private_key_pem.expose_secret())?;
                 Method::Certificate {
                     key,
-                    x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(&der)),
+                    x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(der.as_ref())),
                 }
             }
         };
@@ -165,19 +170,22 @@ impl TokenProvider {
             .form(&form)
             .send()
             .await
-            .map_err(GraphError::from_reqwest)?;
+            .map_err(crate::error::from_reqwest)?;
         let status = response.status();
-        let body = response.bytes().await.map_err(GraphError::from_reqwest)?;
+        let body = response.bytes().await.map_err(crate::error::from_reqwest)?;
         if !status.is_success() {
             return Err(self.token_error(status.as_u16(), &body));
         }
         let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
             // Never include serde's message: it may quote the body, which holds the token.
-            GraphError::Decode(format!(
-                "token response is not the expected JSON (line {}, column {})",
-                e.line(),
-                e.column()
-            ))
+            GraphError::Decode(
+                format!(
+                    "token response is not the expected JSON (line {}, column {})",
+                    e.line(),
+                    e.column()
+                )
+                .into(),
+            )
         })?;
         if parsed.access_token.is_empty() {
             return Err(GraphError::Decode(
@@ -289,63 +297,48 @@ pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(MAX_REFRESH_MARGIN)
 }
 
-/// The DER bytes of the first `CERTIFICATE` block.
-fn certificate_der(pem: &str) -> Result<Vec<u8>, GraphError> {
-    let (_, body, _) = pem_blocks(pem)
-        .find(|(label, _, _)| *label == "CERTIFICATE")
-        .ok_or_else(|| GraphError::Config("no CERTIFICATE block in the certificate PEM".into()))?;
-    let b64: String = body
-        .lines()
-        .filter(|l| !l.contains(':')) // RFC 1421 headers, if any
-        .flat_map(|l| l.chars())
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    STANDARD
-        .decode(b64)
-        .map_err(|e| GraphError::Config(format!("certificate PEM is not valid base64: {e}")))
+/// The DER bytes of the first certificate in the PEM text (which may also hold the key).
+fn certificate_der(pem: &str) -> Result<CertificateDer<'static>, GraphError> {
+    CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        pem::Error::NoItemsFound => {
+            GraphError::Config("no CERTIFICATE block in the certificate PEM".into())
+        }
+        e => GraphError::Config(format!("cannot read the certificate PEM: {e}")),
+    })
 }
 
 /// The RSA signing key from the first private-key block (the text may also hold certificates).
 fn private_key(pem: &str) -> Result<EncodingKey, GraphError> {
-    let mut found_encrypted = false;
-    for (label, _, block) in pem_blocks(pem) {
-        match label {
-            "PRIVATE KEY" | "RSA PRIVATE KEY" => {
-                return EncodingKey::from_rsa_pem(block.as_bytes()).map_err(|e| {
-                    GraphError::Config(format!("cannot read the RSA private key: {e}"))
-                });
-            }
-            "ENCRYPTED PRIVATE KEY" => found_encrypted = true,
-            _ => {}
+    let key = PrivateKeyDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+        // The PEM reader skips sections it does not know, encrypted keys among them: this check
+        // only words the error for that common mistake.
+        pem::Error::NoItemsFound if pem.contains("-----BEGIN ENCRYPTED PRIVATE KEY-----") => {
+            GraphError::Config(
+                "the private key is encrypted; provide an unencrypted PEM key".into(),
+            )
         }
-    }
-    Err(GraphError::Config(if found_encrypted {
-        "the private key is encrypted; provide an unencrypted PEM key".into()
-    } else {
-        "no PRIVATE KEY or RSA PRIVATE KEY block in the private key PEM".into()
-    }))
-}
-
-/// `(label, body, whole block)` of each `-----BEGIN label----- body -----END label-----` block.
-fn pem_blocks(text: &str) -> impl Iterator<Item = (&str, &str, &str)> {
-    let mut rest = text;
-    std::iter::from_fn(move || loop {
-        let begin = rest.find("-----BEGIN ")?;
-        let block = &rest[begin..];
-        let after = &block["-----BEGIN ".len()..];
-        let label_end = after.find("-----")?;
-        let label = &after[..label_end];
-        let body = &after[label_end + 5..];
-        let end_marker = format!("-----END {label}-----");
-        match body.find(&end_marker) {
-            Some(end) => {
-                let block_len = block.len() - body.len() + end + end_marker.len();
-                rest = &block[block_len..];
-                return Some((label, &body[..end], &block[..block_len]));
+        pem::Error::NoItemsFound => GraphError::Config(
+            "no PRIVATE KEY or RSA PRIVATE KEY block in the private key PEM".into(),
+        ),
+        e => GraphError::Config(format!("cannot read the private key PEM: {e}")),
+    })?;
+    let not_rsa =
+        || GraphError::Config("the private key is not an RSA key (RS256 needs one)".into());
+    // jsonwebtoken signs with a PKCS#1 RSAPrivateKey: as is, or unwrapped from PKCS#8.
+    let pkcs1 = match &key {
+        PrivateKeyDer::Pkcs1(k) => k.secret_pkcs1_der(),
+        PrivateKeyDer::Pkcs8(k) => {
+            let info = PrivateKeyInfoRef::try_from(k.secret_pkcs8_der()).map_err(|e| {
+                GraphError::Config(format!("cannot read the PKCS#8 private key: {e}"))
+            })?;
+            if info.algorithm.oid != RSA_ENCRYPTION {
+                return Err(not_rsa());
             }
-            None => rest = body,
+            info.private_key.as_bytes()
         }
-    })
+        _ => return Err(not_rsa()),
+    };
+    Ok(EncodingKey::from_rsa_der(pkcs1))
 }
 
 #[cfg(test)]
@@ -398,20 +391,49 @@ mod tests {
     }
 
     #[test]
-    fn pem_blocks_and_certificate_der() {
+    fn certificate_der_and_private_key_from_pem() {
         let pem = "junk\n-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n\
                    -----BEGIN CERTIFICATE-----\nAQID\nBA==\n-----END CERTIFICATE-----\n";
-        let blocks: Vec<_> = pem_blocks(pem).collect();
-        assert_eq!(blocks.len(), 2);
-        assert_eq!(blocks[0].0, "FOO");
-        assert_eq!(blocks[0].2, "-----BEGIN FOO-----\nAAAA\n-----END FOO-----");
-        assert_eq!(blocks[1].0, "CERTIFICATE");
-        assert_eq!(certificate_der(pem).unwrap(), vec![1, 2, 3, 4]);
+        assert_eq!(certificate_der(pem).unwrap().as_ref(), &[1, 2, 3, 4]);
         assert!(certificate_der("nothing").is_err());
         assert!(matches!(
             private_key("-----BEGIN ENCRYPTED PRIVATE KEY-----\nAA==\n-----END ENCRYPTED PRIVATE KEY-----"),
             Err(GraphError::Config(m)) if m.contains("encrypted")
         ));
+        assert!(matches!(
+            private_key(pem),
+            Err(GraphError::Config(m)) if m.contains("no PRIVATE KEY")
+        ));
+        // An EC key (PKCS#8, P-256, made for this test) cannot sign RS256.
+        let ec = "-----BEGIN PRIVATE KEY-----\n\
+            MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQguYjz0C7B2/zpamZX\n\
+            rqGOhzZ4KLa/yFgjNh2q4LvjIUehRANCAAQO0I8DxOpTGp4Sxa0qHbXAnWy/isYY\n\
+            yqEEqmB2R3DJgP3R8wRltThlGXfvAQDQJh2GbcLRhZhIR1JlqJbD/nUK\n\
+            -----END PRIVATE KEY-----\n";
+        assert!(matches!(
+            private_key(ec),
+            Err(GraphError::Config(m)) if m.contains("not an RSA key")
+        ));
+    }
+
+    #[test]
+    fn rsa_keys_in_pkcs8_and_pkcs1_sign_alike() {
+        let made = graph_sim::certs::rsa_certificate("auth-unit-test");
+        let sign = |pem: &str| {
+            // RS256 (PKCS#1 v1.5) signatures are deterministic: same key, same token.
+            jsonwebtoken::encode(
+                &Header::new(Algorithm::RS256),
+                &serde_json::json!({"sub": "x"}),
+                &private_key(pem).unwrap(),
+            )
+            .unwrap()
+        };
+        // Either form may follow the certificate in one text.
+        let pkcs8 = sign(&format!("{}{}", made.certificate_pem, made.private_key_pem));
+        let pkcs1 = sign(&made.private_key_pkcs1_pem);
+        assert_eq!(pkcs8, pkcs1);
+        let der = certificate_der(&made.certificate_pem).unwrap();
+        assert_eq!(URL_SAFE_NO_PAD.encode(Sha1::digest(der.as_ref())), made.x5t);
     }
 
     #[test]

@@ -5,19 +5,20 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use rand::Rng;
 use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
 use serde_json::Value;
-use shadowsync_core::user::{GraphUser, UserLookup, USER_SELECT};
+use shadowsync_core::user::USER_SELECT;
+use shadowsync_core::Backoff;
+use shadowsync_ports::Page;
 use tracing::warn;
 use url::Url;
 
 use crate::auth::{AccessToken, TokenProvider};
 use crate::config::{base_str, check_endpoint, GraphConfig};
-use crate::error::GraphError;
+use crate::error::{from_reqwest, GraphError};
 
 /// A Microsoft Graph client with app-only authentication. Cheap to clone (shared connection pool
 /// and token cache).
@@ -32,8 +33,7 @@ struct Inner {
     graph: Url,
     client_id: String,
     max_retries: u32,
-    base_backoff: Duration,
-    max_backoff: Duration,
+    backoff: Backoff,
     server_clock: Arc<ServerClock>,
     /// Throttling answers (429, 503) since the last [`GraphClient::take_throttled`].
     throttled: std::sync::atomic::AtomicU64,
@@ -107,8 +107,7 @@ impl GraphClient {
                 graph: config.graph_endpoint,
                 client_id: config.client_id,
                 max_retries: config.max_retries,
-                base_backoff: config.base_backoff,
-                max_backoff: config.max_backoff,
+                backoff: Backoff::new(config.base_backoff, config.max_backoff),
                 server_clock: Arc::default(),
                 throttled: Default::default(),
             }),
@@ -117,52 +116,6 @@ impl GraphClient {
 
     pub fn graph_endpoint(&self) -> &Url {
         &self.inner.graph
-    }
-
-    /// What Graph says about user `id` (object id or UPN) now: active, soft-deleted or gone.
-    pub async fn user(&self, id: &str) -> Result<UserLookup, GraphError> {
-        if id.trim().is_empty() {
-            return Err(GraphError::Config("user id is empty".into()));
-        }
-        let url = self.select_user(self.segments_url(&["v1.0", "users", id]));
-        match self
-            .execute_json::<GraphUser>(Method::GET, &url, None)
-            .await
-        {
-            Ok(user) => return Ok(UserLookup::Active(user)),
-            Err(e) if e.is_not_found() => {}
-            Err(e) => return Err(e),
-        }
-        let url = self.select_user(self.segments_url(&[
-            "v1.0",
-            "directory",
-            "deletedItems",
-            "microsoft.graph.user",
-            id,
-        ]));
-        match self
-            .execute_json::<GraphUser>(Method::GET, &url, None)
-            .await
-        {
-            Ok(user) => Ok(UserLookup::SoftDeleted(user)),
-            Err(e) if e.is_not_found() => Ok(UserLookup::Gone),
-            Err(e) => Err(e),
-        }
-    }
-
-    /// Whether `user_id` is a member of `group_id`, directly or through nested groups.
-    pub async fn is_member_of(&self, user_id: &str, group_id: &str) -> Result<bool, GraphError> {
-        if user_id.trim().is_empty() || group_id.trim().is_empty() {
-            return Err(GraphError::Config("user id or group id is empty".into()));
-        }
-        #[derive(Deserialize)]
-        struct Ids {
-            value: Vec<String>,
-        }
-        let url = self.segments_url(&["v1.0", "users", user_id, "checkMemberGroups"]);
-        let body = serde_json::json!({ "groupIds": [group_id] });
-        let ids: Ids = self.execute_json(Method::POST, &url, Some(&body)).await?;
-        Ok(ids.value.iter().any(|g| g.eq_ignore_ascii_case(group_id)))
     }
 
     /// `GET` a Graph path (`/v1.0/users/delta?$select=…`) or a full URL on the Graph endpoint (an
@@ -210,8 +163,44 @@ impl GraphClient {
             .map_err(|e| GraphError::Config(format!("invalid Graph path {url_or_path:?}: {e}")))
     }
 
+    /// One page of a Graph collection (`{"value": [...], "@odata.nextLink", "@odata.deltaLink"}`)
+    /// at `url_or_path`: the one pager every collection goes through. Items are read one by one,
+    /// so an item that is not a `T` (say, one without a usable id) is counted in
+    /// [`Page::skipped`] and logged instead of failing the whole page.
+    pub async fn page<T: DeserializeOwned>(
+        &self,
+        url_or_path: &str,
+    ) -> Result<Page<T>, GraphError> {
+        #[derive(Deserialize)]
+        struct RawPage {
+            value: Vec<Value>,
+            #[serde(rename = "@odata.nextLink")]
+            next_link: Option<String>,
+            #[serde(rename = "@odata.deltaLink")]
+            delta_link: Option<String>,
+        }
+        let raw: RawPage = self.get_json(url_or_path).await?;
+        let mut page = Page {
+            items: Vec::with_capacity(raw.value.len()),
+            next_link: raw.next_link,
+            delta_link: raw.delta_link,
+            skipped: 0,
+        };
+        for item in raw.value {
+            match serde_json::from_value::<T>(item) {
+                Ok(item) => page.items.push(item),
+                Err(e) => {
+                    page.skipped += 1;
+                    // serde names the field and what was wrong, not the value.
+                    warn!(error = %e, "an item of a Graph page could not be read; skipped");
+                }
+            }
+        }
+        Ok(page)
+    }
+
     /// The Graph endpoint plus `segments`, each percent-encoded as one path segment.
-    fn segments_url(&self, segments: &[&str]) -> Url {
+    pub(crate) fn segments_url(&self, segments: &[&str]) -> Url {
         let mut url = self.inner.graph.clone();
         url.path_segments_mut()
             .expect("checked: the Graph endpoint is an http(s) base URL")
@@ -220,12 +209,12 @@ impl GraphClient {
         url
     }
 
-    fn select_user(&self, mut url: Url) -> Url {
+    pub(crate) fn select_user(&self, mut url: Url) -> Url {
         url.set_query(Some(&format!("$select={USER_SELECT}")));
         url
     }
 
-    async fn execute_json<T: DeserializeOwned>(
+    pub(crate) async fn execute_json<T: DeserializeOwned>(
         &self,
         method: Method,
         url: &Url,
@@ -270,13 +259,13 @@ impl GraphClient {
                 return Err(error);
             }
             let delay = match retry_after {
-                Some(wait) if wait > inner.max_backoff => {
+                Some(wait) if wait > inner.backoff.cap => {
                     warn!(%method, path = url.path(), retry_after_s = wait.as_secs(), %error,
                         "Retry-After exceeds max_backoff; leaving the retry to the caller");
                     return Err(error);
                 }
                 Some(wait) => wait,
-                None => backoff(retries, inner.base_backoff, inner.max_backoff),
+                None => inner.backoff.delay(retries + 1),
             };
             retries += 1;
             warn!(%method, path = url.path(), retry = retries, max_retries = inner.max_retries,
@@ -301,7 +290,7 @@ impl GraphClient {
         if let Some(body) = body {
             request = request.json(body);
         }
-        let response = request.send().await.map_err(GraphError::from_reqwest)?;
+        let response = request.send().await.map_err(from_reqwest)?;
         inner.server_clock.observe(response.headers());
         let status = response.status();
         let retry_after = match status {
@@ -313,11 +302,11 @@ impl GraphClient {
             }
             _ => None,
         };
-        let bytes = response.bytes().await.map_err(GraphError::from_reqwest)?;
+        let bytes = response.bytes().await.map_err(from_reqwest)?;
         if status.is_success() {
             return Ok(Vec::from(bytes));
         }
-        let error = GraphError::from_graph_response(status.as_u16(), &bytes, retry_after);
+        let error = GraphError::from_response(status.as_u16(), &bytes, retry_after);
         if status == StatusCode::UNAUTHORIZED {
             return Err(Failure::Unauthorized { token, error });
         }
@@ -326,7 +315,7 @@ impl GraphClient {
 }
 
 fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GraphError> {
-    serde_json::from_slice(bytes).map_err(|e| GraphError::Decode(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| GraphError::Decode(Box::new(e)))
 }
 
 /// `Retry-After` as delay-seconds or an HTTP date.
@@ -340,13 +329,6 @@ fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     Some(wait.to_std().unwrap_or(Duration::ZERO))
 }
 
-/// Full jitter: uniformly random in `[0, min(cap, base * 2^retry)]`.
-fn backoff(retry: u32, base: Duration, cap: Duration) -> Duration {
-    let ceiling = base.saturating_mul(1u32 << retry.min(20)).min(cap);
-    let micros = u64::try_from(ceiling.as_micros()).unwrap_or(u64::MAX);
-    Duration::from_micros(rand::thread_rng().gen_range(0..=micros))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -357,19 +339,6 @@ mod tests {
         let mut c = GraphConfig::new("tenant", "app", Credential::secret("hunter2-secret"));
         c.graph_endpoint = Url::parse(graph).unwrap();
         GraphClient::new(c).unwrap()
-    }
-
-    #[test]
-    fn backoff_is_capped_with_jitter() {
-        let base = Duration::from_millis(500);
-        let cap = Duration::from_secs(60);
-        for retry in 0..40 {
-            let d = backoff(retry, base, cap);
-            assert!(d <= cap);
-            assert!(d <= base * 2u32.saturating_pow(retry.min(20)));
-        }
-        let samples: Vec<_> = (0..50).map(|_| backoff(5, base, cap)).collect();
-        assert!(samples.iter().any(|d| *d != samples[0]), "jittered");
     }
 
     #[test]

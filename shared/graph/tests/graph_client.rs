@@ -6,10 +6,15 @@ use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use shadowsync_core::ObjectId;
 use shadowsync_graph::{
     Credential, GraphClient, GraphError, Method, SecretString, UserLookup, USER_SELECT,
 };
 use support::{make_cert, other_key, Canned, Expect, Sim, CLIENT_ID, SECRET, TENANT};
+
+fn oid(id: &str) -> ObjectId {
+    ObjectId::parse(id).unwrap()
+}
 
 fn secret_client(sim: &Sim) -> GraphClient {
     GraphClient::new(sim.config(Credential::secret(SECRET))).unwrap()
@@ -237,7 +242,7 @@ async fn user_found_is_active_with_its_fields_and_select() {
     let id = "9f8e7d6c-0000-4000-8000-000000000001";
     sim.add_user(guest(id));
     let client = secret_client(&sim);
-    let UserLookup::Active(user) = client.user(id).await.unwrap() else {
+    let UserLookup::Active(user) = client.user(&oid(id)).await.unwrap() else {
         panic!("expected Active");
     };
     assert_eq!(user.id, id);
@@ -256,24 +261,28 @@ async fn user_found_is_active_with_its_fields_and_select() {
 }
 
 #[tokio::test]
-async fn user_ids_are_percent_encoded() {
+async fn user_principal_names_are_percent_encoded() {
+    // Only the administrator's lookup by name puts a UPN in a URL; an object id is a GUID.
     let sim = Sim::with_secret().await;
     let upn = "alice_fabrikam.com#EXT#@contoso.onmicrosoft.com";
-    let mut user = guest(upn);
-    user["id"] = json!(upn);
-    sim.add_user(user);
+    let id = "9f8e7d6c-0000-4000-8000-000000000009";
+    sim.state
+        .users
+        .lock()
+        .unwrap()
+        .insert(upn.into(), guest(id));
     let client = secret_client(&sim);
     assert!(matches!(
-        client.user(upn).await.unwrap(),
-        UserLookup::Active(u) if u.id == upn
+        client.user_by_principal_name(upn).await.unwrap(),
+        Some(u) if u.id == id
     ));
     let uri = sim.state.graph_uris.lock().unwrap()[0].clone();
     assert!(
         uri.starts_with("/v1.0/users/alice_fabrikam.com%23EXT%23@contoso.onmicrosoft.com?$select="),
         "{uri}"
     );
-    // A '/' in an id stays inside its segment instead of changing the route.
-    assert_eq!(client.user("a/../b").await.unwrap(), UserLookup::Gone);
+    // A '/' in a name stays inside its segment instead of changing the route.
+    assert_eq!(client.user_by_principal_name("a/../b").await.unwrap(), None);
     assert!(sim.state.graph_uris.lock().unwrap()[1].starts_with("/v1.0/users/a%2F..%2Fb?"));
 }
 
@@ -285,7 +294,7 @@ async fn user_in_deleted_items_is_soft_deleted() {
     user["deletedDateTime"] = json!("2026-01-02T03:04:05Z");
     sim.add_deleted_user(user);
     let client = secret_client(&sim);
-    let UserLookup::SoftDeleted(user) = client.user(id).await.unwrap() else {
+    let UserLookup::SoftDeleted(user) = client.user(&oid(id)).await.unwrap() else {
         panic!("expected SoftDeleted");
     };
     assert_eq!(user.id, id);
@@ -304,7 +313,8 @@ async fn user_in_deleted_items_is_soft_deleted() {
 async fn user_in_neither_place_is_gone() {
     let sim = Sim::with_secret().await;
     let client = secret_client(&sim);
-    assert_eq!(client.user("nobody").await.unwrap(), UserLookup::Gone);
+    let nobody = oid("9f8e7d6c-0000-4000-8000-00000000dead");
+    assert_eq!(client.user(&nobody).await.unwrap(), UserLookup::Gone);
     assert_eq!(sim.graph_requests(), 2);
 }
 
@@ -312,17 +322,23 @@ async fn user_in_neither_place_is_gone() {
 async fn check_member_groups() {
     let sim = Sim::with_secret().await;
     let id = "9f8e7d6c-0000-4000-8000-000000000003";
+    let (group_a, nested, group_b) = (
+        "0a0a0a0a-0000-4000-8000-00000000000a",
+        "0a0a0a0a-0000-4000-8000-00000000000e",
+        "0a0a0a0a-0000-4000-8000-00000000000b",
+    );
     sim.add_user(guest(id));
     sim.state
         .member_of
         .lock()
         .unwrap()
-        .insert(id.into(), vec!["group-a".into(), "group-nested".into()]);
+        .insert(id.into(), vec![group_a.into(), nested.into()]);
     let client = secret_client(&sim);
-    assert!(client.is_member_of(id, "group-nested").await.unwrap());
-    assert!(!client.is_member_of(id, "group-b").await.unwrap());
+    assert!(client.is_member_of(&oid(id), &oid(nested)).await.unwrap());
+    assert!(!client.is_member_of(&oid(id), &oid(group_b)).await.unwrap());
+    let nobody = oid("9f8e7d6c-0000-4000-8000-00000000dead");
     assert!(client
-        .is_member_of("nobody", "group-a")
+        .is_member_of(&nobody, &oid(group_a))
         .await
         .unwrap_err()
         .is_not_found());

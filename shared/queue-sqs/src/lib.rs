@@ -44,7 +44,6 @@ use aws_sdk_sqs::types::{
 };
 use aws_sdk_sqs::Client;
 use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use shadowsync_queue::{
     DeadLetter, Delivery, Disposition, Job, Queue, QueueError, QueueStats, Receipt,
@@ -83,20 +82,6 @@ struct Tracked {
     handle: String,
     spent: bool,
     at: Instant,
-}
-
-/// What a [`Receipt`] carries: enough to check it, and to dead-letter the job without reading
-/// it again (SQS cannot read one message by id).
-#[derive(Serialize, Deserialize)]
-struct ReceiptData {
-    /// SQS message id.
-    m: String,
-    /// SQS receipt handle.
-    h: String,
-    /// Attempt (ApproximateReceiveCount).
-    n: u32,
-    /// Message body (the job as JSON).
-    b: String,
 }
 
 impl SqsQueue {
@@ -174,7 +159,7 @@ impl SqsQueue {
         let dlq_arn = attrs
             .attributes()
             .and_then(|a| a.get(&QueueAttributeName::QueueArn))
-            .ok_or_else(|| QueueError::Storage("the DLQ has no ARN".into()))?;
+            .ok_or_else(|| QueueError::storage("the DLQ has no ARN"))?;
         let policy = serde_json::json!({
             "deadLetterTargetArn": dlq_arn,
             "maxReceiveCount": max_receive_count,
@@ -209,41 +194,41 @@ impl SqsQueue {
         receive_count: u32,
         sent_at: DateTime<Utc>,
     ) -> Result<Delivery, (Receipt, String)> {
-        let data = ReceiptData {
-            m: message_id.to_string(),
-            h: receipt_handle.to_string(),
-            n: receive_count.max(1),
-            b: body.to_string(),
+        let receipt = Receipt {
+            message_id: message_id.to_string(),
+            handle: receipt_handle.to_string(),
+            attempt: receive_count.max(1),
+            body: Some(body.to_string()),
         };
-        let receipt = Receipt(serde_json::to_string(&data).expect("receipt serializes"));
         self.track(message_id, receipt_handle);
         match serde_json::from_str::<Job>(body) {
             Ok(job) => Ok(Delivery {
+                attempt: receipt.attempt,
                 receipt,
                 job,
-                attempt: data.n,
                 enqueued_at: sent_at,
             }),
             Err(e) => Err((receipt, format!("not a shadowsync job: {e}"))),
         }
     }
 
-    fn check(&self, receipt: &Receipt) -> Result<ReceiptData, QueueError> {
-        let unknown = || QueueError::UnknownReceipt(receipt.0.clone());
-        let data: ReceiptData = serde_json::from_str(&receipt.0).map_err(|_| unknown())?;
+    /// Refuses a receipt this process knows to be stale or spent.
+    fn check(&self, receipt: &Receipt) -> Result<(), QueueError> {
         let receipts = self.receipts.lock().unwrap();
-        match receipts.get(&data.m) {
-            Some(t) if t.spent || t.handle != data.h => Err(unknown()),
-            _ => Ok(data),
+        match receipts.get(&receipt.message_id) {
+            Some(t) if t.spent || t.handle != receipt.handle => {
+                Err(QueueError::UnknownReceipt(receipt.message_id.clone()))
+            }
+            _ => Ok(()),
         }
     }
 
     /// Marks a receipt used up (acknowledged, handed back or dead-lettered).
-    fn spend(&self, data: &ReceiptData) {
+    fn spend(&self, receipt: &Receipt) {
         self.receipts.lock().unwrap().insert(
-            data.m.clone(),
+            receipt.message_id.clone(),
             Tracked {
-                handle: data.h.clone(),
+                handle: receipt.handle.clone(),
                 spent: true,
                 at: Instant::now(),
             },
@@ -274,13 +259,12 @@ impl SqsQueue {
     async fn change_visibility(
         &self,
         receipt: &Receipt,
-        data: &ReceiptData,
         visibility: Duration,
     ) -> Result<(), QueueError> {
         self.client
             .change_message_visibility()
             .queue_url(&self.queue_url)
-            .receipt_handle(&data.h)
+            .receipt_handle(&receipt.handle)
             .visibility_timeout(secs(visibility))
             .send()
             .await
@@ -289,12 +273,11 @@ impl SqsQueue {
     }
 
     /// Sends the job to the DLQ, then deletes it from the queue (in that order: never lost).
-    async fn move_to_dlq(
-        &self,
-        receipt: &Receipt,
-        data: &ReceiptData,
-        reason: &str,
-    ) -> Result<(), QueueError> {
+    async fn move_to_dlq(&self, receipt: &Receipt, reason: &str) -> Result<(), QueueError> {
+        let Some(body) = &receipt.body else {
+            // Only a receipt this adapter made carries the body; nothing else can be moved.
+            return Err(QueueError::UnknownReceipt(receipt.message_id.clone()));
+        };
         let reason: String = match reason.trim() {
             "" => "(no reason given)".into(), // SQS refuses empty attribute values
             r => r.chars().take(MAX_REASON_CHARS).collect(),
@@ -302,20 +285,23 @@ impl SqsQueue {
         self.client
             .send_message()
             .queue_url(&self.dlq_url)
-            .message_body(&data.b)
+            .message_body(body)
             // A group of its own, so that listing dead letters is never blocked by another.
-            .message_group_id(&data.m)
+            .message_group_id(&receipt.message_id)
             // A retried dead_letter (say, the delete below failed) adds no second copy.
-            .message_deduplication_id(sha256_hex(&format!("dead|{}|{}", data.m, data.n)))
+            .message_deduplication_id(sha256_hex(&format!(
+                "dead|{}|{}",
+                receipt.message_id, receipt.attempt
+            )))
             .message_attributes(REASON_ATTR, string_attr(&reason)?)
-            .message_attributes(ATTEMPTS_ATTR, number_attr(data.n)?)
+            .message_attributes(ATTEMPTS_ATTR, number_attr(receipt.attempt)?)
             .send()
             .await
             .map_err(storage)?;
         self.client
             .delete_message()
             .queue_url(&self.queue_url)
-            .receipt_handle(&data.h)
+            .receipt_handle(&receipt.handle)
             .send()
             .await
             .map_err(|e| receipt_error(e, receipt))?;
@@ -451,15 +437,20 @@ fn secs(d: Duration) -> i32 {
     s.min(MAX_VISIBILITY_SECS) as i32
 }
 
-fn storage(e: impl std::error::Error) -> QueueError {
-    QueueError::Storage(DisplayErrorContext(e).to_string())
+/// An SDK failure, described with its whole chain of causes (the SDK's own Display says little
+/// more than "service error").
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> QueueError {
+    QueueError::Storage {
+        message: DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
+    }
 }
 
 /// SQS's answers for a receipt handle that is not (or no longer) valid are an unknown receipt.
 fn receipt_error<E, R>(e: SdkError<E, R>, receipt: &Receipt) -> QueueError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     let code = e.code().unwrap_or_default();
     if [
@@ -470,7 +461,7 @@ where
     .iter()
     .any(|c| code.ends_with(c))
     {
-        QueueError::UnknownReceipt(receipt.0.clone())
+        QueueError::UnknownReceipt(receipt.message_id.clone())
     } else {
         storage(e)
     }
@@ -528,7 +519,7 @@ pub fn check_batch_result(out: &SendMessageBatchOutput, sent: usize) -> Result<(
             )
         })
         .collect();
-    Err(QueueError::Storage(format!(
+    Err(QueueError::storage(format!(
         "SQS refused {} of {sent} jobs: {}",
         failed.len(),
         details.join("; ")
@@ -543,8 +534,7 @@ impl Queue for SqsQueue {
                 .iter()
                 .enumerate()
                 .map(|(i, job)| {
-                    let body = serde_json::to_string(job)
-                        .map_err(|e| QueueError::Storage(e.to_string()))?;
+                    let body = serde_json::to_string(job).map_err(QueueError::storage)?;
                     SendMessageBatchRequestEntry::builder()
                         .id(i.to_string())
                         .message_body(body)
@@ -603,17 +593,17 @@ impl Queue for SqsQueue {
             let Ok(job) = serde_json::from_str::<Job>(body) else {
                 continue;
             };
-            let data = ReceiptData {
-                m: id.to_string(),
-                h: handle.to_string(),
-                n: receive_count(&message),
-                b: body.to_string(),
+            let receipt = Receipt {
+                message_id: id.to_string(),
+                handle: handle.to_string(),
+                attempt: receive_count(&message),
+                body: Some(body.to_string()),
             };
             self.track(id, handle);
             deliveries.push(Delivery {
-                receipt: Receipt(serde_json::to_string(&data).expect("receipt serializes")),
+                attempt: receipt.attempt,
+                receipt,
                 job,
-                attempt: data.n,
                 enqueued_at: sent_at(&message),
             });
         }
@@ -621,15 +611,15 @@ impl Queue for SqsQueue {
     }
 
     async fn ack(&self, receipt: &Receipt) -> Result<(), QueueError> {
-        let data = self.check(receipt)?;
+        self.check(receipt)?;
         self.client
             .delete_message()
             .queue_url(&self.queue_url)
-            .receipt_handle(&data.h)
+            .receipt_handle(&receipt.handle)
             .send()
             .await
             .map_err(|e| receipt_error(e, receipt))?;
-        self.spend(&data);
+        self.spend(receipt);
         Ok(())
     }
 
@@ -639,28 +629,30 @@ impl Queue for SqsQueue {
         delay: Duration,
         reason: &str,
     ) -> Result<Disposition, QueueError> {
-        let data = self.check(receipt)?;
-        if data.n >= self.max_attempts {
-            self.move_to_dlq(receipt, &data, reason).await?;
-            self.spend(&data);
+        self.check(receipt)?;
+        if receipt.attempt >= self.max_attempts {
+            self.move_to_dlq(receipt, reason).await?;
+            self.spend(receipt);
             return Ok(Disposition::DeadLettered);
         }
         // Still in flight, so its group stays blocked until the delay has passed.
-        self.change_visibility(receipt, &data, delay).await?;
-        self.spend(&data);
-        Ok(Disposition::Retrying { attempt: data.n })
+        self.change_visibility(receipt, delay).await?;
+        self.spend(receipt);
+        Ok(Disposition::Retrying {
+            attempt: receipt.attempt,
+        })
     }
 
     async fn dead_letter(&self, receipt: &Receipt, reason: &str) -> Result<(), QueueError> {
-        let data = self.check(receipt)?;
-        self.move_to_dlq(receipt, &data, reason).await?;
-        self.spend(&data);
+        self.check(receipt)?;
+        self.move_to_dlq(receipt, reason).await?;
+        self.spend(receipt);
         Ok(())
     }
 
     async fn extend(&self, receipt: &Receipt, visibility: Duration) -> Result<(), QueueError> {
-        let data = self.check(receipt)?;
-        self.change_visibility(receipt, &data, visibility).await
+        self.check(receipt)?;
+        self.change_visibility(receipt, visibility).await
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
@@ -719,9 +711,10 @@ impl Queue for SqsQueue {
             Ok(job) => job,
             Err(e) => {
                 self.release(std::slice::from_ref(&message)).await?;
-                return Err(QueueError::Storage(format!(
-                    "dead letter {id} is not a job: {e}"
-                )));
+                return Err(QueueError::Storage {
+                    message: format!("dead letter {id} is not a job: {e}"),
+                    source: Box::new(e),
+                });
             }
         };
         self.client
@@ -753,7 +746,7 @@ mod tests {
 
     fn job(user: &str) -> Job {
         Job::Converge {
-            user_id: user.into(),
+            user_id: shadowsync_core::ObjectId::from_label(user),
             change_type: None,
             subscription_id: None,
             received_at: Utc::now(),
@@ -796,11 +789,15 @@ mod tests {
 
     #[test]
     fn ids_fit_sqs() {
-        let j = job("6a0f7e8c-1b2d-4e5f-8a9b-0c1d2e3f4a5b");
+        let j = job("alice");
         assert_eq!(message_group_id(&j), j.group());
         let dedup = message_deduplication_id(&j);
         assert_eq!(dedup.len(), 64);
-        let odd = job(&"ü x".repeat(100));
+        let odd = Job::Lifecycle {
+            event: shadowsync_queue::LifecycleEvent::Missed,
+            subscription_id: "ü x".repeat(100),
+            received_at: Utc::now(),
+        };
         let group = message_group_id(&odd);
         assert!(group.len() <= 128 && group.bytes().all(|b| b.is_ascii_graphic()));
         assert_eq!(group, message_group_id(&odd), "deterministic");

@@ -23,7 +23,7 @@ async fn fresh_queue(name: &str, max_attempts: u32, max_receive_count: u32) -> S
 
 fn job(user: &str) -> Job {
     Job::Converge {
-        user_id: user.into(),
+        user_id: shadowsync_core::ObjectId::from_label(user),
         change_type: None,
         subscription_id: None,
         received_at: Utc::now(),
@@ -155,7 +155,7 @@ async fn failed_send_is_an_error() {
     );
     assert!(matches!(
         q.send_batch(vec![job("x")]).await,
-        Err(QueueError::Storage(_))
+        Err(QueueError::Storage { .. })
     ));
 }
 
@@ -173,10 +173,9 @@ async fn receipts_work_across_instances() {
         3,
         Duration::ZERO,
     );
-    // The receipt is JSON inside (an implementation detail): give it a handle SQS never issued.
-    let mut forged: serde_json::Value = serde_json::from_str(&got[0].receipt.0).unwrap();
-    forged["h"] = "made-up-handle".into();
-    let forged = shadowsync_queue::Receipt(forged.to_string());
+    // A receipt with a handle SQS never issued.
+    let mut forged = got[0].receipt.clone();
+    forged.handle = "made-up-handle".into();
     assert!(matches!(
         other.ack(&forged).await,
         Err(QueueError::UnknownReceipt(_))

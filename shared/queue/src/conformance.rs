@@ -75,7 +75,7 @@ impl Suite<'_> {
     /// A converge job for `user`; `n` makes it distinct from the user's other jobs.
     fn job(&self, user: &str, n: i64) -> Job {
         Job::Converge {
-            user_id: user.to_string(),
+            user_id: shadowsync_core::ObjectId::from_label(user),
             change_type: None,
             subscription_id: None,
             received_at: self.base + chrono::Duration::microseconds(n),
@@ -195,7 +195,16 @@ impl Suite<'_> {
             "a receipt of an acknowledged job is unknown"
         );
         assert!(
-            is_unknown_receipt(self.q.ack(&Receipt("not-a-receipt".into())).await),
+            is_unknown_receipt(
+                self.q
+                    .ack(&Receipt {
+                        message_id: "not-a-receipt".into(),
+                        handle: "1".into(),
+                        attempt: 1,
+                        body: None,
+                    })
+                    .await
+            ),
             "a made-up receipt is unknown"
         );
         assert_eq!(stats(self.q).await, QueueStats::default());

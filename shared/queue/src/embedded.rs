@@ -46,8 +46,8 @@ const NEXT_SEQ: &str = "next_seq";
 /// How long a dedup key suppresses a resend (SQS's deduplication interval).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
 
-fn storage(e: impl std::fmt::Display) -> QueueError {
-    QueueError::Storage(e.to_string())
+fn storage(e: impl Into<crate::BoxError>) -> QueueError {
+    QueueError::storage(e)
 }
 
 // `?` on redb and serde errors inside transactions.
@@ -78,7 +78,7 @@ struct Record {
     attempt: u32,
     /// While the job is in `queue_waiting`: its key's time there (µs since the epoch).
     visible_at: i64,
-    /// The receipt of the latest delivery; `None` once handed back with `retry_later`.
+    /// The handle of the latest delivery's receipt; `None` once handed back with `retry_later`.
     receipt: Option<String>,
 }
 
@@ -92,12 +92,13 @@ fn later(now: i64, by: Duration) -> i64 {
 
 /// A receipt names the job and the delivery: `seq` is never reused and `attempt` grows with each
 /// delivery, so a receipt from an earlier delivery never matches the current one.
-fn receipt_for(seq: u64, attempt: u32) -> String {
-    format!("{seq}:{attempt}")
-}
-
-fn seq_of(receipt: &str) -> Option<u64> {
-    receipt.split_once(':')?.0.parse().ok()
+fn receipt_for(seq: u64, attempt: u32) -> Receipt {
+    Receipt {
+        message_id: seq.to_string(),
+        handle: attempt.to_string(),
+        attempt,
+        body: None,
+    }
 }
 
 /// The queue's tables, open in one write transaction.
@@ -141,10 +142,10 @@ impl<'t> Tables<'t> {
 
     /// The job a receipt was issued for, if that delivery is still the job's latest.
     fn current(&self, receipt: &Receipt) -> Result<(u64, Record), QueueError> {
-        let unknown = || QueueError::UnknownReceipt(receipt.0.clone());
-        let seq = seq_of(&receipt.0).ok_or_else(unknown)?;
+        let unknown = || QueueError::UnknownReceipt(receipt.message_id.clone());
+        let seq: u64 = receipt.message_id.parse().map_err(|_| unknown())?;
         let record = self.load(seq)?.ok_or_else(unknown)?;
-        if record.receipt.as_deref() != Some(receipt.0.as_str()) {
+        if record.receipt.as_deref() != Some(receipt.handle.as_str()) {
             return Err(unknown());
         }
         Ok((seq, record))
@@ -413,10 +414,10 @@ impl Queue for EmbeddedQueue {
                 }
                 record.attempt += 1;
                 let receipt = receipt_for(seq, record.attempt);
-                record.receipt = Some(receipt.clone());
+                record.receipt = Some(receipt.handle.clone());
                 t.hide(seq, &mut record, later(now_us, visibility))?;
                 out.push(Delivery {
-                    receipt: Receipt(receipt),
+                    receipt,
                     job: record.job,
                     attempt: record.attempt,
                     enqueued_at: record.enqueued_at,

@@ -13,6 +13,7 @@ pub use embedded::{EmbeddedQueue, DEDUP_WINDOW};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shadowsync_core::ObjectId;
 use std::time::Duration;
 use thiserror::Error;
 
@@ -48,7 +49,7 @@ pub enum JobSource {
 pub enum Job {
     /// Make AD agree with Graph for one user.
     Converge {
-        user_id: String,
+        user_id: ObjectId,
         change_type: Option<ChangeType>,
         subscription_id: Option<String>,
         received_at: DateTime<Utc>,
@@ -101,9 +102,20 @@ impl Job {
     }
 }
 
-/// Handle of one received job, to acknowledge or retry it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Receipt(pub String);
+/// Handle of one delivery of a job, to acknowledge, extend, retry or dead-letter it. A receipt
+/// of an earlier delivery of the same message never settles the current one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Receipt {
+    /// The queue's id of the message (SQS's `MessageId`; the embedded queue's sequence number).
+    pub message_id: String,
+    /// This delivery's handle (SQS's `ReceiptHandle`; the embedded queue's attempt number).
+    pub handle: String,
+    /// Which delivery of the message this is (1 for the first).
+    pub attempt: u32,
+    /// The message as received, for a queue that cannot read a message again by id (SQS) and
+    /// resends it to move it to the dead letters. `None` where the queue keeps it (embedded).
+    pub body: Option<String>,
+}
 
 /// A job handed to a consumer.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -150,8 +162,34 @@ pub enum QueueError {
     /// `redrive` or `drop_dead_letter` named a dead letter that does not exist (any more).
     #[error("unknown dead letter {0:?}")]
     UnknownDeadLetter(String),
-    #[error("queue storage: {0}")]
-    Storage(String),
+    /// The queue failed; `message` is the cause in words (with the context a bare cause lacks),
+    /// `source` the cause itself.
+    #[error("queue storage: {message}")]
+    Storage {
+        message: String,
+        #[source]
+        source: BoxError,
+    },
+}
+
+/// A boxed error cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl QueueError {
+    /// A storage failure, described by the cause's own message.
+    pub fn storage(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Self::Storage {
+            message: source.to_string(),
+            source,
+        }
+    }
+
+    /// Can the same call succeed later? A storage failure, yes; a receipt or dead letter that
+    /// is unknown stays unknown.
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Storage { .. })
+    }
 }
 
 #[async_trait]

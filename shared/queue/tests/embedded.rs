@@ -12,7 +12,7 @@ use std::time::Duration;
 
 fn job(user: &str, n: i64) -> Job {
     Job::Converge {
-        user_id: user.to_string(),
+        user_id: shadowsync_core::ObjectId::from_label(user),
         change_type: None,
         subscription_id: None,
         received_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap() + chrono::Duration::seconds(n),
@@ -293,7 +293,7 @@ async fn concurrent_consumers_keep_groups_exclusive_and_ordered() {
             .map(|n| job(&format!("u{g}"), n * GROUPS + g))
             .collect();
         assert_eq!(
-            seen.processed[&format!("user:u{g}")],
+            seen.processed[&expected[0].group()],
             expected,
             "group u{g} in order"
         );
@@ -307,7 +307,7 @@ async fn release_in_flight_hands_out_jobs_of_a_dead_consumer_at_once() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("q.redb");
     let job = |user: &str| Job::Converge {
-        user_id: user.into(),
+        user_id: shadowsync_core::ObjectId::from_label(user),
         change_type: None,
         subscription_id: None,
         received_at: chrono::Utc::now(),

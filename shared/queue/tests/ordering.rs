@@ -34,7 +34,7 @@ fn op() -> impl Strategy<Value = Op> {
 
 fn job(group: u8, n: i64) -> Job {
     Job::Converge {
-        user_id: format!("u{group}"),
+        user_id: shadowsync_core::ObjectId::from_label(&format!("u{group}")),
         change_type: None,
         subscription_id: None,
         received_at: Utc.timestamp_opt(1_700_000_000, 0).unwrap() + chrono::Duration::seconds(n),

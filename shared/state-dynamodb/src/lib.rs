@@ -107,8 +107,13 @@ impl DynamoStore {
     }
 }
 
-fn storage(e: impl std::error::Error) -> StateError {
-    StateError::Storage(DisplayErrorContext(e).to_string())
+/// An SDK failure, described with its whole chain of causes (the SDK's own Display says little
+/// more than "service error").
+fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StateError {
+    StateError::Storage {
+        message: DisplayErrorContext(&e).to_string(),
+        source: Box::new(e),
+    }
 }
 
 fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
@@ -122,8 +127,8 @@ fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
 /// A failed conditional write is a lost compare-and-set; anything else is a storage error.
 fn write_error<E, R>(e: SdkError<E, R>, table: &str, key: &str, expected: Option<u64>) -> StateError
 where
-    E: ProvideErrorMetadata + std::error::Error + 'static,
-    R: std::fmt::Debug,
+    E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
+    R: std::fmt::Debug + Send + Sync + 'static,
 {
     if e.code() == Some("ConditionalCheckFailedException") {
         conflict(table, key, expected)
@@ -260,7 +265,7 @@ impl KeyValueStore for DynamoStore {
                 .map_err(storage)?;
             for item in out.items.unwrap_or_default() {
                 let Some(AttributeValue::S(key)) = item.get(SK) else {
-                    return Err(StateError::Storage(format!(
+                    return Err(StateError::storage(format!(
                         "an item of {table} has no string sort key"
                     )));
                 };

@@ -17,8 +17,8 @@ impl std::fmt::Debug for EmbeddedStore {
     }
 }
 
-fn storage(e: impl std::fmt::Display) -> StateError {
-    StateError::Storage(e.to_string())
+fn storage(e: impl Into<crate::BoxError>) -> StateError {
+    StateError::storage(e)
 }
 
 /// Stored as the version (8 bytes, big-endian) followed by the value.
@@ -50,8 +50,20 @@ impl EmbeddedStore {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StateError::InUse(path.display().to_string())
             }
-            e => StateError::Storage(format!("{}: {e}", path.display())),
+            e => StateError::Storage {
+                message: format!("{}: {e}", path.display()),
+                source: e.into(),
+            },
         })?;
+        Ok(Self { db: Arc::new(db) })
+    }
+
+    /// A store in memory, gone when dropped: for tests of the application, which need the
+    /// embedded store's exact behaviour (and its queue) without a file.
+    pub fn in_memory() -> Result<Self, StateError> {
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(storage)?;
         Ok(Self { db: Arc::new(db) })
     }
 

@@ -7,7 +7,7 @@ mod embedded;
 pub mod records;
 
 pub use embedded::EmbeddedStore;
-pub use records::{AccountStatus, GuestRecord};
+pub use records::{AccountStatus, DeltaCheckpoint, GuestRecord, LastSweep, SubscriptionRecord};
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;
 
@@ -36,11 +36,42 @@ pub enum StateError {
         key: String,
         reason: String,
     },
-    #[error("state store: {0}")]
-    Storage(String),
+    /// The store failed; `message` is the cause in words (with the context a bare cause lacks),
+    /// `source` the cause itself.
+    #[error("state store: {message}")]
+    Storage {
+        message: String,
+        #[source]
+        source: BoxError,
+    },
     /// The embedded store file is open in another process (redb allows one).
     #[error("{0} is in use by another process (is `shadowsync serve` running?)")]
     InUse(String),
+}
+
+/// A boxed error cause.
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+impl StateError {
+    /// A storage failure, described by the cause's own message.
+    pub fn storage(source: impl Into<BoxError>) -> Self {
+        let source = source.into();
+        Self::Storage {
+            message: source.to_string(),
+            source,
+        }
+    }
+
+    /// Can the same operation succeed later without anyone changing anything? A lost
+    /// compare-and-set means someone else wrote first: read again and retry. A storage failure
+    /// is the store's to recover from. A corrupt record or a store held by another process
+    /// stays as it is until a person acts.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            Self::Conflict { .. } | Self::Storage { .. } => true,
+            Self::Corrupt { .. } | Self::InUse(_) => false,
+        }
+    }
 }
 
 /// A key-value store in named tables. Every write is a compare-and-set on the version, so two
@@ -101,6 +132,6 @@ pub async fn put_json<T: serde::Serialize>(
     value: &T,
     expected: Option<u64>,
 ) -> Result<u64, StateError> {
-    let bytes = serde_json::to_vec(value).map_err(|e| StateError::Storage(e.to_string()))?;
+    let bytes = serde_json::to_vec(value).map_err(StateError::storage)?;
     store.put(table, key, bytes, expected).await
 }

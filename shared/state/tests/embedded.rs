@@ -12,6 +12,11 @@ async fn embedded_store_conforms() {
 }
 
 #[tokio::test]
+async fn the_in_memory_store_conforms_too() {
+    conformance::check(&EmbeddedStore::in_memory().unwrap()).await;
+}
+
+#[tokio::test]
 async fn survives_reopening() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("nested/state.redb");
@@ -49,8 +54,9 @@ async fn concurrent_writers_cannot_both_win() {
 async fn guest_record_round_trip() {
     let dir = tempfile::tempdir().unwrap();
     let store = EmbeddedStore::open(dir.path().join("s.redb")).unwrap();
+    let id = shadowsync_core::ObjectId::parse("4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b").unwrap();
     let record = GuestRecord {
-        object_id: "id-1".into(),
+        object_id: id.clone(),
         dn: Some("CN=a,OU=Guests".into()),
         object_guid: None,
         sam_account_name: Some("a".into()),
@@ -61,7 +67,7 @@ async fn guest_record_round_trip() {
         updated_at: Utc::now(),
     };
     let v = record.save(&store, None).await.unwrap();
-    let loaded = GuestRecord::load(&store, "id-1").await.unwrap().unwrap();
+    let loaded = GuestRecord::load(&store, &id).await.unwrap().unwrap();
     assert_eq!((loaded.value, loaded.version), (record.clone(), v));
     assert!(
         record.save(&store, None).await.is_err(),

@@ -12,13 +12,11 @@ use futures::StreamExt;
 use graph_sim::users::BulkUsers;
 use graph_sim::{SimClient, SimConfig};
 use ldap3::{Ldap, Scope};
-use shadowsync_converge::Converger;
+use shadowsync_app::{App, Parts, WorkerConfig};
 use shadowsync_core::account::uac;
-use shadowsync_core::{Policy, SystemClock};
-use shadowsync_directory::Directory;
-use shadowsync_provisioner::{ProvisionerConfig, ShadowsyncJobs};
+use shadowsync_core::Policy;
+use shadowsync_directory::LdapDirectory;
 use shadowsync_queue::{EmbeddedQueue, Queue};
-use shadowsync_reconciler::{ManagedDirectory, Reconciler};
 use shadowsync_state::EmbeddedStore;
 use std::fmt::Write as _;
 use std::sync::Arc;
@@ -298,42 +296,26 @@ async fn shadowsync_sync(ctx: &Ctx, n: usize, label: &str) -> Result<SyncRun> {
         let dir = tempfile::tempdir()?;
         let store = EmbeddedStore::open(dir.path().join("state.redb"))?;
         let queue = Arc::new(EmbeddedQueue::new(&store, 10)?);
-        let store = Arc::new(store);
-        let graph_client = Arc::new(shadowsync_e2e::graph_client(&sim)?);
-        let directory = Arc::new(Directory::connect(samba.directory_config(), &policy).await?);
-        let converger = Arc::new(Converger {
-            graph: graph_client.clone(),
-            directory: directory.clone(),
-            state: store.clone(),
-            policy: policy.clone(),
-            clock: Arc::new(SystemClock),
-        });
-        let reconciler = Reconciler {
-            graph: graph_client,
-            queue: queue.clone(),
-            state: store,
-            managed: Some(ManagedDirectory { directory, policy }),
-            clock: Arc::new(SystemClock),
-        };
-        let handler = Arc::new(ShadowsyncJobs {
-            converger,
-            keeper: None,
-            reconcile_now: None,
-            metrics: Default::default(),
-        });
+        let directory = LdapDirectory::connect(samba.directory_config(), &policy).await?;
+        let app = Arc::new(App::from_parts(
+            Parts::new(
+                Arc::new(shadowsync_e2e::graph_client(&sim)?),
+                Arc::new(store),
+                queue.clone(),
+            )
+            .directory(Arc::new(directory), policy)
+            .workers(WorkerConfig {
+                workers: ctx.args.workers,
+                ..Default::default()
+            }),
+        ));
+        let reconciler = app.reconciler.clone();
         let stop = CancellationToken::new();
         let dc = DcCpu::start();
         let own = cpu_time("self");
         let started = Instant::now();
-        let provisioner = tokio::spawn(shadowsync_provisioner::run(
-            queue.clone(),
-            handler,
-            ProvisionerConfig {
-                workers: ctx.args.workers,
-                ..Default::default()
-            },
-            stop.clone(),
-        ));
+        let (workers, stop_workers) = (app.clone(), stop.clone());
+        let provisioner = tokio::spawn(async move { workers.run_workers(stop_workers).await });
         let report = reconciler.run_delta().await?;
         let enqueue = started.elapsed();
         ensure!(

@@ -9,11 +9,12 @@ use anyhow::{bail, Context, Result};
 use chrono::{DateTime, Utc};
 use graph_sim::{RunningSim, SimClient, SimConfig};
 use ldap3::{ldap_escape, Ldap, Scope, SearchEntry};
-use shadowsync_converge::{Converger, Hint};
+use shadowsync_app::{App, Hint, Parts};
 use shadowsync_core::account::uac;
-use shadowsync_core::{Policy, SystemClock};
-use shadowsync_directory::Directory;
+use shadowsync_core::{ObjectId, Policy};
+use shadowsync_directory::LdapDirectory;
 use shadowsync_e2e::serve::{wait_until, ServeProcess};
+use shadowsync_queue::EmbeddedQueue;
 use shadowsync_state::EmbeddedStore;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -164,21 +165,25 @@ async fn measure(ctx: &Ctx, ldap: &mut Ldap, ous: &Ous) -> Result<Section> {
     let sim2 = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse()?).await?;
     let graph2 = SimClient::new(sim2.base_url(), sim2.config());
     let policy = Policy::new(&ous.converge_guests, &ous.converge_disabled);
-    let converger = Converger {
-        graph: Arc::new(shadowsync_e2e::graph_client(&sim2)?),
-        directory: Arc::new(Directory::connect(samba.directory_config(), &policy).await?),
-        state: Arc::new(EmbeddedStore::open(dir.path().join("converge.redb"))?),
-        policy,
-        clock: Arc::new(SystemClock),
-    };
+    let store = EmbeddedStore::open(dir.path().join("converge.redb"))?;
+    let queue = Arc::new(EmbeddedQueue::new(&store, 10)?);
+    let directory = LdapDirectory::connect(samba.directory_config(), &policy).await?;
+    let app = App::from_parts(
+        Parts::new(
+            Arc::new(shadowsync_e2e::graph_client(&sim2)?),
+            Arc::new(store),
+            queue,
+        )
+        .directory(Arc::new(directory), policy),
+    );
+    let converger = app.converger()?;
 
     // Warm-up, not counted: the converger's first Graph token, first searches and writes.
     let warm = graph2
         .invite(&format!("w.{}@e2e.example", ctx.tag), "Warm-up Guest")
         .await?;
-    converger
-        .converge(warm["id"].as_str().context("user id")?, Hint::default())
-        .await?;
+    let warm_id = ObjectId::parse(warm["id"].as_str().context("user id")?)?;
+    converger.converge(&warm_id, Hint::default()).await?;
     let warm = ldap::synthetic_account(&ous.bare, &format!("{}w", ctx.tag), 0);
     ldap::create_one_add(ldap, &warm).await?;
 
@@ -232,9 +237,9 @@ async fn measure(ctx: &Ctx, ldap: &mut Ldap, ous: &Ous) -> Result<Section> {
                     &format!("Converge Guest {i}"),
                 )
                 .await?;
-            let gid = guest["id"].as_str().context("user id")?;
+            let gid = ObjectId::parse(guest["id"].as_str().context("user id")?)?;
             let started = Instant::now();
-            let outcome = converger.converge(gid, Hint::default()).await?;
+            let outcome = converger.converge(&gid, Hint::default()).await?;
             converge.push(started.elapsed());
             if outcome.dn.is_none() {
                 bail!("converge created no account for {gid}: {outcome:?}");

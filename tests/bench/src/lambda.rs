@@ -213,11 +213,12 @@ async fn one_job_event(deployment: &Deployment) -> Result<Value> {
     let user = graph
         .invite(&format!("lambda@{}.example.com", unique()), "Lambda Bench")
         .await?;
-    let id = user["invitedUser"]["id"]
-        .as_str()
-        .or(user["id"].as_str())
-        .context("user id")?
-        .to_string();
+    let id = shadowsync_core::ObjectId::parse(
+        user["invitedUser"]["id"]
+            .as_str()
+            .or(user["id"].as_str())
+            .context("user id")?,
+    )?;
     deployment
         .queue
         .send_batch(vec![Job::Converge {

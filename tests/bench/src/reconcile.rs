@@ -10,18 +10,17 @@ use anyhow::{ensure, Context, Result};
 use graph_sim::users::BulkUsers;
 use graph_sim::{SimClient, SimConfig};
 use serde::{Deserialize, Serialize};
+use shadowsync_app::{App, Parts};
 use shadowsync_core::user::USER_SELECT;
-use shadowsync_core::SystemClock;
-use shadowsync_directory::Directory;
+use shadowsync_core::ObjectId;
+use shadowsync_directory::LdapDirectory;
 use shadowsync_graph::{Credential, GraphClient, GraphConfig};
 use shadowsync_queue::{
     DeadLetter, Delivery, Disposition, EmbeddedQueue, Job, JobSource, Queue, QueueError,
     QueueStats, Receipt,
 };
-use shadowsync_reconciler::{
-    DeltaCheckpoint, ManagedDirectory, Reconciler, CHECKPOINTS, USERS_DELTA,
-};
-use shadowsync_state::{get_json, put_json, EmbeddedStore, KeyValueStore};
+use shadowsync_state::records::{CHECKPOINTS, USERS_DELTA};
+use shadowsync_state::{get_json, put_json, DeltaCheckpoint, EmbeddedStore, KeyValueStore};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
@@ -51,7 +50,7 @@ impl Queue for Discard {
         Ok(Vec::new())
     }
     async fn ack(&self, r: &Receipt) -> Result<(), QueueError> {
-        Err(QueueError::UnknownReceipt(r.0.clone()))
+        Err(QueueError::UnknownReceipt(r.message_id.clone()))
     }
     async fn retry_later(
         &self,
@@ -59,13 +58,13 @@ impl Queue for Discard {
         _: std::time::Duration,
         _: &str,
     ) -> Result<Disposition, QueueError> {
-        Err(QueueError::UnknownReceipt(r.0.clone()))
+        Err(QueueError::UnknownReceipt(r.message_id.clone()))
     }
     async fn dead_letter(&self, r: &Receipt, _: &str) -> Result<(), QueueError> {
-        Err(QueueError::UnknownReceipt(r.0.clone()))
+        Err(QueueError::UnknownReceipt(r.message_id.clone()))
     }
     async fn extend(&self, r: &Receipt, _: std::time::Duration) -> Result<(), QueueError> {
-        Err(QueueError::UnknownReceipt(r.0.clone()))
+        Err(QueueError::UnknownReceipt(r.message_id.clone()))
     }
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         Ok(QueueStats::default())
@@ -155,18 +154,12 @@ pub async fn child(spec: &str) -> Result<()> {
             );
             config.login_endpoint = spec.sim_base.parse()?;
             config.graph_endpoint = spec.sim_base.parse()?;
-            let reconciler = Reconciler {
-                graph: Arc::new(GraphClient::new(config)?),
-                queue,
-                state: Arc::new(store),
-                managed: Some(ManagedDirectory {
-                    directory: Arc::new(
-                        Directory::connect(samba.directory_config(), &policy).await?,
-                    ),
-                    policy,
-                }),
-                clock: Arc::new(SystemClock),
-            };
+            let directory = LdapDirectory::connect(samba.directory_config(), &policy).await?;
+            let app = App::from_parts(
+                Parts::new(Arc::new(GraphClient::new(config)?), Arc::new(store), queue)
+                    .directory(Arc::new(directory), policy),
+            );
+            let reconciler = &app.reconciler;
             let idle_kib = status_kib("self", "VmRSS");
             let started = Instant::now();
             let report = reconciler.run_delta().await?;
@@ -195,7 +188,7 @@ async fn enqueue_in_batches(dir: &Path, jobs: usize, batch: usize) -> Result<f64
     let now = chrono::Utc::now();
     let all: Vec<Job> = (0..jobs)
         .map(|i| Job::Converge {
-            user_id: format!("00000000-0000-4000-8000-{i:012x}"),
+            user_id: ObjectId::parse(&format!("00000000-0000-4000-8000-{i:012x}")).expect("a GUID"),
             change_type: None,
             subscription_id: None,
             received_at: now,

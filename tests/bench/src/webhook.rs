@@ -10,6 +10,7 @@ use axum::http::StatusCode;
 use axum::routing::post;
 use axum::Router;
 use secrecy::SecretString;
+use shadowsync_core::ObjectId;
 use shadowsync_queue::{ChangeType, EmbeddedQueue, Job, JobSource, Queue};
 use shadowsync_state::EmbeddedStore;
 use std::net::SocketAddr;
@@ -128,7 +129,8 @@ async fn enqueue_alone(queue: &EmbeddedQueue, n: usize) -> Result<(Summary, Summ
         for items in [1usize, 20] {
             let jobs = (0..items)
                 .map(|j| Job::Converge {
-                    user_id: format!("ffffffff-0000-4000-8000-{:012x}", next + j),
+                    user_id: ObjectId::parse(&format!("ffffffff-0000-4000-8000-{:012x}", next + j))
+                        .expect("a GUID"),
                     change_type: Some(ChangeType::Updated),
                     subscription_id: Some(SUBSCRIPTION.into()),
                     received_at: chrono::Utc::now(),
@@ -187,7 +189,7 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let store = EmbeddedStore::open(dir.path().join("state.redb"))?;
     let queue = Arc::new(EmbeddedQueue::new(&store, 8)?);
     let stop = CancellationToken::new();
-    let webhook = shadowsync_webhook::router(shadowsync_webhook::WebhookState::new(
+    let webhook = shadowsync_notifications::router(shadowsync_notifications::WebhookState::new(
         queue.clone(),
         SecretString::from(CLIENT_STATE),
         tenant.parse().context("tenant id")?,
@@ -207,7 +209,7 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         "Both servers in the bench process on 127.0.0.1, each its own axum listener; the load \
          generator is reqwest over HTTP/1.1 keep-alive with {concurrency} concurrent clients \
          posting back to back, every body a Graph change notification in Microsoft's shape with \
-         distinct users (so the queue stores every item). shadowsync: `shadowsync_webhook::router` \
+         distinct users (so the queue stores every item). shadowsync: `shadowsync_notifications::router` \
          on the durable `EmbeddedQueue` (redb, one fsync'd transaction per request, tracing off). \
          Bare: an axum route that reads the body and answers 202. {ROUNDS} alternating rounds per \
          target and batch size, {:.1} s per target in all, after a warm-up.",

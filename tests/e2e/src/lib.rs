@@ -6,16 +6,18 @@ use anyhow::{Context, Result};
 use graph_sim::{RunningSim, SimClient, SimConfig};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use secrecy::SecretString;
-use shadowsync_converge::Converger;
-use shadowsync_core::{Policy, SystemClock};
-use shadowsync_directory::{Directory, DirectoryConfig};
+use shadowsync_app::Converger;
+use shadowsync_core::{ObjectId, Policy, SystemClock};
+use shadowsync_directory::{DirectoryConfig, LdapDirectory};
 use shadowsync_graph::{Credential, GraphClient, GraphConfig};
 use shadowsync_state::EmbeddedStore;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 pub mod aws;
+pub mod rig;
 pub mod serve;
+pub mod subscriptions;
 use std::sync::{Arc, OnceLock};
 
 /// The repository root.
@@ -114,7 +116,7 @@ impl World {
         let state_dir = tempfile::tempdir()?;
         let converger = Converger {
             graph: Arc::new(graph_client(&sim)?),
-            directory: Arc::new(Directory::connect(samba.directory_config(), &policy).await?),
+            directory: Arc::new(LdapDirectory::connect(samba.directory_config(), &policy).await?),
             state: Arc::new(EmbeddedStore::open(state_dir.path().join("state.redb"))?),
             policy,
             clock: Arc::new(SystemClock),
@@ -130,16 +132,16 @@ impl World {
     }
 
     /// Invites a guest with a unique address; returns their objectId.
-    pub async fn invite(&self, local: &str, display_name: &str) -> Result<String> {
+    pub async fn invite(&self, local: &str, display_name: &str) -> Result<ObjectId> {
         let user = self
             .graph
             .invite(&format!("{local}@{}.example.com", unique()), display_name)
             .await?;
-        Ok(user["invitedUser"]["id"]
+        let id = user["invitedUser"]["id"]
             .as_str()
             .or_else(|| user["id"].as_str())
-            .context("invitation has no user id")?
-            .to_string())
+            .context("invitation has no user id")?;
+        Ok(ObjectId::parse(id)?)
     }
 }
 

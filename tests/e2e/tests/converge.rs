@@ -1,7 +1,7 @@
 //! Converging guests into real AD shadow accounts: Graph simulator + real Samba AD DC.
 
 use serde_json::json;
-use shadowsync_converge::Hint;
+use shadowsync_app::Hint;
 use shadowsync_core::account::{uac, DESCRIPTION_MARKER};
 use shadowsync_core::names::{is_valid_sam_account_name, utf16_len, CN_MAX, SAM_MAX};
 use shadowsync_core::{dn, Operation};
@@ -116,7 +116,7 @@ async fn a_display_name_change_updates_and_renames_the_account() {
 }
 
 /// Converges after `change`, and checks the account is disabled in the disabled OU.
-async fn assert_disabled_after(w: &mut World, id: &str) {
+async fn assert_disabled_after(w: &mut World, id: &shadowsync_core::ObjectId) {
     let out = w.converger.converge(id, Hint::default()).await.unwrap();
     assert_eq!(out.status, AccountStatus::Disabled, "{:?}", out.plan);
     let (dn_, e) = w.probe.by_anchor(id).await.unwrap().expect("account kept");

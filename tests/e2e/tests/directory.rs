@@ -3,12 +3,12 @@
 
 use secrecy::SecretString;
 use shadowsync_core::{dn, GraphUser, Operation, ShadowAccount};
-use shadowsync_directory::{Directory, DirectoryError};
+use shadowsync_directory::{DirectoryError, LdapDirectory};
 use shadowsync_e2e::{samba, text, unique, AdProbe};
 
 fn guest(local: &str, display: &str) -> GraphUser {
     GraphUser {
-        id: uuid::Uuid::new_v4().to_string(),
+        id: shadowsync_core::ObjectId::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
         user_principal_name: Some(format!(
             "{local}_{}.example.com#EXT#@contoso.onmicrosoft.com",
             unique()
@@ -20,8 +20,8 @@ fn guest(local: &str, display: &str) -> GraphUser {
     }
 }
 
-async fn directory() -> Directory {
-    Directory::connect(samba().directory_config(), &samba().policy())
+async fn directory() -> LdapDirectory {
+    LdapDirectory::connect(samba().directory_config(), &samba().policy())
         .await
         .unwrap()
 }
@@ -31,7 +31,7 @@ async fn starttls_with_ca_verification_works() {
     let s = samba();
     let mut config = s.directory_config();
     config.url = s.starttls_url.clone();
-    let d = Directory::connect(config, &s.policy()).await.unwrap();
+    let d = LdapDirectory::connect(config, &s.policy()).await.unwrap();
     assert!(
         dn::same(d.base_dn(), &s.base_dn),
         "base DN read from the rootDSE"
@@ -46,31 +46,14 @@ async fn starttls_with_ca_verification_works() {
 #[tokio::test]
 async fn a_certificate_from_another_ca_is_refused() {
     let dir = tempfile::tempdir().unwrap();
-    let (key, ca) = (dir.path().join("k.pem"), dir.path().join("ca.pem"));
-    let ok = std::process::Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "1",
-            "-subj",
-            "/CN=Other CA",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&ca)
-        .output()
-        .unwrap();
-    assert!(ok.status.success());
+    let ca = dir.path().join("ca.pem");
+    let other_ca = graph_sim::certs::rsa_certificate("Other CA");
+    std::fs::write(&ca, &other_ca.certificate_pem).unwrap();
     for url in [samba().ldaps_url.clone(), samba().starttls_url.clone()] {
         let mut config = samba().directory_config();
         config.url = url.clone();
         config.ca_file = Some(ca.clone());
-        let err = Directory::connect(config, &samba().policy())
+        let err = LdapDirectory::connect(config, &samba().policy())
             .await
             .unwrap_err();
         assert!(matches!(err, DirectoryError::Tls(_)), "{url}: {err:?}");
@@ -82,7 +65,7 @@ async fn a_certificate_from_another_ca_is_refused() {
 async fn plain_ldap_without_tls_is_not_an_option() {
     let mut config = samba().directory_config();
     config.url = "ldapi:///var/run/x".into();
-    let err = Directory::connect(config, &samba().policy())
+    let err = LdapDirectory::connect(config, &samba().policy())
         .await
         .unwrap_err();
     assert!(matches!(err, DirectoryError::Config(_)), "{err:?}");
@@ -92,7 +75,7 @@ async fn plain_ldap_without_tls_is_not_an_option() {
 async fn a_wrong_password_is_invalid_credentials() {
     let mut config = samba().directory_config();
     config.bind_password = SecretString::from("wrong".to_string());
-    let err = Directory::connect(config, &samba().policy())
+    let err = LdapDirectory::connect(config, &samba().policy())
         .await
         .unwrap_err();
     assert!(
@@ -217,7 +200,7 @@ async fn listing_pages_through_more_entries_than_one_page() {
     let s = samba();
     let mut config = s.directory_config();
     config.page_size = 2;
-    let d = Directory::connect(config, &s.policy()).await.unwrap();
+    let d = LdapDirectory::connect(config, &s.policy()).await.unwrap();
     let ou = format!("OU=Paging {},{}", unique(), s.base_dn);
     let mut probe = AdProbe::connect(s).await.unwrap();
     probe

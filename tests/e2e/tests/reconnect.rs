@@ -1,7 +1,7 @@
 //! A dropped connection is re-opened. Restarts the shared test DC, so it lives in a test binary
 //! of its own (cargo runs test binaries one after another).
 
-use shadowsync_directory::Directory;
+use shadowsync_directory::LdapDirectory;
 use shadowsync_e2e::{repo_root, samba};
 
 fn dc(command: &str) {
@@ -17,7 +17,7 @@ fn dc(command: &str) {
 #[tokio::test]
 async fn reconnects_after_the_server_restarts() {
     let s = samba();
-    let d = Directory::connect(s.directory_config(), &s.policy())
+    let d = LdapDirectory::connect(s.directory_config(), &s.policy())
         .await
         .unwrap();
     assert!(d

@@ -10,13 +10,16 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
 use axum::{Form, Json, Router};
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use rustls_pki_types::pem::{self, PemObject};
+use rustls_pki_types::CertificateDer;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 use sha1::{Digest, Sha1};
 use uuid::Uuid;
+use x509_parser::public_key::PublicKey;
 
 use crate::error::{GraphError, TokenError};
 use crate::Sim;
@@ -47,82 +50,26 @@ impl std::fmt::Debug for RegisteredCert {
 }
 
 impl RegisteredCert {
+    /// From the first certificate in a PEM text (which may also hold the private key).
     pub fn from_pem(pem: &str) -> Result<Self, String> {
-        let der = pem_certificate_der(pem)?;
-        let pkcs1 = rsa_public_key_from_cert(&der)?;
+        let der = CertificateDer::from_pem_slice(pem.as_bytes()).map_err(|e| match e {
+            pem::Error::NoItemsFound => "no CERTIFICATE block in PEM".to_string(),
+            e => format!("bad certificate PEM: {e}"),
+        })?;
+        let (_, cert) = x509_parser::parse_x509_certificate(&der)
+            .map_err(|e| format!("not an X.509 certificate: {e}"))?;
+        let spki = cert.public_key();
+        if !matches!(spki.parsed(), Ok(PublicKey::RSA(_))) {
+            return Err("the certificate's key is not RSA (client assertions are RS256)".into());
+        }
         let digest = Sha1::digest(&der);
         Ok(RegisteredCert {
             x5t: URL_SAFE_NO_PAD.encode(digest),
             thumbprint_hex: digest.iter().map(|b| format!("{b:02X}")).collect(),
-            key: DecodingKey::from_rsa_der(&pkcs1),
+            // An RSA subjectPublicKey is the PKCS#1 RSAPublicKey that jsonwebtoken verifies with.
+            key: DecodingKey::from_rsa_der(&spki.subject_public_key.data),
         })
     }
-}
-
-/// The DER bytes of the first `CERTIFICATE` block of a PEM text.
-pub fn pem_certificate_der(pem: &str) -> Result<Vec<u8>, String> {
-    let begin = "-----BEGIN CERTIFICATE-----";
-    let end = "-----END CERTIFICATE-----";
-    let start = pem.find(begin).ok_or("no CERTIFICATE block in PEM")? + begin.len();
-    let stop = pem[start..]
-        .find(end)
-        .ok_or("unterminated CERTIFICATE block")?
-        + start;
-    let b64: String = pem[start..stop]
-        .chars()
-        .filter(|c| !c.is_whitespace())
-        .collect();
-    STANDARD
-        .decode(b64)
-        .map_err(|e| format!("bad base64 in certificate: {e}"))
-}
-
-/// Reads one DER TLV; returns (tag, contents, rest).
-fn der_next(buf: &[u8]) -> Result<(u8, &[u8], &[u8]), String> {
-    let err = || "truncated DER".to_string();
-    let tag = *buf.first().ok_or_else(err)?;
-    let first = *buf.get(1).ok_or_else(err)?;
-    let (len, header_len) = if first < 0x80 {
-        (first as usize, 2)
-    } else {
-        let n = (first & 0x7f) as usize;
-        if n == 0 || n > 4 {
-            return Err("unsupported DER length".into());
-        }
-        let bytes = buf.get(2..2 + n).ok_or_else(err)?;
-        (
-            bytes.iter().fold(0usize, |acc, b| (acc << 8) | *b as usize),
-            2 + n,
-        )
-    };
-    let content = buf.get(header_len..header_len + len).ok_or_else(err)?;
-    Ok((tag, content, &buf[header_len + len..]))
-}
-
-/// Walks Certificate → tbsCertificate → subjectPublicKeyInfo and returns the PKCS#1
-/// RSAPublicKey inside the BIT STRING (what `jsonwebtoken` verifies RS256 with). Only the few
-/// fields needed are parsed; no dependency on an X.509 crate.
-fn rsa_public_key_from_cert(der: &[u8]) -> Result<Vec<u8>, String> {
-    let (_, cert, _) = der_next(der)?;
-    let (_, tbs, _) = der_next(cert)?;
-    let mut rest = tbs;
-    let mut fields = Vec::new();
-    while !rest.is_empty() {
-        let (tag, content, r) = der_next(rest)?;
-        fields.push((tag, content));
-        rest = r;
-    }
-    // [0] version is optional; then serial, signature, issuer, validity, subject, SPKI.
-    let skip = usize::from(fields.first().map(|f| f.0) == Some(0xA0));
-    let (_, spki) = *fields
-        .get(skip + 5)
-        .ok_or("certificate has no public key info")?;
-    let (_, _alg, after_alg) = der_next(spki)?;
-    let (tag, bits, _) = der_next(after_alg)?;
-    if tag != 0x03 || bits.is_empty() {
-        return Err("subjectPublicKey is not a BIT STRING".into());
-    }
-    Ok(bits[1..].to_vec())
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -461,4 +408,42 @@ pub async fn require_token(State(sim): State<Arc<Sim>>, req: Request, next: Next
             .into_response();
     }
     next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registered_certificate_from_pem() {
+        let made = crate::certs::rsa_certificate("registered");
+        // The key may come first in the same text: only the certificate is read.
+        let pem = format!("{}{}", made.private_key_pem, made.certificate_pem);
+        let registered = RegisteredCert::from_pem(&pem).unwrap();
+        assert_eq!(registered.x5t, made.x5t);
+        assert_eq!(registered.thumbprint_hex.len(), 40);
+        let (_, cert) = x509_parser::parse_x509_certificate(&made.certificate_der).unwrap();
+        assert!(
+            matches!(cert.public_key().parsed(), Ok(PublicKey::RSA(k)) if k.key_size() == 2048)
+        );
+        assert!(
+            cert.is_ca(),
+            "usable as a trust anchor, like `openssl req -x509`"
+        );
+        // The public key read from the certificate verifies what the private key signed.
+        let jwt = jsonwebtoken::encode(
+            &Header::new(Algorithm::RS256),
+            &json!({"sub": "x"}),
+            &EncodingKey::from_rsa_pem(made.private_key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.required_spec_claims.clear();
+        jsonwebtoken::decode::<Value>(&jwt, &registered.key, &validation).unwrap();
+
+        assert!(RegisteredCert::from_pem(&made.private_key_pem).is_err());
+        let ec = rcgen::generate_simple_self_signed(vec!["ec.example".into()]).unwrap();
+        let err = RegisteredCert::from_pem(&ec.cert.pem()).unwrap_err();
+        assert!(err.contains("not RSA"), "{err}");
+    }
 }

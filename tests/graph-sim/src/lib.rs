@@ -7,6 +7,7 @@
 //! See README.md for the routes, the `/_sim` control API and what is *not* imitated.
 
 pub mod auth;
+pub mod certs;
 pub mod client;
 pub mod clock;
 pub mod control;

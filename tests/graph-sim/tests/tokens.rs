@@ -3,16 +3,13 @@
 
 mod common;
 
-use std::process::Command;
 use std::time::Duration;
 
-use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
-use base64::Engine;
 use common::*;
+use graph_sim::certs::rsa_certificate;
 use graph_sim::SimConfig;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use sha1::{Digest, Sha1};
 
 async fn token_request(base: &str, tenant: &str, form: &[(&str, &str)]) -> (u16, Value) {
     let resp = reqwest::Client::new()
@@ -188,51 +185,6 @@ async fn access_token_expires_in_simulated_time() {
     );
 }
 
-struct TestCert {
-    cert_pem: String,
-    key_pem: String,
-    x5t: String,
-}
-
-fn make_cert(dir: &std::path::Path, name: &str) -> TestCert {
-    let key = dir.join(format!("{name}.key"));
-    let cert = dir.join(format!("{name}.crt"));
-    let out = Command::new("openssl")
-        .args([
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shadowsync-test",
-        ])
-        .arg("-keyout")
-        .arg(&key)
-        .arg("-out")
-        .arg(&cert)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let cert_pem = std::fs::read_to_string(&cert).unwrap();
-    let b64: String = cert_pem
-        .lines()
-        .filter(|l| !l.starts_with("-----"))
-        .collect();
-    let der = STANDARD.decode(b64).unwrap();
-    TestCert {
-        x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(&der)),
-        cert_pem,
-        key_pem: std::fs::read_to_string(&key).unwrap(),
-    }
-}
-
 fn assertion(key_pem: &str, x5t: &str, claims: Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.x5t = Some(x5t.to_string());
@@ -246,11 +198,11 @@ fn assertion(key_pem: &str, x5t: &str, claims: Value) -> String {
 
 #[tokio::test]
 async fn certificate_assertion_is_verified() {
-    let dir = tempfile::tempdir().unwrap();
-    let registered = make_cert(dir.path(), "registered");
-    let other = make_cert(dir.path(), "other");
+    // Two keys for the whole test (RSA keys take a while to make), not one per assertion.
+    let registered = rsa_certificate("registered");
+    let other = rsa_certificate("other");
     let config = SimConfig {
-        certificate_pem: Some(registered.cert_pem.clone()),
+        certificate_pem: Some(registered.certificate_pem.clone()),
         ..SimConfig::default()
     };
     let (sim, client) = start_sim(config).await;
@@ -282,7 +234,7 @@ async fn certificate_assertion_is_verified() {
     };
 
     let (s, b) = request(assertion(
-        &registered.key_pem,
+        &registered.private_key_pem,
         &registered.x5t,
         claims(&aud, now, now + 600),
     ))
@@ -292,7 +244,7 @@ async fn certificate_assertion_is_verified() {
 
     // Signed by another key while claiming the registered thumbprint.
     let (s, b) = request(assertion(
-        &other.key_pem,
+        &other.private_key_pem,
         &registered.x5t,
         claims(&aud, now, now + 600),
     ))
@@ -302,7 +254,7 @@ async fn certificate_assertion_is_verified() {
 
     // A certificate that is not registered.
     let (s, b) = request(assertion(
-        &other.key_pem,
+        &other.private_key_pem,
         &other.x5t,
         claims(&aud, now, now + 600),
     ))
@@ -312,7 +264,7 @@ async fn certificate_assertion_is_verified() {
 
     // Wrong audience.
     let (s, b) = request(assertion(
-        &registered.key_pem,
+        &registered.private_key_pem,
         &registered.x5t,
         claims("https://example.com/token", now, now + 600),
     ))
@@ -323,7 +275,7 @@ async fn certificate_assertion_is_verified() {
     // Expired by simulated time.
     client.advance_time(3600.0).await.unwrap();
     let (s, b) = request(assertion(
-        &registered.key_pem,
+        &registered.private_key_pem,
         &registered.x5t,
         claims(&aud, now, now + 600),
     ))

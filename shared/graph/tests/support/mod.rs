@@ -5,7 +5,6 @@
 
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -16,8 +15,6 @@ use axum::http::{HeaderMap, Method, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{any, get, post};
 use axum::{Json, Router};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
 use jsonwebtoken::{Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -545,8 +542,8 @@ async fn script(
     response
 }
 
-/// A self-signed certificate and its key, made by `openssl`, with what the server needs to check
-/// assertions: the public key and the expected `x5t` (from openssl's own SHA-1 fingerprint).
+/// A self-signed certificate and its key (files, as the client reads them), with what the server
+/// needs to check assertions: the public key and the expected `x5t`.
 pub struct TestCert {
     pub dir: tempfile::TempDir,
     pub cert_path: PathBuf,
@@ -555,82 +552,29 @@ pub struct TestCert {
     pub x5t: String,
 }
 
-fn openssl(args: &[&str], dir: &Path) -> String {
-    let out = Command::new("openssl")
-        .args(args)
-        .current_dir(dir)
-        .output()
-        .expect("openssl runs");
-    assert!(
-        out.status.success(),
-        "openssl {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 pub fn make_cert() -> TestCert {
+    let made = graph_sim::certs::rsa_certificate("shadowsync-graph-test");
     let dir = tempfile::tempdir().unwrap();
-    openssl(
-        &[
-            "req",
-            "-x509",
-            "-newkey",
-            "rsa:2048",
-            "-nodes",
-            "-keyout",
-            "key.pem",
-            "-out",
-            "cert.pem",
-            "-days",
-            "2",
-            "-subj",
-            "/CN=shadowsync-graph-test",
-        ],
-        dir.path(),
-    );
-    let public_key_pem = openssl(
-        &["x509", "-in", "cert.pem", "-pubkey", "-noout"],
-        dir.path(),
-    );
-    // "SHA1 Fingerprint=AA:BB:..." (the prefix's case varies between openssl versions)
-    let fingerprint = openssl(
-        &["x509", "-in", "cert.pem", "-noout", "-fingerprint", "-sha1"],
-        dir.path(),
-    );
-    let hex = fingerprint
-        .trim()
-        .rsplit('=')
-        .next()
-        .unwrap()
-        .replace(':', "");
-    let sha1: Vec<u8> = (0..hex.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(&hex[i..i + 2], 16).unwrap())
-        .collect();
-    assert_eq!(sha1.len(), 20);
+    let cert_path = dir.path().join("cert.pem");
+    let key_path = dir.path().join("key.pem");
+    std::fs::write(&cert_path, &made.certificate_pem).unwrap();
+    std::fs::write(&key_path, &made.private_key_pem).unwrap();
     TestCert {
-        cert_path: dir.path().join("cert.pem"),
-        key_path: dir.path().join("key.pem"),
         dir,
-        public_key_pem,
-        x5t: URL_SAFE_NO_PAD.encode(sha1),
+        cert_path,
+        key_path,
+        public_key_pem: made.public_key_pem,
+        x5t: made.x5t,
     }
 }
 
 /// A second, unrelated RSA key (PKCS#8 PEM).
 pub fn other_key(dir: &Path) -> PathBuf {
-    openssl(
-        &[
-            "genpkey",
-            "-algorithm",
-            "RSA",
-            "-pkeyopt",
-            "rsa_keygen_bits:2048",
-            "-out",
-            "other.pem",
-        ],
-        dir,
-    );
-    dir.join("other.pem")
+    let path = dir.join("other.pem");
+    std::fs::write(
+        &path,
+        graph_sim::certs::rsa_certificate("other").private_key_pem,
+    )
+    .unwrap();
+    path
 }

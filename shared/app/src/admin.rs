@@ -1,0 +1,275 @@
+//! The administrator's operations: status, one guest's report, plan, sync, dead letters. The
+//! CLI calls them on the store directly, or through a running `serve`'s admin API; both print
+//! the same reports.
+
+use crate::converge::{Hint, Outcome};
+use crate::error::Doing;
+use crate::{App, AppError};
+use chrono::{DateTime, Utc};
+use futures::StreamExt;
+use serde::{Deserialize, Serialize};
+use shadowsync_core::{ActualAccount, GraphUser, ObjectId, Operation, UserLookup};
+use shadowsync_queue::{Job, JobSource, Queue, QueueStats};
+use shadowsync_state::records::{CHECKPOINTS, GUESTS, USERS_DELTA};
+use shadowsync_state::{get_json, DeltaCheckpoint, GuestRecord, KeyValueStore, SubscriptionRecord};
+use std::collections::{BTreeMap, BTreeSet};
+
+/// Guests converged (or planned) at once by the admin operations.
+const CONCURRENCY: usize = 8;
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct StatusReport {
+    pub subscription: Option<SubscriptionRecord>,
+    /// When the reconciler last completed a delta round.
+    pub delta_checkpoint: Option<DateTime<Utc>>,
+    pub queue: QueueStats,
+    pub accounts: BTreeMap<String, u64>,
+    /// `(objectId, reason)` of every guest in conflict.
+    pub conflicts: Vec<(String, String)>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+pub struct UserReport {
+    pub object_id: ObjectId,
+    /// `active`, `soft-deleted` or `not found`.
+    pub graph_state: String,
+    pub graph: Option<GraphUser>,
+    pub directory: Vec<ActualAccount>,
+    pub record: Option<GuestRecord>,
+    /// What converging this guest now would do.
+    pub plan: Vec<Operation>,
+}
+
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct SyncReport {
+    pub guests: u64,
+    pub changed: u64,
+    pub by_status: BTreeMap<String, u64>,
+    pub conflicts: Vec<(String, String)>,
+    pub errors: Vec<(String, String)>,
+}
+
+/// The subscription, the last delta round, the queue and the accounts by status: read from
+/// state and the queue alone, so it works with Graph and AD out of reach.
+pub async fn status(
+    state: &dyn KeyValueStore,
+    queue: &dyn Queue,
+) -> Result<StatusReport, AppError> {
+    let subscription = SubscriptionRecord::load(state).await?.map(|v| v.value);
+    let delta_checkpoint = get_json::<DeltaCheckpoint>(state, CHECKPOINTS, USERS_DELTA)
+        .await
+        .ok()
+        .flatten()
+        .map(|v| v.value.completed_at);
+    let mut accounts = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.scan(GUESTS, after.as_deref(), 500).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, raw) in page {
+            let record: GuestRecord = serde_json::from_slice(&raw.value).map_err(|e| {
+                shadowsync_state::StateError::Corrupt {
+                    table: GUESTS.into(),
+                    key,
+                    reason: e.to_string(),
+                }
+            })?;
+            *accounts
+                .entry(record.status.as_str().to_string())
+                .or_insert(0) += 1;
+            if let Some(reason) = record.conflict {
+                conflicts.push((record.object_id.to_string(), reason));
+            }
+        }
+    }
+    Ok(StatusReport {
+        subscription,
+        delta_checkpoint,
+        queue: queue.stats().await?,
+        accounts,
+        conflicts,
+    })
+}
+
+impl App {
+    /// Finds a guest by objectId, userPrincipalName or sAMAccountName. Only an objectId (a
+    /// GUID) is ever looked up as an id; a UPN goes to Graph's UPN lookup, and a
+    /// sAMAccountName to AD, whose anchor must then hold a GUID.
+    pub async fn resolve_user(&self, key: &str) -> Result<ObjectId, AppError> {
+        if let Ok(id) = ObjectId::parse(key) {
+            return Ok(id);
+        }
+        if key.contains('@') {
+            return match self
+                .graph
+                .user_by_principal_name(key)
+                .await
+                .doing("looking up the user")?
+            {
+                Some(user) => Ok(user.id),
+                None => Err(AppError::NotFound(format!("no user {key} in Graph"))),
+            };
+        }
+        let converger = self.converger()?;
+        let object = converger
+            .directory
+            .find_by_sam_account_name(key)
+            .await?
+            .ok_or_else(|| {
+                AppError::NotFound(format!(
+                    "no object with sAMAccountName {key} in the directory"
+                ))
+            })?;
+        object
+            .anchor
+            .as_deref()
+            .and_then(|a| converger.policy.anchor.object_id(a))
+            .ok_or_else(|| {
+                AppError::NotFound(format!(
+                    "{} is not a shadow account (no shadowsync anchor)",
+                    object.dn
+                ))
+            })
+    }
+
+    /// One guest as Graph, AD and state see it, and what converging would do.
+    pub async fn user_report(&self, key: &str) -> Result<UserReport, AppError> {
+        let converger = self.converger()?;
+        let object_id = self.resolve_user(key).await?;
+        let (graph_state, graph) = match self
+            .graph
+            .user(&object_id)
+            .await
+            .doing("reading the user")?
+        {
+            UserLookup::Active(u) => ("active", Some(u)),
+            UserLookup::SoftDeleted(u) => ("soft-deleted", Some(u)),
+            UserLookup::Gone => ("not found", None),
+        };
+        let directory = converger
+            .directory
+            .find_by_anchor(&converger.policy.anchor.value_for(&object_id))
+            .await?;
+        let record = GuestRecord::load(self.state.as_ref(), &object_id)
+            .await?
+            .map(|r| r.value);
+        let plan = converger.dry_run(&object_id, Hint::default()).await?.plan;
+        Ok(UserReport {
+            object_id,
+            graph_state: graph_state.into(),
+            graph,
+            directory,
+            record,
+            plan,
+        })
+    }
+
+    /// Everyone a full sync looks at: every guest in Graph, and every account carrying an
+    /// anchor in the managed OUs (whose guest may be gone or out of scope).
+    pub async fn candidates(&self) -> Result<Vec<ObjectId>, AppError> {
+        let converger = self.converger()?;
+        let mut ids = BTreeSet::new();
+        let mut next: Option<String> = None;
+        loop {
+            let page = self
+                .graph
+                .guests(next.as_deref())
+                .await
+                .doing("listing guests")?;
+            ids.extend(page.items);
+            match page.next_link {
+                Some(link) => next = Some(link),
+                None => break,
+            }
+        }
+        let policy = &converger.policy;
+        for ou in [&policy.guests_ou, &policy.disabled_ou] {
+            for account in converger.directory.list_accounts(ou).await? {
+                ids.extend(
+                    account
+                        .anchor
+                        .as_deref()
+                        .and_then(|a| policy.anchor.object_id(a)),
+                );
+            }
+        }
+        Ok(ids.into_iter().collect())
+    }
+
+    /// What a full sync would do, per guest, changing nothing.
+    pub async fn plan(&self, progress: impl Fn(u64, u64)) -> Result<Vec<Outcome>, AppError> {
+        let converger = self.converger()?;
+        let ids = self.candidates().await?;
+        let total = ids.len() as u64;
+        let mut outcomes = Vec::with_capacity(ids.len());
+        let mut runs = futures::stream::iter(ids)
+            .map(|id| async move { converger.dry_run(&id, Hint::default()).await })
+            .buffer_unordered(CONCURRENCY);
+        while let Some(outcome) = runs.next().await {
+            outcomes.push(outcome?);
+            progress(outcomes.len() as u64, total);
+        }
+        outcomes.sort_by(|a, b| {
+            (&a.user_principal_name, &a.user_id).cmp(&(&b.user_principal_name, &b.user_id))
+        });
+        Ok(outcomes)
+    }
+
+    /// A full sync now, in this process.
+    pub async fn sync(&self, progress: impl Fn(u64, u64)) -> Result<SyncReport, AppError> {
+        let converger = self.converger()?;
+        let ids = self.candidates().await?;
+        let mut report = SyncReport {
+            guests: ids.len() as u64,
+            ..Default::default()
+        };
+        let mut done = 0;
+        let mut runs = futures::stream::iter(ids)
+            .map(|id| async move {
+                let result = converger.converge(&id, Hint::default()).await;
+                (id, result)
+            })
+            .buffer_unordered(CONCURRENCY);
+        while let Some((id, result)) = runs.next().await {
+            match result {
+                Ok(outcome) => {
+                    report.changed +=
+                        u64::from(!outcome.plan.is_empty() && outcome.conflict().is_none());
+                    *report
+                        .by_status
+                        .entry(outcome.status.as_str().to_string())
+                        .or_insert(0) += 1;
+                    if let Some(reason) = outcome.conflict() {
+                        report.conflicts.push((id.to_string(), reason.to_string()));
+                    }
+                }
+                Err(e) => report.errors.push((id.to_string(), e.to_string())),
+            }
+            done += 1;
+            progress(done, report.guests);
+        }
+        Ok(report)
+    }
+
+    /// A full sync by the running host: a job per guest on its queue. Returns how many.
+    pub async fn enqueue_sync(&self) -> Result<usize, AppError> {
+        let ids = self.candidates().await?;
+        let now = Utc::now();
+        let count = ids.len();
+        let mut jobs = crate::reconcile::Batch::new(self.queue.as_ref());
+        for user_id in ids {
+            jobs.push(Job::Converge {
+                user_id,
+                change_type: None,
+                subscription_id: None,
+                received_at: now,
+                source: JobSource::Admin,
+            })
+            .await?;
+        }
+        jobs.finish().await?;
+        Ok(count)
+    }
+}

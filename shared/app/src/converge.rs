@@ -1,0 +1,390 @@
+//! Converge one guest: read the user from Graph, read their account from AD by its anchor,
+//! check for conflicts, plan, apply, record. Idempotent: running it twice changes nothing the
+//! second time, whatever notification (or none) caused it. Works with an empty state store: AD's
+//! anchors and Graph are the truth, state only remembers what was done.
+
+use crate::error::{AppError, Doing};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use shadowsync_core::names::sam_account_name_candidates;
+use shadowsync_core::{
+    desired_state, plan, ActualAccount, Clock, DesiredState, ObjectId, Observation, Operation,
+    Plan, Policy, UserLookup,
+};
+use shadowsync_ports::{Directory, DirectoryError, Graph};
+use shadowsync_state::{AccountStatus, GuestRecord, KeyValueStore, StateError, Versioned};
+use std::sync::Arc;
+
+/// What the job that asked for a converge knew. Only a hint: Graph is read again either way.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Hint {
+    /// Graph reported the user permanently deleted (a `deleted` change notification, or a
+    /// delta `@removed` with reason `deleted`). With Graph then answering 404, the account is
+    /// deleted at once; a 404 without this only disables it.
+    pub deleted_in_graph: bool,
+}
+
+/// What converging one guest did (or, in a dry run, would do).
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Outcome {
+    pub user_id: ObjectId,
+    pub user_principal_name: Option<String>,
+    pub plan: Plan,
+    /// False for a dry run.
+    pub applied: bool,
+    pub status: AccountStatus,
+    pub dn: Option<String>,
+}
+
+impl Outcome {
+    pub fn conflict(&self) -> Option<&str> {
+        self.plan.iter().find_map(|op| match op {
+            Operation::Conflict { reason } => Some(reason.as_str()),
+            _ => None,
+        })
+    }
+
+    /// Whether the converge wrote to AD.
+    pub fn changed(&self) -> bool {
+        self.applied
+            && self
+                .plan
+                .iter()
+                .any(|op| !matches!(op, Operation::Conflict { .. }))
+    }
+}
+
+/// The converge step with its ports, built once and shared by every job.
+pub struct Converger {
+    pub graph: Arc<dyn Graph>,
+    pub directory: Arc<dyn Directory>,
+    pub state: Arc<dyn KeyValueStore>,
+    pub policy: Policy,
+    pub clock: Arc<dyn Clock>,
+}
+
+/// Everything read for one guest, before deciding.
+struct Situation {
+    lookup: UserLookup,
+    desired: DesiredState,
+    observation: Observation,
+    record: Option<Versioned<GuestRecord>>,
+    disabled_since: Option<DateTime<Utc>>,
+    /// Set when a new account is needed but every `sAMAccountName` candidate is taken.
+    names_taken: Option<Vec<String>>,
+}
+
+impl Situation {
+    /// The plan for this situation.
+    fn decide(&self, policy: &Policy) -> Plan {
+        match &self.names_taken {
+            Some(names) => vec![Operation::Conflict {
+                reason: format!(
+                    "every sAMAccountName candidate is taken: {}",
+                    names.join(", ")
+                ),
+            }],
+            None => plan(&self.desired, &self.observation, policy),
+        }
+    }
+}
+
+impl Converger {
+    /// Makes AD agree with Graph for `user_id` and records the outcome.
+    pub async fn converge(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
+        match self.converge_once(user_id, hint).await {
+            // Someone took the name between our check and our create: look again, once.
+            Err(AppError::Directory(DirectoryError::AlreadyExists(text))) => {
+                tracing::info!(%user_id, %text, "name taken concurrently; converging again");
+                match self.converge_once(user_id, hint).await {
+                    // Still taken: not a race but an object we do not own at the name the account
+                    // needs (its DN, say). Retrying cannot help; a person must look.
+                    Err(AppError::Directory(DirectoryError::AlreadyExists(text))) => {
+                        self.record_conflict(
+                            user_id,
+                            format!("AD refused the account: the name already exists: {text}"),
+                        )
+                        .await
+                    }
+                    other => other,
+                }
+            }
+            other => other,
+        }
+    }
+
+    /// Records a conflict found while applying (the plan looked right, AD said no).
+    async fn record_conflict(
+        &self,
+        user_id: &ObjectId,
+        reason: String,
+    ) -> Result<Outcome, AppError> {
+        tracing::warn!(%user_id, %reason, "conflict: nothing done");
+        let stored = GuestRecord::load(self.state.as_ref(), user_id).await?;
+        let now = self.clock.now();
+        let record = match &stored {
+            Some(r) => GuestRecord {
+                status: AccountStatus::Conflict,
+                conflict: Some(reason.clone()),
+                updated_at: now,
+                ..r.value.clone()
+            },
+            None => GuestRecord {
+                object_id: user_id.clone(),
+                dn: None,
+                object_guid: None,
+                sam_account_name: None,
+                status: AccountStatus::Conflict,
+                disabled_at: None,
+                applied_fingerprint: None,
+                conflict: Some(reason.clone()),
+                updated_at: now,
+            },
+        };
+        self.record(record, stored.map(|r| r.version)).await?;
+        Ok(Outcome {
+            user_id: user_id.clone(),
+            user_principal_name: None,
+            plan: vec![Operation::Conflict { reason }],
+            applied: true,
+            status: AccountStatus::Conflict,
+            dn: None,
+        })
+    }
+
+    /// What converging `user_id` would do, changing nothing.
+    pub async fn dry_run(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
+        let situation = self.observe(user_id, hint).await?;
+        let plan = situation.decide(&self.policy);
+        let account = situation.observation.accounts.first();
+        Ok(Outcome {
+            user_id: user_id.clone(),
+            user_principal_name: upn(&situation.lookup),
+            status: status_after(&situation.desired, &plan, account),
+            dn: account.map(|a| a.dn.clone()),
+            plan,
+            applied: false,
+        })
+    }
+
+    async fn converge_once(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
+        let situation = self.observe(user_id, hint).await?;
+        let account = situation.observation.accounts.first();
+        let plan = situation.decide(&self.policy);
+        if plan.is_empty() {
+            tracing::debug!(%user_id, "already converged");
+        } else {
+            tracing::info!(%user_id, plan = %describe(&plan), "applying");
+        }
+        let writes = plan
+            .iter()
+            .any(|op| !matches!(op, Operation::Conflict { .. }));
+        let dn_after = if writes {
+            self.directory.apply(account, &plan, &self.policy).await?
+        } else {
+            None
+        };
+        for op in &plan {
+            if let Operation::Conflict { reason } = op {
+                tracing::warn!(%user_id, %reason, "conflict: nothing done");
+            }
+        }
+
+        let status = status_after(&situation.desired, &plan, account);
+        let after = match status {
+            AccountStatus::Deleted | AccountStatus::NotProvisioned => None,
+            _ if !writes => account.cloned(),
+            // Read back where apply left the account, not by anchor: a search by anchor reads
+            // every user object of the domain (adminDescription is not indexed by default).
+            _ => match dn_after {
+                Some(dn) => self.directory.read_account(&dn).await?,
+                None => None,
+            },
+        };
+        if plan.is_empty() && after.is_none() && situation.record.is_none() {
+            // No account, none before, nothing done: an employee, or a guest out of scope who
+            // never had one. Nothing worth remembering, and a record would make every later
+            // change to this user look like a former guest's.
+            return Ok(Outcome {
+                user_id: user_id.clone(),
+                user_principal_name: upn(&situation.lookup),
+                plan,
+                applied: true,
+                status,
+                dn: None,
+            });
+        }
+        let now = self.clock.now();
+        let record = GuestRecord {
+            object_id: user_id.clone(),
+            dn: after.as_ref().map(|a| a.dn.clone()),
+            object_guid: after.as_ref().and_then(|a| a.object_guid.clone()),
+            sam_account_name: after.as_ref().map(|a| a.sam_account_name.clone()),
+            status,
+            disabled_at: match status {
+                AccountStatus::Disabled => Some(situation.disabled_since.unwrap_or(now)),
+                _ => None,
+            },
+            applied_fingerprint: match &situation.desired {
+                DesiredState::Enabled(account) => Some(account.fingerprint()),
+                _ => None,
+            },
+            conflict: plan.iter().find_map(|op| match op {
+                Operation::Conflict { reason } => Some(reason.clone()),
+                _ => None,
+            }),
+            updated_at: now,
+        };
+        self.record(record, situation.record.map(|r| r.version))
+            .await?;
+        Ok(Outcome {
+            user_id: user_id.clone(),
+            user_principal_name: upn(&situation.lookup),
+            plan,
+            applied: true,
+            status,
+            dn: after.map(|a| a.dn),
+        })
+    }
+
+    /// Reads Graph, state and AD, and decides what AD should hold.
+    async fn observe(&self, user_id: &ObjectId, hint: Hint) -> Result<Situation, AppError> {
+        let lookup = self.graph.user(user_id).await.doing("reading the user")?;
+        let in_scope_group = match (&self.policy.scope_group_id, &lookup) {
+            (Some(group), UserLookup::Active(user)) if user.is_guest() => self
+                .graph
+                .is_member_of(user_id, group)
+                .await
+                .doing("checking the scope group")?,
+            _ => false,
+        };
+        let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
+        let accounts = self
+            .directory
+            .find_by_anchor(&self.policy.anchor.value_for(user_id))
+            .await?;
+        // Retention counts from when shadowsync disabled the account. With no record of that
+        // (a lost store, or an account disabled by hand) it counts from now: later, never earlier.
+        let disabled_since = match accounts.as_slice() {
+            [account] if !account.is_enabled() => Some(
+                record
+                    .as_ref()
+                    .and_then(|r| r.value.disabled_at)
+                    .unwrap_or_else(|| self.clock.now()),
+            ),
+            _ => None,
+        };
+        let mut desired = desired_state(
+            &lookup,
+            in_scope_group,
+            hint.deleted_in_graph,
+            &self.policy,
+            disabled_since,
+            self.clock.now(),
+        );
+        let mut observation = Observation {
+            accounts,
+            foreign_upn_holder: None,
+        };
+        let mut names_taken = None;
+        if let DesiredState::Enabled(account) = &mut desired {
+            let own = observation.accounts.first();
+            if own.is_none() {
+                let candidates = sam_account_name_candidates(user_id, upn(&lookup).as_deref());
+                match self.first_free_sam_account_name(&candidates).await? {
+                    Some(sam) => account.sam_account_name = sam,
+                    None => names_taken = Some(candidates),
+                }
+            }
+            if let Some(upn) = &account.attributes.user_principal_name {
+                if let Some(holder) = self.directory.find_by_user_principal_name(upn).await? {
+                    let ours = own.is_some_and(|a| {
+                        (a.object_guid.is_some() && a.object_guid == holder.object_guid)
+                            || shadowsync_core::dn::same(&a.dn, &holder.dn)
+                    });
+                    if !ours {
+                        observation.foreign_upn_holder = Some(holder.dn);
+                    }
+                }
+            }
+        }
+        Ok(Situation {
+            lookup,
+            desired,
+            observation,
+            record,
+            disabled_since,
+            names_taken,
+        })
+    }
+
+    /// The first `sAMAccountName` candidate nobody holds.
+    async fn first_free_sam_account_name(
+        &self,
+        candidates: &[String],
+    ) -> Result<Option<String>, AppError> {
+        for candidate in candidates {
+            if self
+                .directory
+                .find_by_sam_account_name(candidate)
+                .await?
+                .is_none()
+            {
+                return Ok(Some(candidate.clone()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Saves the record; if another worker wrote it meanwhile, ours is newer: write over theirs.
+    async fn record(&self, record: GuestRecord, expected: Option<u64>) -> Result<(), AppError> {
+        match record.save(self.state.as_ref(), expected).await {
+            Err(StateError::Conflict { .. }) => {
+                let current = GuestRecord::load(self.state.as_ref(), &record.object_id).await?;
+                record
+                    .save(self.state.as_ref(), current.map(|c| c.version))
+                    .await?;
+                Ok(())
+            }
+            other => other.map(|_| ()).map_err(Into::into),
+        }
+    }
+}
+
+fn upn(lookup: &UserLookup) -> Option<String> {
+    match lookup {
+        UserLookup::Active(u) | UserLookup::SoftDeleted(u) => u.user_principal_name.clone(),
+        UserLookup::Gone => None,
+    }
+}
+
+/// The account's status once the plan has run.
+fn status_after(
+    desired: &DesiredState,
+    plan: &Plan,
+    account: Option<&ActualAccount>,
+) -> AccountStatus {
+    if plan
+        .iter()
+        .any(|op| matches!(op, Operation::Conflict { .. }))
+    {
+        return AccountStatus::Conflict;
+    }
+    match desired {
+        DesiredState::Enabled(_) => AccountStatus::Enabled,
+        DesiredState::Disabled(_) if account.is_some() => AccountStatus::Disabled,
+        DesiredState::Disabled(_) => AccountStatus::NotProvisioned,
+        DesiredState::Deleted(_) => AccountStatus::Deleted,
+    }
+}
+
+/// A plan in one line, for logs.
+pub fn describe(plan: &Plan) -> String {
+    if plan.is_empty() {
+        return "nothing to do".into();
+    }
+    plan.iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("; ")
+}

@@ -1,0 +1,275 @@
+//! shadowsync's application: everything it does, built once, for every host.
+//!
+//! | module | what |
+//! |---|---|
+//! | [`converge`] | the one idempotent step: read Graph, read AD by anchor, plan, apply, record |
+//! | [`reconcile`] | delta rounds, sweeps of the managed OUs, and the one schedule of both |
+//! | [`keeper`] | the Graph subscription: create, renew, reauthorize, recreate, adopt |
+//! | [`jobs`] | the dispatcher: what each kind of job does (a new job kind goes here) |
+//! | [`worker`] | the workers: jobs off the queue, retries with backoff, dead letters |
+//! | [`admin`] | status, one guest's report, plan, sync |
+//! | [`build`] | [`App::build`]: the application from the settings and the chosen storage |
+//!
+//! The application talks to Graph and AD only through the ports of `shadowsync-ports`, and to
+//! its state and queue only through their traits; a host (a binary in `functions/`) builds an
+//! [`App`] once and runs the parts it hosts: `serve` all of them, the connector the workers and
+//! sweeps, each Lambda function one.
+
+pub mod admin;
+pub mod build;
+pub mod converge;
+mod error;
+pub mod jobs;
+pub mod keeper;
+pub mod metrics;
+pub mod reconcile;
+pub mod worker;
+
+pub use build::{Settings, Storage};
+pub use converge::{describe, Converger, Hint, Outcome};
+pub use error::{AppError, Doing};
+pub use jobs::Jobs;
+pub use keeper::{Ensured, KeeperConfig, SubscriptionKeeper};
+pub use metrics::{JobMetrics, MetricsSnapshot};
+pub use reconcile::{ManagedDirectory, Reconciler, Roles, RunReport};
+pub use worker::{JobError, JobHandler, Settled, WorkerConfig};
+
+use shadowsync_core::{Clock, Policy};
+use shadowsync_ports::{Directory, Graph};
+use shadowsync_queue::Queue;
+use shadowsync_state::KeyValueStore;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio_util::sync::CancellationToken;
+
+/// When the scheduled work runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Between two delta rounds (or, where the host does not run them, two checks whether a
+    /// sweep is due).
+    pub interval: Duration,
+    /// Between two sweeps of the managed OUs (a full delta round also leads to one).
+    pub sweep_interval: Duration,
+    /// Between two checks of the subscription.
+    pub subscription_check: Duration,
+}
+
+impl Default for Schedule {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(15 * 60),
+            sweep_interval: Duration::from_secs(24 * 3600),
+            subscription_check: Duration::from_secs(3600),
+        }
+    }
+}
+
+/// What an [`App`] is made of: the ports, already connected. Tests pass fakes here; hosts go
+/// through [`App::build`].
+pub struct Parts {
+    pub graph: Arc<dyn Graph>,
+    pub state: Arc<dyn KeyValueStore>,
+    pub queue: Arc<dyn Queue>,
+    /// AD and the policy naming its managed OUs, where this host reaches AD.
+    pub directory: Option<(Arc<dyn Directory>, Policy)>,
+    /// The subscription this host keeps, if it keeps one.
+    pub keeper: Option<KeeperConfig>,
+    /// The clock of converge and the reconciler (the keeper follows Graph's clock).
+    pub clock: Arc<dyn Clock>,
+    pub schedule: Schedule,
+    pub workers: WorkerConfig,
+}
+
+impl Parts {
+    /// Graph, state and queue, with no directory and no keeper, the system clock, the default
+    /// schedule and workers; add what a test or a bench needs with the methods below.
+    pub fn new(
+        graph: Arc<dyn Graph>,
+        state: Arc<dyn KeyValueStore>,
+        queue: Arc<dyn Queue>,
+    ) -> Self {
+        Self {
+            graph,
+            state,
+            queue,
+            directory: None,
+            keeper: None,
+            clock: Arc::new(shadowsync_core::SystemClock),
+            schedule: Schedule::default(),
+            workers: WorkerConfig::default(),
+        }
+    }
+
+    pub fn directory(mut self, directory: Arc<dyn Directory>, policy: Policy) -> Self {
+        self.directory = Some((directory, policy));
+        self
+    }
+
+    pub fn keeper(mut self, keeper: KeeperConfig) -> Self {
+        self.keeper = Some(keeper);
+        self
+    }
+
+    pub fn clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    pub fn workers(mut self, workers: WorkerConfig) -> Self {
+        self.workers = workers;
+        self
+    }
+}
+
+/// The application, built once per process. Cheap to share (`Arc` inside).
+pub struct App {
+    pub graph: Arc<dyn Graph>,
+    pub state: Arc<dyn KeyValueStore>,
+    pub queue: Arc<dyn Queue>,
+    /// `None` where AD is out of reach.
+    pub converger: Option<Arc<Converger>>,
+    pub reconciler: Arc<Reconciler>,
+    /// `None` where no subscription is configured.
+    pub keeper: Option<Arc<SubscriptionKeeper>>,
+    pub jobs: Arc<Jobs>,
+    pub metrics: Arc<JobMetrics>,
+    pub schedule: Schedule,
+    pub workers: WorkerConfig,
+    /// Woken by `missed` and `subscriptionRemoved`: a delta round now.
+    reconcile_now: Arc<Notify>,
+}
+
+impl App {
+    pub fn from_parts(parts: Parts) -> Self {
+        let Parts {
+            graph,
+            state,
+            queue,
+            directory,
+            keeper,
+            clock,
+            schedule,
+            workers,
+        } = parts;
+        let converger = directory.as_ref().map(|(directory, policy)| {
+            Arc::new(Converger {
+                graph: graph.clone(),
+                directory: directory.clone(),
+                state: state.clone(),
+                policy: policy.clone(),
+                clock: clock.clone(),
+            })
+        });
+        let reconciler = Arc::new(Reconciler {
+            graph: graph.clone(),
+            queue: queue.clone(),
+            state: state.clone(),
+            managed: directory.map(|(directory, policy)| ManagedDirectory { directory, policy }),
+            clock,
+        });
+        let keeper = keeper.map(|config| {
+            Arc::new(SubscriptionKeeper {
+                graph: graph.clone(),
+                state: state.clone(),
+                config,
+                clock: graph.clock(),
+            })
+        });
+        let metrics = Arc::new(JobMetrics::new());
+        let reconcile_now = Arc::new(Notify::new());
+        let jobs = Arc::new(Jobs {
+            converger: converger.clone(),
+            keeper: keeper.clone(),
+            reconcile_now: Some(reconcile_now.clone()),
+            metrics: metrics.clone(),
+        });
+        Self {
+            graph,
+            state,
+            queue,
+            converger,
+            reconciler,
+            keeper,
+            jobs,
+            metrics,
+            schedule,
+            workers,
+            reconcile_now,
+        }
+    }
+
+    /// The converge step; an error where AD is out of reach.
+    pub fn converger(&self) -> Result<&Arc<Converger>, AppError> {
+        self.converger
+            .as_ref()
+            .ok_or(AppError::Missing("the directory"))
+    }
+
+    /// The subscription keeper; an error where no subscription is configured.
+    pub fn keeper(&self) -> Result<&Arc<SubscriptionKeeper>, AppError> {
+        self.keeper
+            .as_ref()
+            .ok_or(AppError::Missing("the subscription keeper"))
+    }
+
+    /// The workers, until `shutdown`; then the jobs in hand finish.
+    pub async fn run_workers(&self, shutdown: CancellationToken) {
+        worker::run(
+            self.queue.clone(),
+            self.jobs.clone(),
+            self.workers.clone(),
+            shutdown,
+        )
+        .await
+    }
+
+    /// Ensures the subscription now and then every `subscription_check`; after a failure,
+    /// tries again sooner.
+    pub async fn keep_subscription(&self, shutdown: CancellationToken) {
+        let Some(keeper) = &self.keeper else { return };
+        let every = self.schedule.subscription_check;
+        loop {
+            let pause = match keeper.ensure().await {
+                Ok(ensured) => {
+                    tracing::info!(outcome = ?ensured.outcome, "subscription checked");
+                    every
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "subscription check failed");
+                    every.min(Duration::from_secs(60))
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(pause) => {}
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    /// The schedule of [`Reconciler::scheduled_run`] at start and every `interval`, and at once
+    /// when a lifecycle event asks for a delta round (where this host runs them).
+    pub async fn run_schedule(&self, roles: Roles, shutdown: CancellationToken) {
+        loop {
+            match self
+                .reconciler
+                .scheduled_run(roles, self.schedule.sweep_interval)
+                .await
+            {
+                Ok(report) => tracing::info!(?report, "reconciliation done"),
+                Err(e) => tracing::error!(error = %e, "reconciliation failed"),
+            }
+            let woken = async {
+                match roles.delta {
+                    true => self.reconcile_now.notified().await,
+                    false => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = tokio::time::sleep(self.schedule.interval) => {}
+                _ = woken => tracing::info!("lifecycle event: reconciling now"),
+                _ = shutdown.cancelled() => return,
+            }
+        }
+    }
+}

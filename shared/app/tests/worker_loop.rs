@@ -1,0 +1,225 @@
+//! The workers' loop on the real embedded queue, with a handler that records what it is given
+//! and fails on demand.
+
+use async_trait::async_trait;
+use shadowsync_app::worker::run;
+use shadowsync_app::{JobError, JobHandler, WorkerConfig};
+use shadowsync_core::{Backoff, ObjectId};
+use shadowsync_queue::{EmbeddedQueue, Job, JobSource, Queue};
+use shadowsync_state::EmbeddedStore;
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+/// The users of these tests, by label (jobs carry object ids).
+const USERS: [&str; 7] = ["a", "b", "c", "flaky", "broken", "stubborn", "slow"];
+
+fn label(id: &ObjectId) -> String {
+    USERS
+        .iter()
+        .find(|u| ObjectId::from_label(u) == *id)
+        .map_or_else(|| id.to_string(), |u| u.to_string())
+}
+
+fn job(user: &str, n: u32) -> Job {
+    Job::Converge {
+        user_id: ObjectId::from_label(user),
+        change_type: None,
+        subscription_id: Some(format!("{n}")),
+        received_at: chrono::Utc::now(),
+        source: JobSource::Admin,
+    }
+}
+
+/// Records `(user, n)` in the order jobs are handled; fails the first `fail[user]` attempts
+/// (retryable) or always (`permanent`).
+#[derive(Default)]
+struct Recorder {
+    seen: Mutex<Vec<(String, String)>>,
+    running: Mutex<HashMap<String, u32>>,
+    max_parallel_per_user: Mutex<u32>,
+    fail: Mutex<HashMap<String, u32>>,
+    permanent: Vec<String>,
+    delay: Duration,
+}
+
+#[async_trait]
+impl JobHandler for Recorder {
+    async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        let Job::Converge {
+            user_id,
+            subscription_id,
+            ..
+        } = job
+        else {
+            unreachable!()
+        };
+        let user_id = &label(user_id);
+        {
+            let mut running = self.running.lock().unwrap();
+            let n = running.entry(user_id.clone()).or_default();
+            *n += 1;
+            let mut max = self.max_parallel_per_user.lock().unwrap();
+            *max = (*max).max(*n);
+        }
+        tokio::time::sleep(self.delay).await;
+        *self.running.lock().unwrap().get_mut(user_id).unwrap() -= 1;
+        if self.permanent.contains(user_id) {
+            return Err(JobError {
+                retryable: false,
+                reason: "cannot ever work".into(),
+            });
+        }
+        if let Some(left) = self
+            .fail
+            .lock()
+            .unwrap()
+            .get_mut(user_id)
+            .filter(|n| **n > 0)
+        {
+            *left -= 1;
+            return Err(JobError {
+                retryable: true,
+                reason: "not yet".into(),
+            });
+        }
+        self.seen
+            .lock()
+            .unwrap()
+            .push((user_id.clone(), subscription_id.clone().unwrap()));
+        Ok(())
+    }
+}
+
+fn config() -> WorkerConfig {
+    WorkerConfig {
+        workers: 4,
+        visibility: Duration::from_secs(5),
+        poll_interval: Duration::from_millis(10),
+        retry: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+    }
+}
+
+async fn queue(dir: &tempfile::TempDir, max_attempts: u32) -> Arc<EmbeddedQueue> {
+    let store = EmbeddedStore::open(dir.path().join("q.redb")).unwrap();
+    Arc::new(EmbeddedQueue::new(&store, max_attempts).unwrap())
+}
+
+async fn until_empty(q: &EmbeddedQueue) {
+    for _ in 0..400 {
+        if q.stats().await.unwrap().depth == 0 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("queue never drained: {:?}", q.stats().await.unwrap());
+}
+
+#[tokio::test]
+async fn users_run_concurrently_each_in_order_and_failures_are_retried_or_dead_lettered() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir, 5).await;
+    let mut jobs = Vec::new();
+    for n in 0..5 {
+        for user in ["a", "b", "c", "flaky", "broken"] {
+            jobs.push(job(user, n));
+        }
+    }
+    q.send_batch(jobs).await.unwrap();
+    let handler = Arc::new(Recorder {
+        delay: Duration::from_millis(20),
+        fail: Mutex::new(HashMap::from([("flaky".to_string(), 2)])),
+        permanent: vec!["broken".into()],
+        ..Default::default()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
+    until_empty(&q).await;
+    stop.cancel();
+    task.await.unwrap();
+
+    let seen = handler.seen.lock().unwrap().clone();
+    for user in ["a", "b", "c", "flaky"] {
+        let order: Vec<_> = seen
+            .iter()
+            .filter(|(u, _)| u == user)
+            .map(|(_, n)| n.as_str())
+            .collect();
+        assert_eq!(
+            order,
+            ["0", "1", "2", "3", "4"],
+            "{user}'s jobs in order, each once"
+        );
+    }
+    assert_eq!(
+        *handler.max_parallel_per_user.lock().unwrap(),
+        1,
+        "one job per user at a time"
+    );
+    let dead = q.dead_letters().await.unwrap();
+    assert_eq!(
+        dead.len(),
+        5,
+        "every job of the broken user is dead-lettered"
+    );
+    assert!(dead
+        .iter()
+        .all(|d| d.reason == "cannot ever work" && d.attempts == 1));
+}
+
+#[tokio::test]
+async fn a_job_failing_every_time_is_dead_lettered_after_max_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir, 3).await;
+    q.send_batch(vec![job("stubborn", 0)]).await.unwrap();
+    let handler = Arc::new(Recorder {
+        fail: Mutex::new(HashMap::from([("stubborn".to_string(), u32::MAX)])),
+        ..Default::default()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler, config(), stop.clone()));
+    until_empty(&q).await;
+    stop.cancel();
+    task.await.unwrap();
+    let dead = q.dead_letters().await.unwrap();
+    assert_eq!(
+        (dead.len(), dead[0].attempts, dead[0].reason.as_str()),
+        (1, 3, "not yet")
+    );
+}
+
+#[tokio::test]
+async fn shutdown_finishes_the_job_in_hand() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir, 3).await;
+    q.send_batch(vec![job("slow", 0)]).await.unwrap();
+    let handler = Arc::new(Recorder {
+        delay: Duration::from_millis(500),
+        ..Default::default()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
+    tokio::time::sleep(Duration::from_millis(150)).await; // the job is in hand
+    stop.cancel();
+    task.await.unwrap();
+    assert_eq!(
+        handler.seen.lock().unwrap().len(),
+        1,
+        "finished, not abandoned"
+    );
+    assert_eq!(q.stats().await.unwrap().depth, 0, "and acknowledged");
+}
+
+#[test]
+fn backoff_grows_is_capped_and_never_comes_too_soon() {
+    let c = Backoff::new(Duration::from_secs(2), Duration::from_secs(60));
+    for attempt in 1..12 {
+        let exp = (2u64 << (attempt - 1)).min(60);
+        let d = c.delay(attempt);
+        assert!(
+            d >= Duration::from_secs(exp) / 2 && d <= Duration::from_secs(exp),
+            "attempt {attempt}: {d:?}"
+        );
+    }
+}
