@@ -1,13 +1,14 @@
 //! The counters of a long-running host, published as log lines: what the Lambda functions send
-//! as embedded metrics, `serve` and the connector write to their log (one line a minute, when
-//! something happened), where a log pipeline can count them.
+//! as embedded metrics, `serve` and the connector write to their log (one line a minute when
+//! something happened, and a last one when they stop), where a log pipeline can count them.
 
 use shadowsync_app::{App, MetricsSnapshot};
 use shadowsync_notifications::WebhookMetrics;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Logs the jobs' counters (and the webhook's, where it runs) every `every`, until shutdown.
+/// Logs the jobs' counters (and the webhook's, where it runs) every `every`, and once more at
+/// shutdown.
 pub async fn log_periodically(
     app: &App,
     webhook: Option<&WebhookMetrics>,
@@ -17,10 +18,10 @@ pub async fn log_periodically(
     let mut published = webhook.map(WebhookMetrics::snapshot).unwrap_or_default();
     let mut jobs_published = app.metrics.snapshot();
     loop {
-        tokio::select! {
-            _ = tokio::time::sleep(every) => {}
-            _ = shutdown.cancelled() => return,
-        }
+        let stopping = tokio::select! {
+            _ = tokio::time::sleep(every) => false,
+            _ = shutdown.cancelled() => true,
+        };
         let jobs = app.metrics.snapshot();
         log_jobs(&jobs.since(&jobs_published), &app.metrics.take_latencies());
         jobs_published = jobs;
@@ -36,6 +37,9 @@ pub async fn log_periodically(
                     .collect();
                 tracing::info!(metrics = "webhook", counters = %counters.join(" "), "webhook counters");
             }
+        }
+        if stopping {
+            return;
         }
     }
 }

@@ -4,10 +4,8 @@
 
 use graph_sim::{SimClient, SimConfig};
 use serde_json::Value;
-use shadowsync_core::account::uac;
-use shadowsync_core::ObjectId;
 use shadowsync_e2e::serve::{free_port, wait_until, Cli};
-use shadowsync_e2e::{aws, samba, text, unique, AdProbe};
+use shadowsync_e2e::{aws, invite_guest, is_enabled, samba, unique, AdProbe};
 use shadowsync_queue::{ChangeType, Job, JobSource, Queue};
 use shadowsync_queue_sqs::SqsQueue;
 use std::path::Path;
@@ -16,21 +14,6 @@ use std::time::Duration;
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync");
 /// A limit for reaching a state, not a speed target.
 const SETTLE: Duration = Duration::from_secs(60);
-
-async fn invite(graph: &SimClient, name: &str) -> ObjectId {
-    let user = graph
-        .invite(&format!("{name}@{}.example.com", unique()), name)
-        .await
-        .unwrap();
-    let id = user["invitedUser"]["id"].as_str().or(user["id"].as_str());
-    ObjectId::parse(id.unwrap()).unwrap()
-}
-
-fn is_enabled(entry: &shadowsync_e2e::RawEntry) -> bool {
-    text(entry, "userAccountControl")
-        .and_then(|v| v.parse::<u32>().ok())
-        .is_some_and(|v| v & uac::ACCOUNTDISABLE == 0)
-}
 
 #[tokio::test]
 async fn the_connector_converges_jobs_from_the_cloud_queue_and_stops_gracefully() {
@@ -104,7 +87,9 @@ async fn the_connector_converges_jobs_from_the_cloud_queue_and_stops_gracefully(
     assert_eq!(report["status"], "ok", "{report}");
 
     // A job, as the cloud webhook would store it.
-    let id = invite(&graph, "Connector Guest").await;
+    let id = invite_guest(&graph, "Connector Guest", "Connector Guest")
+        .await
+        .unwrap();
     let cloud = SqsQueue::new(
         aws_sdk_sqs::Client::new(&sdk),
         &queue_url,

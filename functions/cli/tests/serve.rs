@@ -1,7 +1,7 @@
 //! `shadowsync serve` as a real process: Graph simulator → notifications → webhook → embedded
 //! queue → provisioner → real Samba AD DC, and the subscription keeper.
 
-use graph_sim::{FaultRule, SimClient, SimConfig};
+use graph_sim::{FaultRule, RunningSim, SimClient, SimConfig};
 use serde_json::{json, Value};
 use shadowsync_core::account::uac;
 use shadowsync_core::dn;
@@ -414,16 +414,23 @@ async fn a_missed_lifecycle_event_runs_the_reconciler_at_once() {
         .await;
 }
 
-#[tokio::test]
-async fn log_format_json_writes_one_json_object_per_line() {
-    use tokio::io::AsyncBufReadExt;
+/// `serve --log-format json` on OUs of its own, its log (standard error) piped; with the
+/// simulator it talks to and the directory probe that made the OUs.
+async fn serve_with_json_logs(
+    name: &str,
+) -> (
+    tokio::process::Child,
+    RunningSim,
+    AdProbe,
+    tempfile::TempDir,
+) {
     let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
         .await
         .unwrap();
     let dir = tempfile::tempdir().unwrap();
     let mut probe = AdProbe::connect(samba()).await.unwrap();
-    let guests = probe.ou("Log Guests").await.unwrap();
-    let disabled = probe.ou("Log Disabled").await.unwrap();
+    let guests = probe.ou(&format!("{name} Guests")).await.unwrap();
+    let disabled = probe.ou(&format!("{name} Disabled")).await.unwrap();
     let cli = shadowsync_e2e::serve::Cli::new(
         Path::new(BIN),
         &sim,
@@ -433,13 +440,20 @@ async fn log_format_json_writes_one_json_object_per_line() {
         "",
     )
     .unwrap();
-    let mut child = cli
+    let child = cli
         .command(&["--log-format", "json", "serve"], &[])
         .env("RUST_LOG", "info")
         .stderr(std::process::Stdio::piped())
         .kill_on_drop(true)
         .spawn()
         .unwrap();
+    (child, sim, probe, dir)
+}
+
+#[tokio::test]
+async fn log_format_json_writes_one_json_object_per_line() {
+    use tokio::io::AsyncBufReadExt;
+    let (mut child, _sim, _probe, _dir) = serve_with_json_logs("Log").await;
     let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
     let first = tokio::time::timeout(SETTLE, lines.next_line())
         .await
@@ -453,4 +467,59 @@ async fn log_format_json_writes_one_json_object_per_line() {
         "{event}"
     );
     child.kill().await.unwrap();
+}
+
+#[tokio::test]
+async fn counters_are_published_in_the_log() {
+    use tokio::io::AsyncBufReadExt;
+    let (mut child, sim, mut probe, _dir) = serve_with_json_logs("Counted").await;
+    // Read the log as it comes, so that a full pipe never stalls serve.
+    let mut lines = tokio::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let log = tokio::spawn(async move {
+        let mut events = Vec::new();
+        while let Ok(Some(line)) = lines.next_line().await {
+            events.extend(serde_json::from_str::<Value>(&line).ok());
+        }
+        events
+    });
+    let graph = SimClient::new(sim.base_url(), sim.config());
+    let shared = sim.sim();
+    wait_until(SETTLE, || {
+        let shared = shared.clone();
+        async move { !shared.world().subscriptions.is_empty() }
+    })
+    .await
+    .expect("serve creates its subscription");
+    let id = shadowsync_e2e::invite_guest(&graph, "counted", "Counted Guest")
+        .await
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + SETTLE;
+    while probe.by_anchor(&id).await.unwrap().is_none() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the notification becomes an account"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
+    // Stopping publishes the counters of the last minute.
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().unwrap().to_string()])
+        .status()
+        .unwrap();
+    let stopped = tokio::time::timeout(SETTLE, child.wait()).await.unwrap();
+    assert!(stopped.unwrap().success());
+    let events = log.await.unwrap();
+    let webhook = events
+        .iter()
+        .find(|e| e["message"] == "webhook counters")
+        .expect("a webhook counters line");
+    let counters = webhook["counters"].as_str().unwrap();
+    assert!(counters.contains("JobsEnqueued=1 "), "{counters}");
+    assert!(counters.contains("RejectedBadClientState=0 "), "{counters}");
+    let jobs = events
+        .iter()
+        .find(|e| e["message"] == "job counters")
+        .expect("a job counters line");
+    assert_eq!(jobs["applied"], 1, "{jobs}");
 }

@@ -4,7 +4,6 @@
 //! writes JSON logs with the request id and an embedded-metric line.
 
 use graph_sim::{SimClient, SimConfig};
-use serde_json::Value;
 use shadowsync_e2e::aws::{self, RuntimeApi};
 use shadowsync_e2e::serve::CLIENT_STATE;
 use shadowsync_e2e::{samba, unique, AdProbe};
@@ -12,7 +11,6 @@ use shadowsync_queue::{ChangeType, Job, JobSource, Queue};
 use shadowsync_queue_sqs::SqsQueue;
 use std::process::Stdio;
 use std::time::Duration;
-use tokio::io::AsyncReadExt;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync-provisioner");
 
@@ -83,7 +81,7 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
             samba().ca_file.display().to_string(),
         ),
         ("SHADOWSYNC_POLICY_REQUIRE_ACCEPTED", "false".to_string()),
-        ("SHADOWSYNC_POLICY_RETENTION_DAYS", "30".to_string()),
+        ("SHADOWSYNC_POLICY_RETENTION", "30d".to_string()),
         ("SHADOWSYNC_PROVISIONER_MAX_ATTEMPTS", "5".to_string()),
         ("RUST_LOG", "info".to_string()),
     ];
@@ -153,20 +151,7 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
     assert!(shadowsync_core::dn::is_within(&dn, &guests), "{dn}");
 
     // Logs and metrics are on standard output: JSON lines.
-    child.start_kill().unwrap();
-    let _ = child.wait().await;
-    let mut out = String::new();
-    child
-        .stdout
-        .take()
-        .unwrap()
-        .read_to_string(&mut out)
-        .await
-        .unwrap();
-    let lines: Vec<Value> = out
-        .lines()
-        .filter_map(|l| serde_json::from_str(l).ok())
-        .collect();
+    let (out, lines) = aws::stop_and_read_stdout(&mut child).await.unwrap();
     let converged = lines
         .iter()
         .find(|l| l["fields"]["message"] == "converged")

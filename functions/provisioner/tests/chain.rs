@@ -7,11 +7,10 @@ use aws_lambda_events::event::sqs::SqsEvent;
 use graph_sim::{SimClient, SimConfig};
 use secrecy::SecretString;
 use shadowsync_app::{App, KeeperConfig, Parts, Schedule, WorkerConfig};
-use shadowsync_core::account::uac;
-use shadowsync_core::{ObjectId, Policy, SystemClock};
+use shadowsync_core::{Policy, SystemClock};
 use shadowsync_directory::LdapDirectory;
 use shadowsync_e2e::serve::CLIENT_STATE;
-use shadowsync_e2e::{aws, graph_client, samba, text, unique, AdProbe};
+use shadowsync_e2e::{aws, graph_client, invite_guest, is_enabled, samba, text, AdProbe};
 use shadowsync_notifications::WebhookState;
 use shadowsync_provisioner::SqsBatchHandler;
 use shadowsync_queue::Queue;
@@ -22,21 +21,6 @@ use std::time::Duration;
 
 /// A limit for reaching a state, not a speed target.
 const SETTLE: Duration = Duration::from_secs(60);
-
-async fn invite(graph: &SimClient, name: &str) -> ObjectId {
-    let user = graph
-        .invite(&format!("{name}@{}.example.com", unique()), name)
-        .await
-        .unwrap();
-    let id = user["invitedUser"]["id"].as_str().or(user["id"].as_str());
-    ObjectId::parse(id.unwrap()).unwrap()
-}
-
-fn is_enabled(entry: &shadowsync_e2e::RawEntry) -> bool {
-    text(entry, "userAccountControl")
-        .and_then(|v| v.parse::<u32>().ok())
-        .is_some_and(|v| v & uac::ACCOUNTDISABLE == 0)
-}
 
 #[tokio::test]
 async fn lambda_functions_turn_an_invitation_into_an_account() {
@@ -101,7 +85,9 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
         .await
         .expect("subscription created through the webhook function");
 
-    let id = invite(&graph, "Lambda Guest").await;
+    let id = invite_guest(&graph, "Lambda Guest", "Lambda Guest")
+        .await
+        .unwrap();
 
     // The provisioner function, fed by the SQS event source until the account exists.
     let provisioner = SqsBatchHandler {

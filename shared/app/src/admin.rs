@@ -171,18 +171,9 @@ impl App {
     pub async fn candidates(&self) -> Result<Vec<ObjectId>, AppError> {
         let converger = self.converger()?;
         let mut ids = BTreeSet::new();
-        let mut next: Option<String> = None;
-        loop {
-            let page = self
-                .graph
-                .guests(next.as_deref())
-                .await
-                .doing("listing guests")?;
-            ids.extend(page.items);
-            match page.next_link {
-                Some(link) => next = Some(link),
-                None => break,
-            }
+        let mut guests = crate::reconcile::Guests::new(self.graph.as_ref());
+        while let Some(page) = guests.next_page().await? {
+            ids.extend(page);
         }
         let policy = &converger.policy;
         for ou in [&policy.guests_ou, &policy.disabled_ou] {

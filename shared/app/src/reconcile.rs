@@ -296,22 +296,13 @@ impl Reconciler {
             // Joining the scope group (directly or through a nested group) changes nothing on
             // the user, so delta never reports it: look for guests that have no account yet.
             // Converge checks the transitive membership.
-            let mut next: Option<String> = None;
-            loop {
-                let page = self
-                    .graph
-                    .guests(next.as_deref())
-                    .await
-                    .doing("listing guests")?;
-                for id in page.items {
+            let mut guests = Guests::new(self.graph.as_ref());
+            while let Some(page) = guests.next_page().await? {
+                for id in page {
                     report.guests_checked += 1;
                     if !anchored.contains(&id) {
                         jobs.push(self.job(id, None)).await?;
                     }
-                }
-                match page.next_link {
-                    Some(link) => next = Some(link),
-                    None => break,
                 }
             }
         }
@@ -386,6 +377,35 @@ impl Reconciler {
             received_at: self.clock.now(),
             source: JobSource::Reconciler,
         }
+    }
+}
+
+/// Every guest's id, a page at a time (memory stays flat whatever the tenant's size).
+pub(crate) struct Guests<'a> {
+    graph: &'a dyn Graph,
+    /// `None` once the last page was read; `Some(None)` before the first.
+    next: Option<Option<String>>,
+}
+
+impl<'a> Guests<'a> {
+    pub(crate) fn new(graph: &'a dyn Graph) -> Self {
+        Self {
+            graph,
+            next: Some(None),
+        }
+    }
+
+    pub(crate) async fn next_page(&mut self) -> Result<Option<Vec<ObjectId>>, AppError> {
+        let Some(link) = self.next.take() else {
+            return Ok(None);
+        };
+        let page = self
+            .graph
+            .guests(link.as_deref())
+            .await
+            .doing("listing guests")?;
+        self.next = page.next_link.map(Some);
+        Ok(Some(page.items))
     }
 }
 

@@ -41,6 +41,9 @@ pub enum AwsError {
         variable: String,
         arn: String,
         reason: String,
+        /// What Secrets Manager answered, when it failed (never a secret's value).
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
 }
 

@@ -87,6 +87,7 @@ pub async fn resolve(
                     reason:
                         "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
                             .into(),
+                    source: None,
                 })?;
             graph_certificate = Some(GraphCredential::Certificate {
                 certificate_pem: parsed.certificate_pem,
@@ -111,13 +112,19 @@ async fn fetch(
         variable: variable.to_string(),
         arn: arn.to_string(),
         reason,
+        source: None,
     };
     let out = client
         .get_secret_value()
         .secret_id(arn)
         .send()
         .await
-        .map_err(|e| error(aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string()))?;
+        .map_err(|e| AwsError::Secret {
+            variable: variable.to_string(),
+            arn: arn.to_string(),
+            reason: aws_sdk_secretsmanager::error::DisplayErrorContext(&e).to_string(),
+            source: Some(Box::new(e)),
+        })?;
     let value = out
         .secret_string()
         .ok_or_else(|| error("has no SecretString (binary secrets are not supported)".into()))?;

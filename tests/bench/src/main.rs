@@ -300,12 +300,12 @@ stayed between 0.42 and 0.47, so the worker count is not the bound; the DC is.
 Fixed in shadowsync after the first runs (section 3's \"as before\" rows and section 2's
 \"three writes\" row measure the old way in every run):
 
-1. **An account is created in one add** (`shared/directory`, `Directory::create`). The add
+1. **An account is created in one add** (`shared/directory`, `LdapDirectory::create`). The add
    carries `unicodePwd` (over the encrypted connection) and the final `userAccountControl`; AD
    checks the password against policy in the add itself. It was three writes (add disabled, set
    the password, enable), three commits where ldapadd makes one, and an account could be seen
    half-made until the removal that followed a failure.
-2. **The result is recorded by reading the DN just written** (`shared/converge`), where converge
+2. **The result is recorded by reading the DN just written** (`shared/app`, converge), where converge
    searched the whole domain by anchor a second time after every change.
 3. **The search by anchor names `objectCategory=person` as well as `objectClass=user`**
    (`shared/directory`, `anchor_filter`). The anchor is not indexed, so the DC reads every

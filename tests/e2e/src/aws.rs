@@ -54,6 +54,28 @@ pub fn moto_env() -> Vec<(&'static str, String)> {
     ]
 }
 
+/// Stops a function process and returns what it wrote on standard output (piped): the text,
+/// and the lines that are JSON (Lambda's log lines and embedded-metric lines).
+pub async fn stop_and_read_stdout(
+    child: &mut tokio::process::Child,
+) -> Result<(String, Vec<Value>)> {
+    use tokio::io::AsyncReadExt;
+    child.start_kill()?;
+    let _ = child.wait().await;
+    let mut out = String::new();
+    child
+        .stdout
+        .take()
+        .context("standard output is not piped")?
+        .read_to_string(&mut out)
+        .await?;
+    let lines = out
+        .lines()
+        .filter_map(|l| serde_json::from_str(l).ok())
+        .collect();
+    Ok((out, lines))
+}
+
 /// An SDK configuration for moto.
 pub async fn sdk_config() -> aws_config::SdkConfig {
     aws_config::defaults(aws_config::BehaviorVersion::latest())

@@ -133,16 +133,28 @@ impl World {
 
     /// Invites a guest with a unique address; returns their objectId.
     pub async fn invite(&self, local: &str, display_name: &str) -> Result<ObjectId> {
-        let user = self
-            .graph
-            .invite(&format!("{local}@{}.example.com", unique()), display_name)
-            .await?;
-        let id = user["invitedUser"]["id"]
-            .as_str()
-            .or_else(|| user["id"].as_str())
-            .context("invitation has no user id")?;
-        Ok(ObjectId::parse(id)?)
+        invite_guest(&self.graph, local, display_name).await
     }
+}
+
+/// Invites a guest into the simulator with a unique address (`<local>@<unique>.example.com`);
+/// returns their objectId.
+pub async fn invite_guest(graph: &SimClient, local: &str, display_name: &str) -> Result<ObjectId> {
+    let user = graph
+        .invite(&format!("{local}@{}.example.com", unique()), display_name)
+        .await?;
+    let id = user["invitedUser"]["id"]
+        .as_str()
+        .or_else(|| user["id"].as_str())
+        .context("invitation has no user id")?;
+    Ok(ObjectId::parse(id)?)
+}
+
+/// Whether an entry's `userAccountControl` leaves it enabled.
+pub fn is_enabled(entry: &RawEntry) -> bool {
+    text(entry, "userAccountControl")
+        .and_then(|v| v.parse::<u32>().ok())
+        .is_some_and(|v| v & shadowsync_core::account::uac::ACCOUNTDISABLE == 0)
 }
 
 /// shadowsync's Graph client pointed at the simulator, with quick retries.
