@@ -27,10 +27,7 @@ pub const MAX_LIFETIME_MINUTES: i64 =
 /// a request over it (Graph rejects the whole request then).
 pub const DEFAULT_LIFETIME_MINUTES: i64 =
     shadowsync_config::SUBSCRIPTION_LIFETIME.as_secs() as i64 / 60;
-/// Default renewal margin: three days leaves room for several failed scheduled runs.
-pub const DEFAULT_RENEW_MARGIN_DAYS: i64 = 3;
-/// Graph's limit on `clientState`.
-pub const MAX_CLIENT_STATE_CHARS: usize = 128;
+use shadowsync_config::MAX_CLIENT_STATE_CHARS;
 
 /// The subscription the keeper keeps. Build with [`KeeperConfig::new`], then adjust fields.
 /// `Debug` shows the client state as `[REDACTED]` (it is a [`SecretString`]).
@@ -65,7 +62,12 @@ impl KeeperConfig {
             resource: "/users".into(),
             change_type: "updated,deleted".into(),
             lifetime: Duration::minutes(DEFAULT_LIFETIME_MINUTES),
-            renew_margin: Duration::days(DEFAULT_RENEW_MARGIN_DAYS),
+            // The configuration's default (72 hours): room for several failed checks.
+            renew_margin: Duration::seconds(
+                shadowsync_config::SubscriptionsSection::default()
+                    .renew_margin
+                    .as_secs() as i64,
+            ),
         }
     }
 

@@ -34,7 +34,7 @@ pub use reconciler::ReconcilerSection;
 pub use secrecy::SecretString;
 pub use state::StateSection;
 pub use subscriptions::{SubscriptionsSection, MAX_SUBSCRIPTION_LIFETIME, SUBSCRIPTION_LIFETIME};
-pub use webhook::WebhookSection;
+pub use webhook::{WebhookSection, MAX_CLIENT_STATE_CHARS};
 
 use shadowsync_core::Policy;
 use std::path::{Path, PathBuf};

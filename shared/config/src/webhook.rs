@@ -13,7 +13,7 @@ const DEFAULT_LISTEN: SocketAddr =
 /// notifications from forged ones.
 const MIN_CLIENT_STATE_CHARS: usize = 16;
 /// Graph's limit for `clientState`.
-const MAX_CLIENT_STATE_CHARS: usize = 128;
+pub const MAX_CLIENT_STATE_CHARS: usize = 128;
 
 /// The validated `[webhook]` section. `Debug` never shows the client state.
 #[derive(Debug, Clone)]
