@@ -441,10 +441,15 @@ def env_variables(t: dict) -> dict[str, dict]:
 
 
 def check_secret_env(t: dict) -> list[str]:
-    """Secrets reach functions as ARNs (Ref to a secret of this template), never as values, and
-    every variable follows SHADOWSYNC_<SECTION>_<KEY> (or RUST_LOG)."""
+    """Secrets reach functions as ARNs (Ref to a secret of this template, or to a parameter
+    that only takes a Secrets Manager ARN), never as values, and every variable follows
+    SHADOWSYNC_<SECTION>_<KEY> (or RUST_LOG)."""
     problems = []
-    secrets = resources(t, "AWS::SecretsManager::Secret")
+    secrets = set(resources(t, "AWS::SecretsManager::Secret")) | {
+        name
+        for name, p in t.get("Parameters", {}).items()
+        if ":secretsmanager:" in p.get("AllowedPattern", "")
+    }
     for fn, variables in env_variables(t).items():
         for key, value in variables.items():
             if not re.fullmatch(r"SHADOWSYNC_[A-Z0-9_]+|RUST_LOG", key):

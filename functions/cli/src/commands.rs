@@ -233,6 +233,22 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
     for (id, reason) in &report.conflicts {
         println!("conflict       {id}: {reason}");
     }
+    if let Some(d) = &report.graph_access.denied {
+        println!(
+            "GRAPH REFUSES  access since {} ({} refusals, last {} while {}): {}",
+            d.since.to_rfc3339(),
+            d.refusals,
+            d.last_at.to_rfc3339(),
+            d.action,
+            d.message
+        );
+    }
+    if report.graph_access.denied.is_some() || report.graph_access.parked_jobs > 0 {
+        println!(
+            "parked         {} jobs wait for Graph to answer; nothing is changed in AD for them",
+            report.graph_access.parked_jobs
+        );
+    }
     Ok(())
 }
 

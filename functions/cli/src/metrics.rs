@@ -58,6 +58,7 @@ fn log_jobs(m: &MetricsSnapshot, latencies: &[Duration]) {
         conflicts = m.conflicts,
         retries = m.retries,
         dead_letters = m.dead_letters,
+        parked = m.parked,
         latency_p50_ms = p50 as u64,
         "job counters"
     );

@@ -35,11 +35,12 @@ pub async fn serve(config: Config) -> Result<()> {
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
 
-    let webhook = WebhookState::new(
+    let mut webhook = WebhookState::new(
         app.queue.clone(),
         config.webhook.client_state.clone(),
         config.graph.tenant_id,
     );
+    webhook.previous_client_state = config.webhook.previous_client_state.clone();
     let webhook_metrics = webhook.metrics.clone();
     let listen = config.webhook.listen;
     let server = serve_http(listen, shadowsync_notifications::router(webhook), &shutdown)

@@ -1,11 +1,11 @@
 //! The admin commands, both on the store directly (no `serve` running) and through a running
 //! `serve`'s admin API.
 
-use graph_sim::{FaultRule, SimClient, SimConfig};
+use graph_sim::{FaultRule, SimClient};
 use serde_json::{json, Value};
+use shadowsync_e2e::host::Host;
 use shadowsync_e2e::serve::{wait_until, ServeProcess, CLIENT_STATE};
 use shadowsync_e2e::{samba, unique, AdProbe};
-use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync");
@@ -17,24 +17,13 @@ async fn host() -> (
     ServeProcess,
     tempfile::TempDir,
 ) {
-    let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let graph = SimClient::new(sim.base_url(), sim.config());
-    let dir = tempfile::tempdir().unwrap();
-    let mut probe = AdProbe::connect(samba()).await.unwrap();
-    let guests = probe.ou("Admin Guests").await.unwrap();
-    let disabled = probe.ou("Admin Disabled").await.unwrap();
-    let serve = ServeProcess::start_in(
-        Path::new(BIN),
-        &sim,
-        samba(),
-        (&guests, &disabled),
-        dir.path(),
-        "",
-    )
-    .await
-    .unwrap();
+    let Host {
+        sim,
+        graph,
+        serve,
+        dir,
+        ..
+    } = Host::start(BIN, "").await;
     (sim, graph, serve, dir)
 }
 
@@ -114,7 +103,7 @@ async fn status_works_through_serve_and_on_the_store() {
 async fn dead_letters_can_be_listed_retried_and_dropped() {
     let (_sim, graph, serve, _dir) = host().await;
     let mut probe = AdProbe::connect(samba()).await.unwrap();
-    // Graph refuses to read these users (403): a permanent error, dead-lettered at once.
+    // Graph rejects reading these users (400): a permanent error, dead-lettered at once.
     graph.set_notifications_lost(true).await.unwrap();
     let (first, _) = invite(&graph, "deadletter").await;
     let (second, _) = invite(&graph, "dropped").await;
@@ -122,7 +111,7 @@ async fn dead_letters_can_be_listed_retried_and_dropped() {
     graph
         .set_fault(FaultRule {
             method: Some("GET".into()),
-            ..FaultRule::fail_next("/v1.0/users/*", 403, 1000)
+            ..FaultRule::fail_next("/v1.0/users/*", 400, 1000)
         })
         .await
         .unwrap();
@@ -145,7 +134,7 @@ async fn dead_letters_can_be_listed_retried_and_dropped() {
     .expect("both dead-lettered");
     let letters = listed().await;
     assert!(
-        letters[0]["reason"].as_str().unwrap().contains("403"),
+        letters[0]["reason"].as_str().unwrap().contains("400"),
         "{letters:?}"
     );
     let id_of = |user: &str| {

@@ -3,120 +3,17 @@
 
 use graph_sim::{FaultRule, RunningSim, SimClient, SimConfig};
 use serde_json::{json, Value};
-use shadowsync_core::account::uac;
-use shadowsync_core::dn;
-use shadowsync_e2e::serve::{wait_until, ServeProcess, CLIENT_STATE};
-use shadowsync_e2e::{samba, text, unique, AdProbe, RawEntry};
+use shadowsync_e2e::host::{Host, SETTLE};
+use shadowsync_e2e::serve::{wait_until, CLIENT_STATE};
+use shadowsync_e2e::{samba, text, AdProbe};
 use std::path::Path;
 use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync");
-/// A limit for reaching a state, not a speed target: generous for loaded CI machines.
-const SETTLE: Duration = Duration::from_secs(60);
-
-struct Host {
-    sim: graph_sim::RunningSim,
-    graph: SimClient,
-    serve: ServeProcess,
-    probe: AdProbe,
-    _dir: tempfile::TempDir,
-}
-
-impl Host {
-    async fn start(extra_config: &str) -> Host {
-        let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
-            .await
-            .unwrap();
-        let graph = SimClient::new(sim.base_url(), sim.config());
-        let dir = tempfile::tempdir().unwrap();
-        let serve = ServeProcess::start(Path::new(BIN), &sim, samba(), dir.path(), extra_config)
-            .await
-            .unwrap();
-        let host = Host {
-            probe: AdProbe::connect(samba()).await.unwrap(),
-            sim,
-            graph,
-            serve,
-            _dir: dir,
-        };
-        wait_until(SETTLE, || async { host.subscriptions().await.len() == 1 })
-            .await
-            .expect("serve creates the subscription at start");
-        host
-    }
-
-    async fn subscriptions(&self) -> Vec<Value> {
-        let response = self
-            .graph
-            .graph(reqwest::Method::GET, "/v1.0/subscriptions", None)
-            .await
-            .unwrap();
-        let body: Value = response.json().await.unwrap();
-        body["value"].as_array().cloned().unwrap_or_default()
-    }
-
-    async fn invite(&self, name: &str) -> String {
-        let user = self
-            .graph
-            .invite(&format!("{name}@{}.example.com", unique()), name)
-            .await
-            .unwrap();
-        user["invitedUser"]["id"]
-            .as_str()
-            .or(user["id"].as_str())
-            .unwrap()
-            .to_string()
-    }
-
-    async fn account(&mut self, id: &str) -> Option<(String, RawEntry)> {
-        self.probe.by_anchor(id).await.unwrap()
-    }
-
-    /// Waits until the account of `id` satisfies `check`; returns how long that took.
-    async fn wait_for(
-        &mut self,
-        id: &str,
-        what: &str,
-        check: impl Fn(Option<&(String, RawEntry)>) -> bool,
-    ) -> Duration {
-        let start = std::time::Instant::now();
-        while start.elapsed() < SETTLE {
-            let account = self.account(id).await;
-            if check(account.as_ref()) {
-                return start.elapsed();
-            }
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        panic!(
-            "{what}: not reached within {SETTLE:?}; account is {:?}",
-            self.account(id).await.map(|(dn, _)| dn)
-        );
-    }
-}
-
-fn uac_of(e: &RawEntry) -> u32 {
-    text(e, "userAccountControl").unwrap().parse().unwrap()
-}
-
-fn in_ou(dn_: &str, ou: &str) -> bool {
-    dn::parent(dn_).is_some_and(|p| dn::same(&p, ou))
-}
-
-impl Host {
-    fn enabled_in_guests(&self) -> impl Fn(Option<&(String, RawEntry)>) -> bool + 'static {
-        let ou = self.serve.guests_ou.clone();
-        move |a| a.is_some_and(|(d, e)| uac_of(e) == uac::ENABLED && in_ou(d, &ou))
-    }
-
-    fn disabled_in_disabled_ou(&self) -> impl Fn(Option<&(String, RawEntry)>) -> bool + 'static {
-        let ou = self.serve.disabled_ou.clone();
-        move |a| a.is_some_and(|(d, e)| uac_of(e) == uac::DISABLED && in_ou(d, &ou))
-    }
-}
 
 #[tokio::test]
 async fn a_guest_lives_its_whole_lifecycle_through_notifications() {
-    let mut h = Host::start("").await;
+    let mut h = Host::start(BIN, "").await;
     let id = h.invite("lifecycle").await;
     let took = h
         .wait_for(&id, "invitation → account", h.enabled_in_guests())
@@ -157,7 +54,7 @@ async fn a_guest_lives_its_whole_lifecycle_through_notifications() {
 
 #[tokio::test]
 async fn duplicated_and_reordered_notifications_still_converge_to_graph() {
-    let mut h = Host::start("").await;
+    let mut h = Host::start(BIN, "").await;
     h.graph
         .set_switches(json!({"duplicateNotifications": true, "reorderNotifications": true}))
         .await
@@ -180,35 +77,22 @@ async fn duplicated_and_reordered_notifications_still_converge_to_graph() {
     );
 }
 
-/// Posts a notification for `user_id` straight to the webhook.
-async fn post_notification(h: &Host, user_id: &str, client_state: &str, tenant_id: &str) -> u16 {
-    let sub = h.subscriptions().await[0]["id"]
-        .as_str()
-        .unwrap()
-        .to_string();
-    shadowsync_e2e::serve::post_notification(h.serve.listen, &sub, user_id, client_state, tenant_id)
-        .await
-        .unwrap()
-}
-
 #[tokio::test]
 async fn forged_notifications_change_nothing() {
-    let mut h = Host::start("").await;
+    let mut h = Host::start(BIN, "").await;
     h.graph.set_notifications_lost(true).await.unwrap();
     let id = h.invite("forged").await;
-    let tenant = h.sim.config().tenant_id.clone();
+    assert_eq!(h.post_notification(&id, "not-the-client-state").await, 202);
     assert_eq!(
-        post_notification(&h, &id, "not-the-client-state", &tenant).await,
-        202
-    );
-    assert_eq!(
-        post_notification(
-            &h,
+        shadowsync_e2e::serve::post_notification(
+            h.serve.listen,
+            h.subscriptions().await[0]["id"].as_str().unwrap(),
             &id,
             CLIENT_STATE,
             "11111111-2222-3333-4444-555555555555"
         )
-        .await,
+        .await
+        .unwrap(),
         202
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -217,29 +101,15 @@ async fn forged_notifications_change_nothing() {
         "a forged notification must not be acted on"
     );
     // The same notification, genuine, is acted on: the negative result above means something.
-    assert_eq!(post_notification(&h, &id, CLIENT_STATE, &tenant).await, 202);
+    assert_eq!(h.post_notification(&id, CLIENT_STATE).await, 202);
     h.wait_for(&id, "genuine notification", h.enabled_in_guests())
         .await;
 }
 
-/// Invites a guest without Graph notifying anyone; `notify` then delivers the notification, so a
-/// fault set in between hits only shadowsync's reads, not the test's own client.
-async fn invite_quietly(h: &Host, name: &str) -> String {
-    h.graph.set_notifications_lost(true).await.unwrap();
-    let id = h.invite(name).await;
-    h.graph.set_notifications_lost(false).await.unwrap();
-    id
-}
-
-async fn notify(h: &Host, id: &str) {
-    let tenant = h.sim.config().tenant_id.clone();
-    assert_eq!(post_notification(h, id, CLIENT_STATE, &tenant).await, 202);
-}
-
 #[tokio::test]
 async fn a_job_interrupted_by_a_crash_is_applied_after_restart() {
-    let mut h = Host::start("").await;
-    let id = invite_quietly(&h, "crash").await;
+    let mut h = Host::start(BIN, "").await;
+    let id = h.invite_quietly("crash").await;
     // Graph answers user reads slowly, so the provisioner is mid-job when the process dies.
     h.graph
         .set_fault(FaultRule {
@@ -250,7 +120,7 @@ async fn a_job_interrupted_by_a_crash_is_applied_after_restart() {
         })
         .await
         .unwrap();
-    notify(&h, &id).await; // 202: the job is durably enqueued
+    h.notify(&id).await; // 202: the job is durably enqueued
     tokio::time::sleep(Duration::from_millis(500)).await;
     h.serve.kill().await.unwrap();
     assert!(
@@ -267,13 +137,13 @@ async fn a_job_interrupted_by_a_crash_is_applied_after_restart() {
 
 #[tokio::test]
 async fn graph_throttling_and_errors_delay_but_lose_nothing() {
-    let mut h = Host::start("").await;
-    let id = invite_quietly(&h, "throttled").await;
+    let mut h = Host::start(BIN, "").await;
+    let id = h.invite_quietly("throttled").await;
     h.graph
         .set_fault(FaultRule::throttle_next("/v1.0/users/*", 1, 4))
         .await
         .unwrap();
-    notify(&h, &id).await;
+    h.notify(&id).await;
     h.wait_for(&id, "despite 429s", h.enabled_in_guests()).await;
     h.graph
         .set_fault(FaultRule {
@@ -316,9 +186,11 @@ async fn graph_throttling_and_errors_delay_but_lose_nothing() {
 
 #[tokio::test]
 async fn the_subscription_is_renewed_before_it_expires_and_reauthorized_on_request() {
-    let h =
-        Host::start("[subscriptions]\ncheck_interval_minutes = 0.02\nrenew_margin_hours = 72\n")
-            .await;
+    let h = Host::start(
+        BIN,
+        "[subscriptions]\ncheck_interval_minutes = 0.02\nrenew_margin_hours = 72\n",
+    )
+    .await;
     let sub = h.subscriptions().await.remove(0);
     let expires = |s: &Value| {
         chrono::DateTime::parse_from_rfc3339(s["expirationDateTime"].as_str().unwrap()).unwrap()
@@ -351,15 +223,8 @@ async fn the_subscription_is_renewed_before_it_expires_and_reauthorized_on_reque
         .await
         .unwrap();
     let needs_reauth = || async {
-        let subs: Value = reqwest::get(format!("{}/_sim/subscriptions", h.sim.base_url()))
+        h.sim_subscriptions()
             .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        subs.as_array()
-            .or(subs["value"].as_array())
-            .unwrap()
             .iter()
             .any(|s| s["needsReauthorization"] == true)
     };
@@ -370,14 +235,14 @@ async fn the_subscription_is_renewed_before_it_expires_and_reauthorized_on_reque
 
 #[tokio::test]
 async fn sigterm_stops_cleanly() {
-    let mut h = Host::start("").await;
+    let mut h = Host::start(BIN, "").await;
     let status = h.serve.stop().await.unwrap();
     assert!(status.success(), "{status:?}");
 }
 
 #[tokio::test]
 async fn the_reconciler_catches_what_notifications_lost_on_its_schedule() {
-    let mut h = Host::start("[reconciler]\ninterval = \"2s\"\n").await;
+    let mut h = Host::start(BIN, "[reconciler]\ninterval = \"2s\"\n").await;
     h.graph.set_notifications_lost(true).await.unwrap();
     let id = h.invite("scheduled").await;
     h.wait_for(&id, "delta round on schedule", h.enabled_in_guests())
@@ -395,7 +260,7 @@ async fn the_reconciler_catches_what_notifications_lost_on_its_schedule() {
 #[tokio::test]
 async fn a_missed_lifecycle_event_runs_the_reconciler_at_once() {
     // An hour between scheduled rounds: only the lifecycle event can explain a quick account.
-    let mut h = Host::start("[reconciler]\ninterval = \"1h\"\n").await;
+    let mut h = Host::start(BIN, "[reconciler]\ninterval = \"1h\"\n").await;
     tokio::time::sleep(Duration::from_secs(1)).await; // the first round at start is done
     h.graph.set_notifications_lost(true).await.unwrap();
     let id = h.invite("missed").await;

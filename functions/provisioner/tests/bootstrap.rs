@@ -14,19 +14,6 @@ use std::time::Duration;
 
 const BIN: &str = env!("CARGO_BIN_EXE_shadowsync-provisioner");
 
-async fn secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
-    client
-        .create_secret()
-        .name(format!("bootstrap-{}", unique()))
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string()
-}
-
 #[tokio::test]
 async fn the_provisioner_binary_answers_an_sqs_invocation() {
     let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
@@ -39,7 +26,6 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
     let (queue_url, dlq_url) = aws::fifo_queues("bootstrap", 5).await.unwrap();
     let table = aws::state_table("bootstrap").await.unwrap();
     let sdk = aws::sdk_config().await;
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let c = sim.config();
     let env = [
         ("SHADOWSYNC_DEPLOYMENT_MODE", "lambda".to_string()),
@@ -58,11 +44,11 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
         ),
         (
             "SHADOWSYNC_GRAPH_CLIENT_SECRET_ARN",
-            secret(&secrets, &c.client_secret).await,
+            aws::secret(&c.client_secret).await,
         ),
         (
             "SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN",
-            secret(&secrets, CLIENT_STATE).await,
+            aws::secret(CLIENT_STATE).await,
         ),
         (
             "SHADOWSYNC_WEBHOOK_PUBLIC_URL",
@@ -72,7 +58,7 @@ async fn the_provisioner_binary_answers_an_sqs_invocation() {
         ("SHADOWSYNC_DIRECTORY_BIND_DN", samba().bind_dn.clone()),
         (
             "SHADOWSYNC_DIRECTORY_BIND_PASSWORD_SECRET_ARN",
-            secret(&secrets, &samba().bind_password).await,
+            aws::secret(&samba().bind_password).await,
         ),
         ("SHADOWSYNC_DIRECTORY_GUESTS_OU", guests.clone()),
         ("SHADOWSYNC_DIRECTORY_DISABLED_OU", disabled),

@@ -46,6 +46,7 @@ impl JobHandler for Scripted {
             Some(&retryable) => Err(JobError {
                 retryable,
                 reason: format!("scripted failure of {user}"),
+                retry_in: None,
             }),
             None => Ok(()),
         }

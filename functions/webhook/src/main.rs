@@ -12,7 +12,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     let host = LambdaHost::from_env().await?;
     // The webhook only sends: max_attempts is the provisioner's business.
     let queue = host.queue(1)?;
-    let state = WebhookState::new(queue, host.config.client_state()?, host.config.tenant_id()?);
+    let (client_state, previous) = host.config.client_states()?;
+    let mut state = WebhookState::new(queue, client_state, host.config.tenant_id()?);
+    state.previous_client_state = previous;
     let (metrics, published) = (
         state.metrics.clone(),
         Arc::new(Mutex::<MetricsSnapshot>::default()),

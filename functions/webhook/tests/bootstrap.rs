@@ -1,11 +1,10 @@
 //! The real `shadowsync-webhook` binary as Lambda runs it: started with the environment
-//! infra/template.yaml gives it (the client state as a Secrets Manager ARN), polling a Runtime
+//! infra/template.yaml gives it (the client states as Secrets Manager ARNs), polling a Runtime
 //! API, invoked with API Gateway's event for a Graph notification; it stores the job in the SQS
 //! FIFO queue, answers 202, and publishes its counters as an embedded-metric line.
 
 use serde_json::Value;
 use shadowsync_e2e::aws::{self, RuntimeApi};
-use shadowsync_e2e::unique;
 use shadowsync_queue::{Job, Queue};
 use shadowsync_queue_sqs::SqsQueue;
 use std::process::Stdio;
@@ -15,6 +14,8 @@ const BIN: &str = env!("CARGO_BIN_EXE_shadowsync-webhook");
 /// The tenant and client state the fixtures carry.
 const TENANT: &str = "8a3f6c2e-5b1d-4e7a-9c0f-2d4b6e8a1c3f";
 const CLIENT_STATE: &str = "lambda-fixture-client-state";
+/// The client state after a rotation, the fixture's being the previous one.
+const NEW_CLIENT_STATE: &str = "lambda-rotated-client-state";
 
 fn fixture(name: &str) -> Value {
     let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
@@ -25,21 +26,19 @@ fn fixture(name: &str) -> Value {
 async fn the_webhook_binary_enqueues_a_notification_and_publishes_its_counters() {
     let (queue_url, dlq_url) = aws::fifo_queues("webhook-bootstrap", 5).await.unwrap();
     let sdk = aws::sdk_config().await;
-    let secret = aws_sdk_secretsmanager::Client::new(&sdk)
-        .create_secret()
-        .name(format!("webhook-bootstrap-{}", unique()))
-        .secret_string(CLIENT_STATE)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string();
+    // Mid-rotation: the fixture carries the previous client state, still accepted.
     let env = [
         ("SHADOWSYNC_DEPLOYMENT_MODE", "lambda".to_string()),
         ("SHADOWSYNC_QUEUE_URL", queue_url.clone()),
         ("SHADOWSYNC_GRAPH_TENANT_ID", TENANT.to_string()),
-        ("SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN", secret),
+        (
+            "SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN",
+            aws::secret(NEW_CLIENT_STATE).await,
+        ),
+        (
+            "SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE_SECRET_ARN",
+            aws::secret(CLIENT_STATE).await,
+        ),
         ("RUST_LOG", "info".to_string()),
     ];
     let runtime = RuntimeApi::start().await.unwrap();
@@ -83,7 +82,7 @@ async fn the_webhook_binary_enqueues_a_notification_and_publishes_its_counters()
     assert_eq!(metrics["NotificationsReceived"], 1.0, "{metrics}");
     assert_eq!(metrics["RejectedBadClientState"], 0.0, "{metrics}");
     assert!(
-        !out.contains(CLIENT_STATE),
+        !out.contains(CLIENT_STATE) && !out.contains(NEW_CLIENT_STATE),
         "the client state never reaches the logs"
     );
 }

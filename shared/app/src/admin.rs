@@ -2,6 +2,7 @@
 //! CLI calls them on the store directly, or through a running `serve`'s admin API; both print
 //! the same reports.
 
+use crate::access::{self, AccessReport};
 use crate::converge::{Hint, Outcome};
 use crate::error::Doing;
 use crate::{App, AppError};
@@ -26,6 +27,9 @@ pub struct StatusReport {
     pub accounts: BTreeMap<String, u64>,
     /// `(objectId, reason)` of every guest in conflict.
     pub conflicts: Vec<(String, String)>,
+    /// Whether Graph refuses access (403), and the jobs parked until it answers.
+    #[serde(default)]
+    pub graph_access: AccessReport,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -46,6 +50,10 @@ pub struct SyncReport {
     pub changed: u64,
     pub by_status: BTreeMap<String, u64>,
     pub conflicts: Vec<(String, String)>,
+    /// Guests not acted on yet: Graph answers 404 and it is not confirmed (see
+    /// [`crate::converge::NOT_FOUND_CONFIRMATION`]); the next sync, or the workers, decide.
+    #[serde(default)]
+    pub waiting: Vec<(String, String)>,
     pub errors: Vec<(String, String)>,
 }
 
@@ -90,6 +98,7 @@ pub async fn status(
         queue: queue.stats().await?,
         accounts,
         conflicts,
+        graph_access: access::report(state).await?,
     })
 }
 
@@ -236,6 +245,9 @@ impl App {
                         report.conflicts.push((id.to_string(), reason.to_string()));
                     }
                 }
+                Err(
+                    e @ (AppError::NotFoundUnconfirmed { .. } | AppError::NotVisibleYet { .. }),
+                ) => report.waiting.push((id.to_string(), e.to_string())),
                 Err(e) => report.errors.push((id.to_string(), e.to_string())),
             }
             done += 1;

@@ -15,13 +15,28 @@ use shadowsync_ports::{Directory, DirectoryError, Graph};
 use shadowsync_state::{AccountStatus, GuestRecord, KeyValueStore, StateError, Versioned};
 use std::sync::Arc;
 
+/// How long a user Graph has just told us about may answer 404 before it counts: Entra is
+/// eventually consistent, and a user just created or changed can be missing on the replica that
+/// answers a read. Within this window after the report the job is retried (the workers' backoff
+/// fits several reads into it).
+pub const NEW_USER_VISIBILITY: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// How long a 404 must last before it may disable (or, past the retention, delete) an account:
+/// a second read at least this long after the first, each looking in deleted items too. A 404
+/// can be a replica behind, a wrong tenant or a lost permission as well as a deleted user.
+pub const NOT_FOUND_CONFIRMATION: std::time::Duration = std::time::Duration::from_secs(30);
+
 /// What the job that asked for a converge knew. Only a hint: Graph is read again either way.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Hint {
     /// Graph reported the user permanently deleted (a `deleted` change notification, or a
     /// delta `@removed` with reason `deleted`). With Graph then answering 404, the account is
-    /// deleted at once; a 404 without this only disables it.
+    /// deleted at once; a 404 without this only disables it, once confirmed.
     pub deleted_in_graph: bool,
+    /// When Graph reported this user (a notification, a delta item): a 404 soon after is more
+    /// likely a replica behind than a user gone. `None` when nothing from Graph asked (a sweep,
+    /// an administrator).
+    pub reported_at: Option<DateTime<Utc>>,
 }
 
 /// What converging one guest did (or, in a dry run, would do).
@@ -130,15 +145,8 @@ impl Converger {
                 ..r.value.clone()
             },
             None => GuestRecord {
-                object_id: user_id.clone(),
-                dn: None,
-                object_guid: None,
-                sam_account_name: None,
-                status: AccountStatus::Conflict,
-                disabled_at: None,
-                applied_fingerprint: None,
                 conflict: Some(reason.clone()),
-                updated_at: now,
+                ..GuestRecord::new(user_id.clone(), AccountStatus::Conflict, now)
             },
         };
         self.record(record, stored.map(|r| r.version)).await?;
@@ -171,6 +179,8 @@ impl Converger {
         let situation = self.observe(user_id, hint).await?;
         let account = situation.observation.accounts.first();
         let plan = situation.decide(&self.policy);
+        self.confirm_not_found(user_id, hint, &situation, &plan)
+            .await?;
         if plan.is_empty() {
             tracing::debug!(%user_id, "already converged");
         } else {
@@ -233,6 +243,7 @@ impl Converger {
                 Operation::Conflict { reason } => Some(reason.clone()),
                 _ => None,
             }),
+            not_found_since: None,
             updated_at: now,
         };
         self.record(record, situation.record.map(|r| r.version))
@@ -245,6 +256,75 @@ impl Converger {
             status,
             dn: after.map(|a| a.dn),
         })
+    }
+
+    /// Graph answered 404 (and deleted items too) without having said it deleted the user.
+    /// Before that counts: a user Graph just reported without an account gets
+    /// [`NEW_USER_VISIBILITY`] to become visible; an account gets a second read
+    /// [`NOT_FOUND_CONFIRMATION`] after the first (remembered in the record) before it is
+    /// disabled or deleted, and reads in between, soon, while the report is fresh (a replica
+    /// behind). Meanwhile the job fails, retryably, and nothing is written.
+    async fn confirm_not_found(
+        &self,
+        user_id: &ObjectId,
+        hint: Hint,
+        situation: &Situation,
+        plan: &Plan,
+    ) -> Result<(), AppError> {
+        if situation.lookup != UserLookup::Gone || hint.deleted_in_graph {
+            return Ok(());
+        }
+        let now = self.clock.now();
+        let elapsed = |since: DateTime<Utc>| (now - since).to_std().unwrap_or_default();
+        // Graph just told us about this user: most likely a replica behind, so read again soon
+        // (the backoff) rather than when a confirmation is due.
+        let recent = hint
+            .reported_at
+            .filter(|at| elapsed(*at) < NEW_USER_VISIBILITY);
+        let destructive = plan
+            .iter()
+            .any(|op| !matches!(op, Operation::Conflict { .. }));
+        if !destructive {
+            return match recent {
+                Some(at) => Err(AppError::NotVisibleYet { reported_at: at }),
+                None => Ok(()),
+            };
+        }
+        let retry_in = |remaining| match recent {
+            Some(_) => None,
+            None => Some(confirmation_due(remaining)),
+        };
+        let record = situation.record.as_ref();
+        match record.and_then(|r| r.value.not_found_since) {
+            Some(since) if elapsed(since) >= NOT_FOUND_CONFIRMATION => Ok(()),
+            Some(since) => Err(AppError::NotFoundUnconfirmed {
+                since,
+                confirm_after: NOT_FOUND_CONFIRMATION,
+                retry_in: retry_in(NOT_FOUND_CONFIRMATION - elapsed(since)),
+            }),
+            None => {
+                // The first 404: remember it, change nothing.
+                let first = match record {
+                    Some(r) => GuestRecord {
+                        not_found_since: Some(now),
+                        ..r.value.clone()
+                    },
+                    None => GuestRecord {
+                        not_found_since: Some(now),
+                        ..GuestRecord::new(user_id.clone(), AccountStatus::Enabled, now)
+                    },
+                };
+                first
+                    .save(self.state.as_ref(), record.map(|r| r.version))
+                    .await?;
+                tracing::warn!(%user_id, "Graph answers 404 for a user with an account; reading again before acting");
+                Err(AppError::NotFoundUnconfirmed {
+                    since: now,
+                    confirm_after: NOT_FOUND_CONFIRMATION,
+                    retry_in: retry_in(NOT_FOUND_CONFIRMATION),
+                })
+            }
+        }
     }
 
     /// Reads Graph, state and AD, and decides what AD should hold.
@@ -387,4 +467,10 @@ pub fn describe(plan: &Plan) -> String {
         .map(ToString::to_string)
         .collect::<Vec<_>>()
         .join("; ")
+}
+
+/// The second read a little after it is due: queues count delays in whole seconds, and a read
+/// a moment early only asks again.
+fn confirmation_due(remaining: std::time::Duration) -> std::time::Duration {
+    remaining + std::time::Duration::from_secs(1)
 }

@@ -44,12 +44,30 @@ pub enum AppError {
     /// configured): another host of the deployment does that work.
     #[error("{0} is not available in this host")]
     Missing(&'static str),
+    /// A job needs a part this host lacks but another host of the deployment has (the
+    /// connector reaches AD): it goes back on the queue for that host.
+    #[error("{0} is not available in this host; left to another")]
+    Elsewhere(&'static str),
     /// The configuration cannot work (found when the application is built).
     #[error("configuration: {0}")]
     Config(String),
     /// What the administrator asked about does not exist.
     #[error("{0}")]
     NotFound(String),
+    /// Graph answers 404 for a user whose account exists, and has since `since`: acted on only
+    /// once the 404 has lasted `confirm_after` (a replica behind answers 404 too).
+    #[error("Graph answers 404 for this user since {since}; a read {confirm_after:?} after the first decides before the account changes")]
+    NotFoundUnconfirmed {
+        since: chrono::DateTime<chrono::Utc>,
+        confirm_after: std::time::Duration,
+        /// When the deciding read is due; `None`: read sooner (Graph just reported the user).
+        retry_in: Option<std::time::Duration>,
+    },
+    /// Graph told us about a user it does not show yet (eventual consistency).
+    #[error("Graph reported this user at {reported_at} but does not show it yet; reading again")]
+    NotVisibleYet {
+        reported_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 impl AppError {
@@ -62,6 +80,9 @@ impl AppError {
             Self::Directory(e) => e.is_retryable(),
             Self::State(e) => e.is_retryable(),
             Self::Queue(e) => e.is_retryable(),
+            // Waiting is the point: the next read decides.
+            Self::NotFoundUnconfirmed { .. } | Self::NotVisibleYet { .. } => true,
+            Self::Elsewhere(_) => true,
             Self::SubscriptionConflict { .. }
             | Self::Unexpected { .. }
             | Self::Missing(_)
@@ -80,8 +101,19 @@ impl AppError {
             Self::SubscriptionConflict { .. } => "SubscriptionConflict",
             Self::Unexpected { .. } => "Unexpected",
             Self::Missing(_) => "Missing",
+            Self::Elsewhere(_) => "Elsewhere",
             Self::Config(_) => "Config",
             Self::NotFound(_) => "NotFound",
+            Self::NotFoundUnconfirmed { .. } => "NotFoundUnconfirmed",
+            Self::NotVisibleYet { .. } => "NotVisibleYet",
+        }
+    }
+
+    /// When trying again is useful, where the application knows better than a backoff.
+    pub fn retry_in(&self) -> Option<std::time::Duration> {
+        match self {
+            Self::NotFoundUnconfirmed { retry_in, .. } => *retry_in,
+            _ => None,
         }
     }
 

@@ -2,6 +2,7 @@
 //! the on-premises connector, the Lambda provisioner). A new kind of job is a variant of
 //! [`Job`] (in `shadowsync-queue`) and an arm here.
 
+use crate::access::GraphAccess;
 use crate::converge::{describe, Converger, Hint};
 use crate::keeper::SubscriptionKeeper;
 use crate::metrics::JobMetrics;
@@ -9,7 +10,7 @@ use crate::worker::{JobError, JobHandler, Settled};
 use crate::AppError;
 use async_trait::async_trait;
 use chrono::Utc;
-use shadowsync_queue::{ChangeType, Job, LifecycleEvent};
+use shadowsync_queue::{ChangeType, Job, JobSource, LifecycleEvent};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -23,6 +24,8 @@ pub struct Jobs {
     /// delta rounds run elsewhere (they then wait for their schedule).
     pub reconcile_now: Option<Arc<Notify>>,
     pub metrics: Arc<JobMetrics>,
+    /// Where jobs Graph refuses (403) wait.
+    pub access: Arc<GraphAccess>,
 }
 
 #[async_trait]
@@ -32,6 +35,22 @@ impl JobHandler for Jobs {
     }
 
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        match self.dispatch(job).await {
+            Ok(()) => Ok(()),
+            // A refusal is not an answer: keep the job until Graph answers again.
+            Err(e) if GraphAccess::is_denied(&e) => {
+                self.access.refused(&e).await?;
+                self.access.park(job).await?;
+                self.metrics.parked();
+                Ok(())
+            }
+            Err(e) => Err(e.into()),
+        }
+    }
+}
+
+impl Jobs {
+    async fn dispatch(&self, job: &Job) -> Result<(), AppError> {
         match job {
             Job::Converge {
                 user_id,
@@ -40,17 +59,17 @@ impl JobHandler for Jobs {
                 source,
                 ..
             } => {
+                // Another host of the deployment (the connector) may take it: retryable.
                 let converger = self
                     .converger
                     .as_ref()
-                    .ok_or(AppError::Missing("the directory"))
-                    // Another host of the deployment (the connector) may take it.
-                    .map_err(|e| JobError {
-                        retryable: true,
-                        reason: e.to_string(),
-                    })?;
+                    .ok_or(AppError::Elsewhere("the directory"))?;
+                // Graph told us about this user (a notification, a delta item) when the job
+                // says what changed; a sweep's or an administrator's job does not.
+                let reported = *source == JobSource::Notification || change_type.is_some();
                 let hint = Hint {
                     deleted_in_graph: *change_type == Some(ChangeType::Deleted),
+                    reported_at: reported.then_some(*received_at),
                 };
                 let outcome = converger.converge(user_id, hint).await?;
                 let latency = (Utc::now() - *received_at).to_std().unwrap_or_default();
@@ -84,12 +103,10 @@ impl JobHandler for Jobs {
                         reconcile.notify_one();
                     }
                 }
-                let Some(keeper) = &self.keeper else {
-                    return Err(JobError {
-                        retryable: true,
-                        reason: "no subscription keeper in this host".into(),
-                    });
-                };
+                let keeper = self
+                    .keeper
+                    .as_ref()
+                    .ok_or(AppError::Elsewhere("the subscription keeper"))?;
                 let outcome = keeper.handle_lifecycle(*event, subscription_id).await?;
                 tracing::info!(subscription_id, ?event, ?outcome, "lifecycle event handled");
                 Ok(())

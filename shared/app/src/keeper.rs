@@ -4,14 +4,18 @@
 //! Graph delivers change notifications only while a subscription exists, and a subscription on
 //! users lives at most 41,760 minutes. The keeper creates it, renews it well before it expires,
 //! replaces it when Graph dropped it or the configuration changed, reauthorizes it when Graph
-//! asks, and adopts it after the state that recorded it was lost. The subscription is recorded
-//! in state ([`SubscriptionRecord`]) with compare-and-set writes. Every step is idempotent, so a
+//! asks, and replaces it when the state that recorded it was lost or the client state changed.
+//! The subscription is recorded in state ([`SubscriptionRecord`]) with compare-and-set writes,
+//! with a fingerprint of the client state it carries: Graph never gives the client state back
+//! when listing subscriptions ("not returned for security purposes"), so the keeper never relies
+//! on reading it. Every step is idempotent, so a
 //! run that fails half-way is repaired by the next one. Notifications lost while no subscription
 //! exists are not the keeper's concern: the delta reconciler catches up.
 
 use crate::error::{AppError, Doing};
 use chrono::{DateTime, Duration, Utc};
 use secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
 use shadowsync_core::Clock;
 use shadowsync_ports::{Graph, NewSubscription, Subscription, SubscriptionId};
 use shadowsync_queue::LifecycleEvent;
@@ -171,7 +175,8 @@ pub enum Outcome {
     /// Graph asked for reauthorization and got it; `renewed` if it was also close to expiry.
     Reauthorized { renewed: bool },
     /// Creation answered 409 and the existing subscription turned out to be ours (same
-    /// notification URL, e.g. after state was lost): it was renewed and recorded.
+    /// notification URL, e.g. after state was lost). Which client state it carries is unknown
+    /// (Graph does not say), so it was replaced by one carrying ours, and recorded.
     Adopted,
     /// A lifecycle event that needs nothing from the keeper.
     Ignored { reason: IgnoreReason },
@@ -188,7 +193,8 @@ pub enum RecreateReason {
     ReauthorizeNotFound,
     /// Graph sent `subscriptionRemoved`.
     Removed,
-    /// The live subscription differs from the configuration in these Graph properties.
+    /// The live subscription differs from the configuration in these Graph properties
+    /// (`clientState`: the one recorded is not the configured one, as after a rotation).
     ConfigChanged { fields: Vec<&'static str> },
 }
 
@@ -208,23 +214,14 @@ pub struct Ensured {
     pub outcome: Outcome,
 }
 
-fn record_of(
-    live: &Subscription,
-    created_at: DateTime<Utc>,
-    renewed_at: Option<DateTime<Utc>>,
-    reauthorized_at: Option<DateTime<Utc>>,
-) -> SubscriptionRecord {
-    SubscriptionRecord {
-        id: live.id.to_string(),
-        resource: live.resource.clone(),
-        change_type: live.change_type.clone(),
-        notification_url: live.notification_url.clone(),
-        lifecycle_url: live.lifecycle_notification_url.clone(),
-        expiration: live.expiration_date_time,
-        created_at,
-        renewed_at,
-        reauthorized_at,
-    }
+/// A fingerprint of a client state, to know which one a subscription carries without keeping
+/// the secret in state: SHA-256 over a domain tag and the secret (at least 16 random
+/// characters, so the digest tells nothing usable).
+pub fn client_state_fingerprint(client_state: &SecretString) -> String {
+    let mut h = Sha256::new();
+    h.update(b"shadowsync clientState v1\0");
+    h.update(client_state.expose_secret().as_bytes());
+    h.finalize().iter().map(|b| format!("{b:02x}")).collect()
 }
 
 /// A recorded id as a [`SubscriptionId`]; a corrupt record's id is refused before it can
@@ -277,7 +274,7 @@ impl SubscriptionKeeper {
         }
         let Some(stored) = SubscriptionRecord::load(&*self.state).await? else {
             // State was lost, or the keeper never ran: the event may well be about ours, and
-            // ensure() finds and adopts it (renewing also reauthorizes).
+            // ensure() finds it and replaces it with one it knows.
             warn!(
                 subscription_id,
                 ?event,
@@ -317,7 +314,12 @@ impl SubscriptionKeeper {
         previous: SubscriptionRecord,
         version: Option<u64>,
     ) -> Result<Ensured, AppError> {
-        let drift = self.drift(&live);
+        let mut drift = self.drift(&live);
+        // Graph may not give the client state back: the record says which one it carries (an
+        // older record, without a fingerprint, counts as unknown).
+        if previous.client_state_sha256.as_deref() != Some(self.fingerprint().as_str()) {
+            drift.push("clientState");
+        }
         if !drift.is_empty() {
             warn!(subscription_id = %live.id, fields = ?drift,
                 "subscription differs from the configuration; replacing it");
@@ -332,7 +334,7 @@ impl SubscriptionKeeper {
         }
         let now = self.clock.now();
         if live.expiration_date_time - now > self.config.renew_margin {
-            let record = record_of(
+            let record = self.record_of(
                 &live,
                 previous.created_at,
                 previous.renewed_at,
@@ -350,7 +352,7 @@ impl SubscriptionKeeper {
         }
         match self.renew(&live.id, now).await? {
             Some(expiration) => {
-                let mut record = record_of(
+                let mut record = self.record_of(
                     &live,
                     previous.created_at,
                     Some(now),
@@ -417,14 +419,17 @@ impl SubscriptionKeeper {
             .create_subscription(&request)
             .await
             .doing("creating the subscription")?;
-        let record = record_of(&live, now, None, None);
+        let record = self.record_of(&live, now, None, None);
         self.save(&record, version).await?;
         info!(subscription_id = %record.id, expiration = %record.expiration, ?outcome, "subscription created");
         Ok(Ensured { record, outcome })
     }
 
     /// After a 409: the subscription on our resource whose notification URL is ours was made by
-    /// an earlier run whose record was lost; renew and record it. Anyone else's is reported.
+    /// an earlier run whose record was lost. Which client state it carries cannot be known
+    /// (Graph does not return it), and one we do not know would make the webhook drop every
+    /// notification while answering 202: replace it with one carrying ours. Anyone else's is
+    /// reported, never touched.
     async fn adopt(
         &self,
         version: Option<u64>,
@@ -458,33 +463,10 @@ impl SubscriptionKeeper {
                 None => conflict,
             });
         };
-        let drift = self.drift(live);
-        if !drift.is_empty() {
-            // Ours, but made with an older configuration (another client state, say): the
-            // webhook would reject its notifications, so replace it.
-            warn!(subscription_id = %live.id, fields = ?drift,
-                "found our subscription with an outdated configuration; replacing it");
-            self.delete(&live.id).await?;
-            let outcome = Outcome::Recreated {
-                reason: RecreateReason::ConfigChanged { fields: drift },
-            };
-            return self.post_and_save(version, now, outcome).await;
-        }
-        match self.renew(&live.id, now).await? {
-            Some(expiration) => {
-                let mut record = record_of(live, now, Some(now), None);
-                record.expiration = expiration;
-                self.save(&record, version).await?;
-                info!(subscription_id = %record.id, expiration = %record.expiration,
-                    "adopted our existing subscription");
-                Ok(Ensured {
-                    record,
-                    outcome: Outcome::Adopted,
-                })
-            }
-            // It expired between the list and the renewal; the way is free now.
-            None => self.post_and_save(version, now, Outcome::Created).await,
-        }
+        warn!(subscription_id = %live.id,
+            "found our subscription without a record of its client state; replacing it");
+        self.delete(&live.id).await?;
+        self.post_and_save(version, now, Outcome::Adopted).await
     }
 
     async fn reauthorize(
@@ -547,15 +529,32 @@ impl SubscriptionKeeper {
         if live.lifecycle_notification_url.as_deref() != Some(c.lifecycle_url.as_str()) {
             fields.push("lifecycleNotificationUrl");
         }
-        // Graph may leave clientState out of what it returns; only a value we see can differ.
-        if live
-            .client_state
-            .as_ref()
-            .is_some_and(|s| s.expose_secret() != c.client_state.expose_secret())
-        {
-            fields.push("clientState");
-        }
         fields
+    }
+
+    fn fingerprint(&self) -> String {
+        client_state_fingerprint(&self.config.client_state)
+    }
+
+    fn record_of(
+        &self,
+        live: &Subscription,
+        created_at: DateTime<Utc>,
+        renewed_at: Option<DateTime<Utc>>,
+        reauthorized_at: Option<DateTime<Utc>>,
+    ) -> SubscriptionRecord {
+        SubscriptionRecord {
+            id: live.id.to_string(),
+            resource: live.resource.clone(),
+            change_type: live.change_type.clone(),
+            notification_url: live.notification_url.clone(),
+            lifecycle_url: live.lifecycle_notification_url.clone(),
+            client_state_sha256: Some(self.fingerprint()),
+            expiration: live.expiration_date_time,
+            created_at,
+            renewed_at,
+            reauthorized_at,
+        }
     }
 
     /// A new expiration; `None` if Graph no longer knows the subscription.

@@ -7,6 +7,7 @@
 //! | [`keeper`] | the Graph subscription: create, renew, reauthorize, recreate, adopt |
 //! | [`jobs`] | the dispatcher: what each kind of job does (a new job kind goes here) |
 //! | [`worker`] | the workers: jobs off the queue, retries with backoff, dead letters |
+//! | [`access`] | Graph refuses (403): jobs parked, the refusal reported, resumed when it answers |
 //! | [`admin`] | status, one guest's report, plan, sync |
 //! | [`build`] | [`App::build`]: the application from the settings and the chosen storage |
 //!
@@ -15,6 +16,7 @@
 //! [`App`] once and runs the parts it hosts: `serve` all of them, the connector the workers and
 //! sweeps, each Lambda function one.
 
+pub mod access;
 pub mod admin;
 pub mod build;
 pub mod converge;
@@ -25,6 +27,7 @@ pub mod metrics;
 pub mod reconcile;
 pub mod worker;
 
+pub use access::GraphAccess;
 pub use build::{Settings, Storage};
 pub use converge::{describe, Converger, Hint, Outcome};
 pub use error::{AppError, Doing};
@@ -161,11 +164,16 @@ impl App {
                 clock: clock.clone(),
             })
         });
+        let access = Arc::new(GraphAccess {
+            state: state.clone(),
+            clock: clock.clone(),
+        });
         let reconciler = Arc::new(Reconciler {
             graph: graph.clone(),
             queue: queue.clone(),
             state: state.clone(),
             managed: directory.map(|(directory, policy)| ManagedDirectory { directory, policy }),
+            access: access.clone(),
             clock,
         });
         let keeper = keeper.map(|config| {
@@ -183,6 +191,7 @@ impl App {
             keeper: keeper.clone(),
             reconcile_now: Some(reconcile_now.clone()),
             metrics: metrics.clone(),
+            access,
         });
         Self {
             graph,

@@ -17,6 +17,7 @@ pub struct JobMetrics {
     conflicts: AtomicU64,
     retries: AtomicU64,
     dead_letters: AtomicU64,
+    parked: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
 }
 
@@ -30,6 +31,8 @@ pub struct MetricsSnapshot {
     pub conflicts: u64,
     pub retries: u64,
     pub dead_letters: u64,
+    /// Jobs Graph refused (403), kept until it answers again.
+    pub parked: u64,
 }
 
 impl MetricsSnapshot {
@@ -41,18 +44,20 @@ impl MetricsSnapshot {
             conflicts: self.conflicts.saturating_sub(earlier.conflicts),
             retries: self.retries.saturating_sub(earlier.retries),
             dead_letters: self.dead_letters.saturating_sub(earlier.dead_letters),
+            parked: self.parked.saturating_sub(earlier.parked),
         }
     }
 
     /// Every counter with its published name (the metric name in CloudWatch, the field in the
     /// log line), in one place.
-    pub fn counters(&self) -> [(&'static str, u64); 5] {
+    pub fn counters(&self) -> [(&'static str, u64); 6] {
         [
             ("JobsApplied", self.applied),
             ("JobsUnchanged", self.unchanged),
             ("Conflicts", self.conflicts),
             ("Retries", self.retries),
             ("DeadLetters", self.dead_letters),
+            ("JobsParked", self.parked),
         ]
     }
 
@@ -92,6 +97,11 @@ impl JobMetrics {
         };
     }
 
+    /// A job Graph refused, parked.
+    pub fn parked(&self) {
+        self.parked.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters since the process started.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -101,6 +111,7 @@ impl JobMetrics {
             conflicts: get(&self.conflicts),
             retries: get(&self.retries),
             dead_letters: get(&self.dead_letters),
+            parked: get(&self.parked),
         }
     }
 

@@ -12,6 +12,7 @@
 //!   no user property and is therefore invisible to users/delta.
 //! - [`Reconciler::scheduled_run`]: the one schedule every host follows.
 
+use crate::access::GraphAccess;
 use crate::error::{AppError, Doing};
 use chrono::{DateTime, Utc};
 use serde::Serialize;
@@ -30,6 +31,9 @@ use tracing::{info, warn};
 /// Jobs per `send_batch` (SQS takes 10 per call; the adapter splits, the embedded queue writes
 /// one transaction per batch).
 pub const JOB_BATCH: usize = 100;
+
+/// Full rounds started in one run when Graph keeps losing their state.
+const FULL_ROUND_ATTEMPTS: u32 = 3;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeltaReport {
@@ -90,6 +94,8 @@ pub struct RunReport {
     pub delta: Option<DeltaReport>,
     /// `None` when no sweep was due, or this host does not sweep.
     pub sweep: Option<SweepReport>,
+    /// Jobs parked while Graph refused access, back on the queue now that it answers.
+    pub resumed: usize,
 }
 
 pub struct Reconciler {
@@ -98,6 +104,8 @@ pub struct Reconciler {
     pub state: Arc<dyn KeyValueStore>,
     /// What the sweep reads; `None` where AD is out of reach.
     pub managed: Option<ManagedDirectory>,
+    /// Where refusals (403) are recorded, and parked jobs resumed from.
+    pub access: Arc<GraphAccess>,
     pub clock: Arc<dyn Clock>,
 }
 
@@ -137,7 +145,21 @@ impl Reconciler {
                 Err(e) => return Err(e),
             },
         };
-        let (mut report, link) = self.round(DeltaCursor::Start).await?;
+        // Graph may lose a round's state mid-round too (a nextLink answered 410): start over,
+        // a few times; the jobs already sent are idempotent.
+        let mut attempt = 1;
+        let (mut report, link) = loop {
+            match self.round(DeltaCursor::Start).await {
+                Err(e)
+                    if attempt < FULL_ROUND_ATTEMPTS
+                        && e.graph_error().is_some_and(|g| g.is_sync_state_lost()) =>
+                {
+                    warn!(error = %e, attempt, "Graph lost the full round's state; starting it over");
+                    attempt += 1;
+                }
+                other => break other?,
+            }
+        };
         report.full = true;
         report.reason_for_full = Some(reason);
         self.save_checkpoint(link, None, version).await?;
@@ -203,6 +225,8 @@ impl Reconciler {
         let mut cursor = start;
         let mut report = DeltaReport::default();
         let mut jobs = Batch::new(self.queue.as_ref());
+        // Graph may return an object more than once in a round: one job each.
+        let mut enqueued = HashSet::new();
         loop {
             let page = self
                 .graph
@@ -223,7 +247,9 @@ impl Reconciler {
                         } else {
                             ChangeType::Updated
                         };
-                        jobs.push(self.job(id, Some(change))).await?;
+                        if enqueued.insert((id.clone(), change)) {
+                            jobs.push(self.job(id, Some(change))).await?;
+                        }
                     }
                     DeltaItem::Changed { id, user_type } => {
                         // Graph may leave properties out of a delta item; an unknown userType
@@ -231,15 +257,24 @@ impl Reconciler {
                         let guest = user_type
                             .as_deref()
                             .is_none_or(|t| t.eq_ignore_ascii_case("Guest"));
-                        if full {
-                            if guest {
-                                jobs.push(self.job(id, None)).await?;
-                            }
-                        } else if guest
+                        let key = (id, ChangeType::Updated);
+                        if enqueued.contains(&key) {
+                            continue;
+                        }
+                        let wanted = match full {
+                            true => guest,
                             // A former guest (turned Member) must have their account disabled.
-                            || GuestRecord::load(self.state.as_ref(), &id).await?.is_some()
-                        {
-                            jobs.push(self.job(id, Some(ChangeType::Updated))).await?;
+                            false => {
+                                guest
+                                    || GuestRecord::load(self.state.as_ref(), &key.0)
+                                        .await?
+                                        .is_some()
+                            }
+                        };
+                        if wanted {
+                            jobs.push(self.job(key.0.clone(), Some(ChangeType::Updated)))
+                                .await?;
+                            enqueued.insert(key);
                         }
                     }
                 }
@@ -322,17 +357,43 @@ impl Reconciler {
     /// sweep, or a full delta round (here or in another host of the deployment) completed
     /// since. Times are recorded in state, so the schedule holds across restarts and across
     /// Lambda invocations, and a full round in the cloud leads the connector to sweep.
+    /// A refusal (403) is recorded for `status`; the first delta round after it puts the jobs
+    /// parked meanwhile back on the queue.
     pub async fn scheduled_run(
         &self,
         roles: Roles,
         sweep_interval: Duration,
     ) -> Result<RunReport, AppError> {
-        let delta = match roles.delta {
-            true => Some(self.run_delta().await?),
-            false => None,
+        match self.run_scheduled(roles, sweep_interval).await {
+            Err(e) if GraphAccess::is_denied(&e) => {
+                self.access.refused(&e).await?;
+                Err(e)
+            }
+            other => other,
+        }
+    }
+
+    async fn run_scheduled(
+        &self,
+        roles: Roles,
+        sweep_interval: Duration,
+    ) -> Result<RunReport, AppError> {
+        let (delta, resumed) = match roles.delta {
+            true => {
+                let report = self.run_delta().await?;
+                (
+                    Some(report),
+                    self.access.restored(self.queue.as_ref()).await?,
+                )
+            }
+            false => (None, 0),
         };
         if !roles.sweep {
-            return Ok(RunReport { delta, sweep: None });
+            return Ok(RunReport {
+                delta,
+                sweep: None,
+                resumed,
+            });
         }
         let last = get_json::<LastSweep>(self.state.as_ref(), CHECKPOINTS, LAST_SWEEP).await?;
         let now = self.clock.now();
@@ -352,7 +413,11 @@ impl Reconciler {
             }
         };
         if !due {
-            return Ok(RunReport { delta, sweep: None });
+            return Ok(RunReport {
+                delta,
+                sweep: None,
+                resumed,
+            });
         }
         let sweep = self.sweep().await?;
         put_json(
@@ -366,6 +431,7 @@ impl Reconciler {
         Ok(RunReport {
             delta,
             sweep: Some(sweep),
+            resumed,
         })
     }
 

@@ -19,6 +19,19 @@ use tokio_util::sync::CancellationToken;
 pub struct JobError {
     pub retryable: bool,
     pub reason: String,
+    /// When to try again, where the failure knows (else the backoff decides).
+    pub retry_in: Option<Duration>,
+}
+
+impl JobError {
+    /// A failure that another try may fix, after the backoff.
+    pub fn retryable(reason: impl Into<String>) -> Self {
+        Self {
+            retryable: true,
+            reason: reason.into(),
+            retry_in: None,
+        }
+    }
 }
 
 impl From<crate::AppError> for JobError {
@@ -26,6 +39,7 @@ impl From<crate::AppError> for JobError {
         Self {
             retryable: e.is_retryable(),
             reason: e.to_string(),
+            retry_in: e.retry_in(),
         }
     }
 }
@@ -156,7 +170,7 @@ pub async fn process(
     let outcome = match result {
         Ok(()) => queue.ack(&receipt).await.map(|_| Settled::Done),
         Err(e) if e.retryable => {
-            let delay = config.retry.delay(attempt);
+            let delay = e.retry_in.unwrap_or_else(|| config.retry.delay(attempt));
             match queue.retry_later(&receipt, delay, &e.reason).await {
                 Ok(Disposition::Retrying { attempt }) => {
                     tracing::warn!(%group, attempt, delay_ms = delay.as_millis() as u64, reason = %e.reason, "job failed; will retry");

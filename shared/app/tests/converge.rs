@@ -342,15 +342,30 @@ async fn a_404_alone_only_disables_and_a_confirmed_deletion_then_deletes() {
     let guid = w.account_of(&id).unwrap().object_guid;
     w.graph.delete_permanently(&id);
 
+    // The first 404 changes nothing: a replica behind answers 404 too.
+    let writes = w.directory.write_count();
+    let e = converge_with(&w, &id, Hint::default()).await.unwrap_err();
+    assert!(matches!(e, AppError::NotFoundUnconfirmed { .. }), "{e}");
+    assert!(e.is_retryable());
+    assert_eq!(w.directory.write_count(), writes, "nothing written");
+    assert!(w.account_of(&id).unwrap().is_enabled());
+    // Still within the confirmation delay: still nothing.
+    w.advance(Duration::seconds(10));
+    assert!(converge_with(&w, &id, Hint::default()).await.is_err());
+    assert!(w.account_of(&id).unwrap().is_enabled());
+    // Read again after the delay, still 404 (and not in deleted items): now it counts.
+    w.advance(Duration::seconds(25));
     let out = converge_with(&w, &id, Hint::default()).await.unwrap();
     assert_disabled(&w, &id, &out, &guid).await;
     assert_eq!(out.user_principal_name, None);
+    assert_eq!(w.record(&id).await.unwrap().value.not_found_since, None);
 
     let out = converge_with(
         &w,
         &id,
         Hint {
             deleted_in_graph: true,
+            ..Hint::default()
         },
     )
     .await
@@ -379,6 +394,7 @@ async fn a_deletion_graph_reported_deletes_an_enabled_account_at_once() {
     w.graph.delete_permanently(&id);
     let hint = Hint {
         deleted_in_graph: true,
+        ..Hint::default()
     };
     let out = converge_with(&w, &id, hint).await.unwrap();
     assert!(matches!(out.plan.as_slice(), [Operation::Delete { .. }]));
@@ -713,6 +729,7 @@ async fn a_lost_compare_and_set_on_the_record_still_saves_ours() {
         disabled_at: None,
         applied_fingerprint: None,
         conflict: Some("written by another worker".into()),
+        not_found_since: None,
         updated_at: now(&w),
     };
     w.store
@@ -784,6 +801,7 @@ async fn an_employee_leaves_no_record_behind() {
         &employee,
         Hint {
             deleted_in_graph: true,
+            ..Hint::default()
         },
     )
     .await
@@ -793,4 +811,79 @@ async fn an_employee_leaves_no_record_behind() {
         "no record: the next change to this employee must not look like a former guest's"
     );
     assert_eq!(w.directory.write_count(), 0);
+}
+
+#[tokio::test]
+async fn a_404_that_goes_away_never_disables() {
+    let w = World::new();
+    let id = alice(&w);
+    w.converge(&id).await;
+    // A replica behind: 404 for a moment.
+    w.graph.set_lagging(&id, true);
+    let e = converge_with(&w, &id, Hint::default()).await.unwrap_err();
+    assert!(matches!(e, AppError::NotFoundUnconfirmed { .. }), "{e}");
+    assert!(w.record(&id).await.unwrap().value.not_found_since.is_some());
+    w.advance(Duration::seconds(40));
+    w.graph.set_lagging(&id, false);
+    let out = converge_with(&w, &id, Hint::default()).await.unwrap();
+    assert!(out.plan.is_empty(), "{:?}", out.plan);
+    assert!(w.account_of(&id).unwrap().is_enabled());
+    assert_eq!(
+        w.record(&id).await.unwrap().value.not_found_since,
+        None,
+        "forgotten once Graph answers"
+    );
+}
+
+#[tokio::test]
+async fn a_user_graph_just_reported_gets_time_to_become_visible() {
+    let w = World::new();
+    let id = alice(&w);
+    w.graph.set_lagging(&id, true);
+    let reported = Hint {
+        reported_at: Some(now(&w)),
+        ..Hint::default()
+    };
+    let e = converge_with(&w, &id, reported).await.unwrap_err();
+    assert!(matches!(e, AppError::NotVisibleYet { .. }), "{e}");
+    assert!(e.is_retryable(), "the job is read again later");
+    assert!(w.record(&id).await.is_none(), "nothing remembered");
+    w.advance(Duration::seconds(4));
+    w.graph.set_lagging(&id, false);
+    let out = converge_with(&w, &id, reported).await.unwrap();
+    assert_eq!(out.status, AccountStatus::Enabled, "created once visible");
+
+    // A change to a guest with an account: the confirmation clock starts, and the job reads
+    // again soon (the backoff) while the report is fresh.
+    w.graph.set_lagging(&id, true);
+    let e = converge_with(
+        &w,
+        &id,
+        Hint {
+            reported_at: Some(now(&w)),
+            ..Hint::default()
+        },
+    )
+    .await
+    .unwrap_err();
+    assert!(matches!(e, AppError::NotFoundUnconfirmed { .. }), "{e}");
+    assert_eq!(
+        e.retry_in(),
+        None,
+        "the backoff, not the confirmation delay"
+    );
+    assert!(w.record(&id).await.unwrap().value.not_found_since.is_some());
+    w.graph.set_lagging(&id, false);
+    let out = converge_with(&w, &id, reported).await.unwrap();
+    assert!(out.plan.is_empty() && w.account_of(&id).unwrap().is_enabled());
+
+    // Past the window a 404 counts: nothing to create, no record, no error.
+    let ghost = ObjectId::from_label("ghost");
+    let late = Hint {
+        reported_at: Some(now(&w) - Duration::seconds(61)),
+        ..Hint::default()
+    };
+    let out = converge_with(&w, &ghost, late).await.unwrap();
+    assert_eq!(out.status, AccountStatus::NotProvisioned);
+    assert!(w.record(&ghost).await.is_none());
 }

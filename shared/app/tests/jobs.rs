@@ -14,6 +14,7 @@ use shadowsync_testkit::GraphOp;
 use tokio_util::sync::CancellationToken;
 
 const VISIBILITY: std::time::Duration = std::time::Duration::from_secs(60);
+const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 fn converge_job(w: &World, user_id: &ObjectId) -> Job {
     Job::Converge {
@@ -127,11 +128,7 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason() {
     let job = converge_job(&w, &id);
     w.queue.send_batch(vec![job.clone()]).await.unwrap();
     w.graph.fail(GraphOp::User, 1, || {
-        GraphError::client(
-            403,
-            "Authorization_RequestDenied",
-            "Insufficient privileges",
-        )
+        GraphError::client(400, "Request_BadRequest", "Invalid object identifier")
     });
     assert_eq!(run_one(&w).await, Settled::DeadLettered);
     let dead = w.queue.dead_letters().await.unwrap();
@@ -140,7 +137,7 @@ async fn a_permanent_failure_is_dead_lettered_with_its_reason() {
     assert_eq!(dead[0].attempts, 1);
     assert!(
         dead[0].reason.contains("reading the user")
-            && dead[0].reason.contains("Authorization_RequestDenied"),
+            && dead[0].reason.contains("Request_BadRequest"),
         "{}",
         dead[0].reason
     );
@@ -262,4 +259,176 @@ async fn missed_wakes_the_schedule_at_once() {
         elapsed < std::time::Duration::from_secs(1),
         "woken, not waiting for the interval ({elapsed:?})"
     );
+}
+
+fn refused() -> GraphError {
+    GraphError::client(
+        403,
+        "Authorization_RequestDenied",
+        "Insufficient privileges to complete the operation.",
+    )
+}
+
+#[tokio::test]
+async fn a_refused_job_is_parked_reported_and_resumed_when_graph_answers_again() {
+    let w = World::new();
+    let kept = w.graph.invite_guest("kept@fabrikam.com");
+    w.converge(&kept).await;
+    let new = w.graph.invite_guest("new@fabrikam.com");
+    // Kept's guest leaves while the permission is gone: nothing may happen to its account.
+    w.graph.soft_delete(&kept);
+    w.graph.fail(GraphOp::User, 100, refused);
+    w.queue
+        .send_batch(vec![converge_job(&w, &kept), converge_job(&w, &new)])
+        .await
+        .unwrap();
+    assert_eq!(run_one(&w).await, Settled::Done);
+    assert_eq!(run_one(&w).await, Settled::Done);
+
+    let stats = w.queue.stats().await.unwrap();
+    assert_eq!(
+        (stats.depth, stats.dead_letters),
+        (0, 0),
+        "off the queue, not dead"
+    );
+    assert!(
+        w.account_of(&kept).unwrap().is_enabled(),
+        "a refusal disables nothing"
+    );
+    assert!(w.account_of(&new).is_none());
+    assert_eq!(w.app.metrics.snapshot().parked, 2);
+    let status = shadowsync_app::admin::status(w.store.as_ref(), w.queue.as_ref())
+        .await
+        .unwrap();
+    let denied = status.graph_access.denied.expect("the refusal is reported");
+    assert_eq!((denied.refusals, status.graph_access.parked_jobs), (2, 2));
+    assert_eq!(denied.action, "reading the user");
+    assert!(
+        denied.message.contains("Authorization_RequestDenied"),
+        "{}",
+        denied.message
+    );
+
+    // A delta round refused too: still parked, still reported, nothing enqueued.
+    w.graph.fail(GraphOp::UsersDelta, 1, refused);
+    w.clock.advance(Duration::minutes(15));
+    assert!(w
+        .app
+        .reconciler
+        .scheduled_run(Roles::ALL, DAY)
+        .await
+        .is_err());
+    let status = shadowsync_app::admin::status(w.store.as_ref(), w.queue.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(status.graph_access.denied.unwrap().refusals, 3);
+    assert_eq!(status.queue.depth, 0);
+
+    // The permission is back: the next round resumes the parked jobs.
+    w.graph.clear_faults();
+    w.clock.advance(Duration::minutes(15));
+    let report = w
+        .app
+        .reconciler
+        .scheduled_run(Roles::ALL, DAY)
+        .await
+        .unwrap();
+    assert_eq!(report.resumed, 2);
+    let status = shadowsync_app::admin::status(w.store.as_ref(), w.queue.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(status.graph_access, Default::default());
+    while w.queue.stats().await.unwrap().depth > 0 {
+        run_one(&w).await;
+    }
+    assert!(
+        !w.account_of(&kept).unwrap().is_enabled(),
+        "now Graph says it: disabled"
+    );
+    assert!(w.account_of(&new).is_some());
+    assert_eq!(w.queue.stats().await.unwrap().dead_letters, 0);
+}
+
+#[tokio::test]
+async fn a_refused_group_check_disables_no_one() {
+    let w = Setup {
+        scope_group: true,
+        ..Setup::default()
+    }
+    .build();
+    let id = w.graph.invite_guest("alice@fabrikam.com");
+    w.graph.add_to_group(w.scope_group.as_ref().unwrap(), &id);
+    w.converge(&id).await;
+    w.graph.fail(GraphOp::IsMemberOf, 100, refused);
+    w.queue
+        .send_batch(vec![converge_job(&w, &id)])
+        .await
+        .unwrap();
+    assert_eq!(run_one(&w).await, Settled::Done);
+    assert!(w.account_of(&id).unwrap().is_enabled());
+    assert_eq!(w.app.metrics.snapshot().parked, 1);
+}
+
+#[tokio::test]
+async fn an_unconfirmed_404_comes_back_when_the_second_read_is_due() {
+    let w = World::new();
+    let id = w.graph.invite_guest("alice@fabrikam.com");
+    w.converge(&id).await;
+    w.graph.delete_permanently(&id);
+    // A sweep's job: nothing reported this user lately, so no visibility window first.
+    let job = Job::Converge {
+        user_id: id.clone(),
+        change_type: None,
+        subscription_id: None,
+        received_at: w.clock.now(),
+        source: JobSource::Reconciler,
+    };
+    w.queue.send_batch(vec![job]).await.unwrap();
+    assert_eq!(run_one(&w).await, Settled::Retrying);
+    assert!(
+        w.account_of(&id).unwrap().is_enabled(),
+        "one 404 changes nothing"
+    );
+
+    // Not after the backoff (2 s): when the confirmation is due.
+    w.clock.advance(Duration::seconds(10));
+    assert!(w.queue.receive(1, VISIBILITY).await.unwrap().is_empty());
+    w.clock.advance(Duration::seconds(21));
+    assert_eq!(run_one(&w).await, Settled::Done);
+    assert!(
+        w.account_of(&id).is_none_or(|a| !a.is_enabled()),
+        "confirmed: acted on"
+    );
+}
+
+#[tokio::test]
+async fn a_refused_credential_parks_jobs_too() {
+    let w = World::new();
+    let id = w.graph.invite_guest("alice@fabrikam.com");
+    // An expired client secret: the token endpoint refuses it.
+    w.graph.fail(GraphOp::User, 1, || GraphError::Token {
+        status: Some(401),
+        error: "invalid_client".into(),
+        description: "AADSTS7000222: The provided client secret keys are expired.".into(),
+    });
+    w.queue
+        .send_batch(vec![converge_job(&w, &id)])
+        .await
+        .unwrap();
+    assert_eq!(run_one(&w).await, Settled::Done);
+    let stats = w.queue.stats().await.unwrap();
+    assert_eq!((stats.depth, stats.dead_letters), (0, 0));
+    assert_eq!(w.app.metrics.snapshot().parked, 1);
+    // An outage of the token endpoint is not a refusal: retried as usual.
+    w.graph.fail(GraphOp::User, 1, || GraphError::Token {
+        status: Some(503),
+        error: "temporarily_unavailable".into(),
+        description: "AADSTS90033".into(),
+    });
+    let other = w.graph.invite_guest("bob@fabrikam.com");
+    w.queue
+        .send_batch(vec![converge_job(&w, &other)])
+        .await
+        .unwrap();
+    assert_eq!(run_one(&w).await, Settled::Retrying);
 }

@@ -26,6 +26,16 @@ fn keeper(w: &World) -> &SubscriptionKeeper {
     w.app.keeper().expect("a keeper")
 }
 
+/// A keeper on the same Graph and store with another configuration (a rotation, say).
+fn keeper_with(w: &World, config: shadowsync_app::KeeperConfig) -> SubscriptionKeeper {
+    SubscriptionKeeper {
+        graph: w.graph.clone(),
+        state: w.store.clone(),
+        config,
+        clock: w.graph.clock(),
+    }
+}
+
 fn graph_now(w: &World) -> chrono::DateTime<chrono::Utc> {
     w.graph.clock().now()
 }
@@ -151,7 +161,7 @@ async fn recreates_a_subscription_graph_lost_or_let_expire() {
 }
 
 #[tokio::test]
-async fn a_409_for_our_own_subscription_adopts_it_after_state_was_lost() {
+async fn a_409_for_our_own_subscription_replaces_it_after_state_was_lost() {
     let w = world();
     let id = created(&w).await;
     let stored = SubscriptionRecord::load(w.store.as_ref())
@@ -163,12 +173,52 @@ async fn a_409_for_our_own_subscription_adopts_it_after_state_was_lost() {
         .await
         .unwrap();
 
+    // Which client state ours carries is unknown without the record (Graph does not say):
+    // replaced by one carrying the configured client state, never renewed blindly.
     let e = keeper(&w).ensure().await.unwrap();
     assert_eq!(e.outcome, Outcome::Adopted);
-    assert_eq!(e.record.id, id);
+    assert_ne!(e.record.id, id, "a new subscription");
+    assert_eq!(w.graph.live_subscriptions().len(), 1, "the old one deleted");
+    assert_eq!(w.graph.calls(GraphOp::DeleteSubscription), vec![id.clone()]);
+    assert!(w.graph.calls(GraphOp::RenewSubscription).is_empty());
+    let recorded = record(&w).await.unwrap();
+    assert_eq!(recorded.id, e.record.id);
+    assert_eq!(
+        recorded.client_state_sha256,
+        Some(shadowsync_app::keeper::client_state_fingerprint(
+            &keeper_config().client_state
+        ))
+    );
+}
+
+#[tokio::test]
+async fn a_rotated_client_state_replaces_the_subscription_without_reading_it_back() {
+    let w = world();
+    let id = created(&w).await;
+    // The fake answers like Graph's list: no client state to compare with.
+    let mut rotated = keeper_config();
+    rotated.client_state = secrecy::SecretString::from("a-new-client-state-after-rotation");
+    let e = keeper_with(&w, rotated).ensure().await.unwrap();
+    assert_eq!(
+        e.outcome,
+        Outcome::Recreated {
+            reason: RecreateReason::ConfigChanged {
+                fields: vec!["clientState"]
+            }
+        }
+    );
+    assert_ne!(e.record.id, id);
     assert_eq!(w.graph.live_subscriptions().len(), 1);
-    assert_eq!(w.graph.calls(GraphOp::RenewSubscription), vec![id.clone()]);
-    assert_eq!(record(&w).await.unwrap().id, id);
+    // And the next check leaves the new one alone.
+    let again = keeper_with(&w, {
+        let mut c = keeper_config();
+        c.client_state = secrecy::SecretString::from("a-new-client-state-after-rotation");
+        c
+    })
+    .ensure()
+    .await
+    .unwrap();
+    assert_eq!(again.outcome, Outcome::Unchanged);
 }
 
 #[tokio::test]
@@ -199,20 +249,14 @@ async fn a_409_for_someone_elses_subscription_is_a_conflict_not_retried() {
 }
 
 #[tokio::test]
-async fn ours_with_an_outdated_client_state_is_replaced() {
+async fn ours_with_an_unknown_client_state_is_replaced() {
     let w = world();
     let old = w
         .graph
         .add_subscription(&request(&w, NOTIFICATION_URL, "an-older-client-state"));
     let e = keeper(&w).ensure().await.unwrap();
-    assert_eq!(
-        e.outcome,
-        Outcome::Recreated {
-            reason: RecreateReason::ConfigChanged {
-                fields: vec!["clientState"]
-            }
-        }
-    );
+    assert_eq!(e.outcome, Outcome::Adopted);
+    assert_ne!(e.record.id, old.as_str());
     let live = w.graph.live_subscriptions();
     assert_eq!(live.len(), 1);
     assert_ne!(live[0].id, old);
@@ -358,7 +402,9 @@ async fn a_lifecycle_event_without_a_record_adopts_ours() {
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Adopted);
-    assert_eq!(record(&w).await.unwrap().id, id);
+    let recorded = record(&w).await.unwrap();
+    assert_ne!(recorded.id, id, "replaced: its client state was unknown");
+    assert_eq!(w.graph.live_subscriptions().len(), 1);
 }
 
 #[tokio::test]
@@ -391,6 +437,7 @@ async fn a_lost_compare_and_set_on_the_record_is_retryable() {
         change_type: "updated,deleted".into(),
         notification_url: NOTIFICATION_URL.into(),
         lifecycle_url: Some(LIFECYCLE_URL.into()),
+        client_state_sha256: None,
         expiration: graph_now(&w) + Duration::days(20),
         created_at: graph_now(&w),
         renewed_at: None,

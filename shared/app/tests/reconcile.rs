@@ -73,7 +73,7 @@ async fn the_first_round_is_full_pages_through_and_enqueues_guests_only() {
         jobs(&w).await,
         sorted(vec![a, b, c])
             .into_iter()
-            .map(|id| (id, None))
+            .map(|id| (id, Some(ChangeType::Updated)))
             .collect::<Vec<_>>()
     );
     let cp = checkpoint(&w).await.expect("a checkpoint").value;
@@ -113,6 +113,7 @@ async fn a_former_guest_with_a_record_gets_a_job_a_member_without_one_does_not()
     w.converge(&former).await;
     w.app.reconciler.run_delta().await.unwrap();
     w.drain().await;
+    w.clock.advance(Duration::minutes(1));
 
     w.graph
         .update_user(&former, |u| u.user_type = Some("Member".into()));
@@ -143,6 +144,7 @@ async fn removed_items_are_updates_when_soft_and_deletions_when_permanent() {
     let gone = w.graph.invite_guest("gone@fabrikam.com");
     w.app.reconciler.run_delta().await.unwrap();
     w.drain().await;
+    w.clock.advance(Duration::minutes(1));
     w.graph.soft_delete(&soft);
     w.graph.delete_permanently(&gone);
     let r = w.app.reconciler.run_delta().await.unwrap();
@@ -171,7 +173,7 @@ async fn an_expired_delta_token_starts_a_full_round_and_says_why() {
         reason.starts_with("delta token expired") && reason.contains("syncStateNotFound"),
         "{reason}"
     );
-    assert_eq!(jobs(&w).await, vec![(a.clone(), None)]);
+    assert_eq!(jobs(&w).await, vec![(a.clone(), Some(ChangeType::Updated))]);
     assert_eq!(checkpoint(&w).await.unwrap().value.full_sync_at, now(&w));
 
     // The same code with a plain 400, as the docs also describe it.
@@ -195,7 +197,7 @@ async fn an_unreadable_item_is_skipped_and_counted() {
     w.graph.add_unreadable_delta_item();
     let r = w.app.reconciler.run_delta().await.unwrap();
     assert_eq!((r.users_seen, r.skipped, r.jobs_enqueued), (2, 1, 1));
-    assert_eq!(jobs(&w).await, vec![(a, None)]);
+    assert_eq!(jobs(&w).await, vec![(a, Some(ChangeType::Updated))]);
 }
 
 #[tokio::test]
@@ -394,4 +396,66 @@ async fn a_host_without_the_directory_cannot_sweep() {
         .await
         .unwrap();
     assert!(r.delta.is_some() && r.sweep.is_none());
+}
+
+#[tokio::test]
+async fn repeated_items_and_empty_pages_make_one_job_each() {
+    let w = World::new();
+    w.graph.set_delta_page_size(2);
+    w.graph.set_duplicate_delta_items(true);
+    w.graph.set_empty_delta_pages(true);
+    let a = w.graph.invite_guest("a@fabrikam.com");
+    let b = w.graph.invite_guest("b@fabrikam.com");
+    let c = w.graph.invite_guest("c@fabrikam.com");
+
+    let r = w.app.reconciler.run_delta().await.unwrap();
+    // 6 items (each twice) in 3 pages, each after an empty one.
+    assert_eq!((r.pages, r.users_seen, r.jobs_enqueued), (6, 6, 3));
+    let want: Vec<_> = sorted(vec![a.clone(), b, c])
+        .into_iter()
+        .map(|id| (id, Some(ChangeType::Updated)))
+        .collect();
+    assert_eq!(jobs(&w).await, want);
+
+    w.clock.advance(Duration::minutes(1));
+    w.graph
+        .update_user(&a, |u| u.display_name = Some("A".into()));
+    w.graph.soft_delete(&a);
+    let r = w.app.reconciler.run_delta().await.unwrap();
+    assert_eq!(r.jobs_enqueued, 1, "{r:?}");
+    assert_eq!(jobs(&w).await, vec![(a, Some(ChangeType::Updated))]);
+}
+
+#[tokio::test]
+async fn a_full_round_whose_state_is_lost_midway_starts_over() {
+    let w = World::new();
+    w.graph.set_delta_page_size(1);
+    let a = w.graph.invite_guest("a@fabrikam.com");
+    let b = w.graph.invite_guest("b@fabrikam.com");
+    // The second page of the first attempt answers 410 resyncRequired.
+    w.graph.fail_after(GraphOp::UsersDelta, 1, 1, || {
+        GraphError::client(410, "resyncRequired", "start again")
+    });
+    let r = w.app.reconciler.run_delta().await.unwrap();
+    assert!(r.full);
+    assert_eq!(r.pages, 2, "the round that completed");
+    assert!(checkpoint(&w).await.is_some());
+    let ids: Vec<_> = jobs(&w).await.into_iter().map(|(id, _)| id).collect();
+    // The first attempt's job for the first page, then both again (same clock: the queue's
+    // deduplication folds the repeat).
+    assert_eq!(ids, sorted(vec![a, b]));
+
+    // Graph that keeps losing it: the run fails, nothing is recorded, the next run tries again.
+    let w = World::new();
+    w.graph.set_delta_page_size(1);
+    w.graph.invite_guest("a@fabrikam.com");
+    w.graph.invite_guest("b@fabrikam.com");
+    for _ in 0..3 {
+        w.graph.fail_after(GraphOp::UsersDelta, 1, 1, || {
+            GraphError::client(400, "syncStateNotFound", "expired")
+        });
+    }
+    let e = w.app.reconciler.run_delta().await.unwrap_err();
+    assert!(e.graph_error().unwrap().is_sync_state_lost(), "{e}");
+    assert!(checkpoint(&w).await.is_none());
 }

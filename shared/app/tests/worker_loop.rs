@@ -69,6 +69,7 @@ impl JobHandler for Recorder {
             return Err(JobError {
                 retryable: false,
                 reason: "cannot ever work".into(),
+                retry_in: None,
             });
         }
         if let Some(left) = self
@@ -82,6 +83,7 @@ impl JobHandler for Recorder {
             return Err(JobError {
                 retryable: true,
                 reason: "not yet".into(),
+                retry_in: None,
             });
         }
         self.seen

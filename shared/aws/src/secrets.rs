@@ -14,7 +14,7 @@ use shadowsync_config::GraphCredential;
 const SUFFIX: &str = "_SECRET_ARN";
 const GRAPH_CERTIFICATE: &str = "SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN";
 /// Each secret variable and the configuration variable its value goes to.
-const SECRET_VARIABLES: [(&str, &str); 3] = [
+const SECRET_VARIABLES: [(&str, &str); 4] = [
     (
         "SHADOWSYNC_GRAPH_CLIENT_SECRET_ARN",
         "SHADOWSYNC_GRAPH_CLIENT_SECRET",
@@ -22,6 +22,10 @@ const SECRET_VARIABLES: [(&str, &str); 3] = [
     (
         "SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN",
         "SHADOWSYNC_WEBHOOK_CLIENT_STATE",
+    ),
+    (
+        "SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE_SECRET_ARN",
+        "SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE",
     ),
     (
         "SHADOWSYNC_DIRECTORY_BIND_PASSWORD_SECRET_ARN",

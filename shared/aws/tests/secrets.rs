@@ -5,19 +5,6 @@ use shadowsync_aws::secrets::{region_of_secrets, resolve};
 use shadowsync_aws::{AwsError, LambdaHost};
 use shadowsync_e2e::{aws, unique};
 
-async fn secret(client: &aws_sdk_secretsmanager::Client, value: &str) -> String {
-    client
-        .create_secret()
-        .name(format!("shadowsync-test-{}", unique()))
-        .secret_string(value)
-        .send()
-        .await
-        .unwrap()
-        .arn()
-        .unwrap()
-        .to_string()
-}
-
 fn var(name: &str, value: &str) -> (String, String) {
     (name.to_string(), value.to_string())
 }
@@ -26,8 +13,8 @@ fn var(name: &str, value: &str) -> (String, String) {
 async fn secret_arns_become_configuration_values() {
     let sdk = aws::sdk_config().await;
     let client = aws_sdk_secretsmanager::Client::new(&sdk);
-    let client_secret = secret(&client, "graph-client-secret-value").await;
-    let client_state = secret(&client, "a-client-state-of-sufficient-length").await;
+    let client_secret = aws::secret("graph-client-secret-value").await;
+    let client_state = aws::secret("a-client-state-of-sufficient-length").await;
     let env = vec![
         var("SHADOWSYNC_GRAPH_CLIENT_SECRET_ARN", &client_secret),
         var("SHADOWSYNC_WEBHOOK_CLIENT_STATE_SECRET_ARN", &client_state),
@@ -70,8 +57,7 @@ async fn secret_arns_become_configuration_values() {
 #[tokio::test]
 async fn a_certificate_secret_becomes_an_in_memory_credential() {
     let client = aws_sdk_secretsmanager::Client::new(&aws::sdk_config().await);
-    let arn = secret(
-        &client,
+    let arn = aws::secret(
         r#"{"certificate_pem": "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n", "private_key_pem": "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----\n"}"#,
     )
     .await;
@@ -89,7 +75,7 @@ async fn a_certificate_secret_becomes_an_in_memory_credential() {
         other => panic!("{other:?}"),
     }
 
-    let malformed = secret(&client, "PRIVATE-KEY-MATERIAL not json").await;
+    let malformed = aws::secret("PRIVATE-KEY-MATERIAL not json").await;
     let error = resolve(
         &client,
         vec![var("SHADOWSYNC_GRAPH_CERTIFICATE_SECRET_ARN", &malformed)],

@@ -7,7 +7,7 @@
 //! Lambda functions, which have no file). Every wrong value is a [`ConfigError::Key`] naming
 //! the key and saying why, before anything starts; no input makes this crate panic.
 //!
-//! Secrets (`graph.client_secret`, `webhook.client_state`, `directory.bind_password`) are read
+//! Secrets (`graph.client_secret`, `webhook.client_state` and `previous_client_state`, `directory.bind_password`) are read
 //! from the environment only, so that a config file can be shared, versioned and backed up
 //! without leaking anything; they are held as [`SecretString`], whose `Debug` is redacted.
 
@@ -258,7 +258,12 @@ impl EnvConfig {
 
     /// `webhook.client_state` alone (the webhook function needs no public URL).
     pub fn client_state(&self) -> Result<SecretString, ConfigError> {
-        WebhookSection::client_state_from_table(self.section("webhook"))
+        Ok(self.client_states()?.0)
+    }
+
+    /// `webhook.client_state` and `webhook.previous_client_state` (during a rotation).
+    pub fn client_states(&self) -> Result<(SecretString, Option<SecretString>), ConfigError> {
+        WebhookSection::client_states_from_table(self.section("webhook"))
     }
 
     pub fn directory(&self) -> Result<DirectorySection, ConfigError> {

@@ -24,9 +24,10 @@ pub(crate) const SECTIONS: [&str; 10] = [
 
 /// `(section, key)` of every secret: read from the environment only, so that a config file can
 /// be shared, versioned and backed up without leaking anything.
-pub(crate) const SECRETS: [(&str, &str); 3] = [
+pub(crate) const SECRETS: [(&str, &str); 4] = [
     ("graph", "client_secret"),
     ("webhook", "client_state"),
+    ("webhook", "previous_client_state"),
     ("directory", "bind_password"),
 ];
 

@@ -220,6 +220,7 @@ fn secrets_in_the_file_are_refused() {
     for (section, key) in [
         ("graph", "client_secret"),
         ("webhook", "client_state"),
+        ("webhook", "previous_client_state"),
         ("directory", "bind_password"),
     ] {
         let text = FILE.replace(
@@ -1416,4 +1417,39 @@ fn no_value_of_any_key_panics() {
             }
         }
     }
+}
+
+#[test]
+fn a_previous_client_state_is_accepted_during_a_rotation() {
+    let c = parse(FILE, secrets()).unwrap();
+    assert!(c.webhook.previous_client_state.is_none(), "none by default");
+    let previous = "the-client-state-rotated-out-1234";
+    let c = parse(
+        FILE,
+        with(&[("SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE", previous)]),
+    )
+    .unwrap();
+    assert_eq!(
+        c.webhook
+            .previous_client_state
+            .as_ref()
+            .map(|s| s.expose_secret().to_string()),
+        Some(previous.to_string())
+    );
+    assert!(!format!("{c:?}").contains(previous), "not in Debug");
+    let env = EnvConfig::from_env(with(&[(
+        "SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE",
+        previous,
+    )]))
+    .unwrap();
+    let (current, rotated_out) = env.client_states().unwrap();
+    assert_eq!(current.expose_secret(), CLIENT_STATE);
+    assert_eq!(rotated_out.unwrap().expose_secret(), previous);
+
+    let same = with(&[("SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE", CLIENT_STATE)]);
+    assert_eq!(err_key(FILE, same), "webhook.previous_client_state");
+    let short = with(&[("SHADOWSYNC_WEBHOOK_PREVIOUS_CLIENT_STATE", "short")]);
+    let (key, reason) = key_error(parse(FILE, short));
+    assert_eq!(key, "webhook.previous_client_state");
+    assert!(reason.contains("at least 16"), "{reason}");
 }

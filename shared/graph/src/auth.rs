@@ -13,7 +13,7 @@ use rustls_pki_types::pem::{self, PemObject};
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Deserializer, Serialize};
-use sha1::{Digest, Sha1};
+use sha2::{Digest, Sha256};
 use tokio::sync::Mutex;
 use tracing::{debug, warn};
 
@@ -52,7 +52,11 @@ struct CachedToken {
 
 enum Method {
     Secret(SecretString),
-    Certificate { key: EncodingKey, x5t: String },
+    /// The key and `x5t#S256`, the certificate's SHA-256 thumbprint.
+    Certificate {
+        key: EncodingKey,
+        x5t_s256: String,
+    },
 }
 
 /// Fetches and caches the app-only token for Graph. One refresh at a time: callers wait on the
@@ -96,7 +100,7 @@ impl TokenProvider {
                 let key = private_key(private_key_pem.expose_secret())?;
                 Method::Certificate {
                     key,
-                    x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(der.as_ref())),
+                    x5t_s256: thumbprint(der.as_ref()),
                 }
             }
         };
@@ -109,8 +113,8 @@ impl TokenProvider {
             cache: Mutex::new(None),
         };
         // Sign once now so a key that parses but cannot sign fails at start-up, not at first use.
-        if let Method::Certificate { key, x5t } = &provider.method {
-            provider.assertion(key, x5t)?;
+        if let Method::Certificate { key, x5t_s256 } = &provider.method {
+            provider.assertion(key, x5t_s256)?;
         }
         Ok(provider)
     }
@@ -159,9 +163,9 @@ impl TokenProvider {
             Method::Secret(secret) => {
                 form.push(("client_secret", secret.expose_secret().to_owned()));
             }
-            Method::Certificate { key, x5t } => {
+            Method::Certificate { key, x5t_s256 } => {
                 form.push(("client_assertion_type", JWT_BEARER.into()));
-                form.push(("client_assertion", self.assertion(key, x5t)?));
+                form.push(("client_assertion", self.assertion(key, x5t_s256)?));
             }
         }
         let response = self
@@ -233,7 +237,11 @@ impl TokenProvider {
         }
     }
 
-    fn assertion(&self, key: &EncodingKey, x5t: &str) -> Result<String, GraphError> {
+    /// The client assertion: PS256 with the certificate's `x5t#S256`, Entra's current
+    /// recommendation (RS256 with the SHA-1 `x5t` is still accepted, but legacy). Its times
+    /// come from the local clock, as Entra checks them against real time (with a few minutes of
+    /// skew), never from Graph's `Date` header.
+    fn assertion(&self, key: &EncodingKey, x5t_s256: &str) -> Result<String, GraphError> {
         #[derive(Serialize)]
         struct Claims<'a> {
             aud: &'a str,
@@ -254,8 +262,8 @@ impl TokenProvider {
             iat: now,
             exp: now + ASSERTION_LIFETIME_SECS,
         };
-        let mut header = Header::new(Algorithm::RS256);
-        header.x5t = Some(x5t.to_owned());
+        let mut header = Header::new(Algorithm::PS256);
+        header.x5t_s256 = Some(x5t_s256.to_owned());
         jsonwebtoken::encode(&header, &claims, key)
             .map_err(|e| GraphError::Config(format!("cannot sign the client assertion: {e}")))
     }
@@ -295,6 +303,11 @@ pub(crate) fn scope(graph_endpoint: &url::Url) -> String {
 /// How long before expiry a token is refreshed: 5 minutes, or 10% of its lifetime if smaller.
 pub(crate) fn refresh_margin(lifetime: Duration) -> Duration {
     (lifetime / 10).min(MAX_REFRESH_MARGIN)
+}
+
+/// `x5t#S256`: the base64url SHA-256 of the certificate's DER.
+fn thumbprint(der: &[u8]) -> String {
+    URL_SAFE_NO_PAD.encode(Sha256::digest(der))
 }
 
 /// The DER bytes of the first certificate in the PEM text (which may also hold the key).
@@ -433,7 +446,8 @@ mod tests {
         let pkcs1 = sign(&made.private_key_pkcs1_pem);
         assert_eq!(pkcs8, pkcs1);
         let der = certificate_der(&made.certificate_pem).unwrap();
-        assert_eq!(URL_SAFE_NO_PAD.encode(Sha1::digest(der.as_ref())), made.x5t);
+        assert_eq!(der.as_ref(), made.certificate_der.as_slice());
+        assert_eq!(thumbprint(der.as_ref()).len(), 43, "32 bytes, base64url");
     }
 
     #[test]

@@ -5,7 +5,7 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use reqwest::header::{HeaderMap, ACCEPT, RETRY_AFTER};
+use reqwest::header::{HeaderMap, ACCEPT, CONTENT_LENGTH, RETRY_AFTER};
 use reqwest::{Method, StatusCode};
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
@@ -32,7 +32,7 @@ struct Inner {
     auth: TokenProvider,
     graph: Url,
     client_id: String,
-    max_retries: u32,
+    retry_budget: Duration,
     backoff: Backoff,
     server_clock: Arc<ServerClock>,
     /// Throttling answers (429, 503) since the last [`GraphClient::take_throttled`].
@@ -106,7 +106,7 @@ impl GraphClient {
                 auth,
                 graph: config.graph_endpoint,
                 client_id: config.client_id,
-                max_retries: config.max_retries,
+                retry_budget: config.retry_budget,
                 backoff: Backoff::new(config.base_backoff, config.max_backoff),
                 server_clock: Arc::default(),
                 throttled: Default::default(),
@@ -224,10 +224,12 @@ impl GraphClient {
         decode(&bytes)
     }
 
-    /// Sends the request with a bearer token and retries: once with a fresh token after a 401;
-    /// up to `max_retries` times after throttling, 5xx, timeouts and network errors, sleeping
-    /// `Retry-After` (429/503) or a capped exponential backoff with full jitter. Returns the body
-    /// of a 2xx response.
+    /// Sends the request with a bearer token and retries: with a fresh token after a 401 (once
+    /// in a row: a token can also expire while a retry waits out a throttle);
+    /// after throttling, 5xx, timeouts and network errors as long as the retry budget lasts,
+    /// sleeping `Retry-After` (429/503, to the millisecond) or the core's backoff. A wait that
+    /// would end past the budget is not slept: the error goes to the caller (for a 429,
+    /// [`GraphError::Throttled`] with Graph's `Retry-After`). Returns the body of a 2xx response.
     async fn execute(
         &self,
         method: Method,
@@ -235,7 +237,9 @@ impl GraphClient {
         body: Option<&Value>,
     ) -> Result<Vec<u8>, GraphError> {
         let inner = &*self.inner;
+        let started = tokio::time::Instant::now();
         let mut retries = 0u32;
+        // A fresh token refused at once means the credential is refused: no second one.
         let mut reauthenticated = false;
         loop {
             let (error, retry_after) = match self.attempt(&method, url, body).await {
@@ -245,31 +249,30 @@ impl GraphClient {
                         return Err(error);
                     }
                     reauthenticated = true;
-                    warn!(%method, path = url.path(), "Graph answered 401; retrying once with a new token");
+                    warn!(%method, path = url.path(), "Graph answered 401; retrying with a new token");
                     inner.auth.invalidate(&token).await;
                     continue;
                 }
-                Err(Failure::Other { error, retry_after }) => (error, retry_after),
+                Err(Failure::Other { error, retry_after }) => {
+                    // Graph took the token this time.
+                    reauthenticated = false;
+                    (error, retry_after)
+                }
             };
             if !error.is_retryable() {
                 return Err(error);
             }
-            if retries >= inner.max_retries {
-                warn!(%method, path = url.path(), retries, %error, "giving up on Graph request");
+            let delay = retry_after.unwrap_or_else(|| inner.backoff.delay(retries + 1));
+            let spent = started.elapsed();
+            if spent + delay > inner.retry_budget {
+                warn!(%method, path = url.path(), retries, spent_ms = spent.as_millis() as u64,
+                    delay_ms = delay.as_millis() as u64, %error,
+                    "the next try would end past the retry budget; leaving the retry to the caller");
                 return Err(error);
             }
-            let delay = match retry_after {
-                Some(wait) if wait > inner.backoff.cap => {
-                    warn!(%method, path = url.path(), retry_after_s = wait.as_secs(), %error,
-                        "Retry-After exceeds max_backoff; leaving the retry to the caller");
-                    return Err(error);
-                }
-                Some(wait) => wait,
-                None => inner.backoff.delay(retries + 1),
-            };
             retries += 1;
-            warn!(%method, path = url.path(), retry = retries, max_retries = inner.max_retries,
-                delay_ms = delay.as_millis() as u64, %error, "retrying Graph request");
+            warn!(%method, path = url.path(), retry = retries, delay_ms = delay.as_millis() as u64,
+                %error, "retrying Graph request");
             tokio::time::sleep(delay).await;
         }
     }
@@ -287,8 +290,15 @@ impl GraphClient {
             .request(method.clone(), url.clone())
             .bearer_auth(token.as_str())
             .header(ACCEPT, "application/json");
-        if let Some(body) = body {
-            request = request.json(body);
+        match body {
+            Some(body) => request = request.json(body),
+            // A bodiless POST or PATCH must still say it has no body: over HTTP/1.1 reqwest
+            // sends neither Content-Length nor chunked encoding, and Graph's front ends answer
+            // 411 Length Required (every reauthorization would fail).
+            None if *method != Method::GET && *method != Method::DELETE => {
+                request = request.header(CONTENT_LENGTH, 0);
+            }
+            None => {}
         }
         let response = request.send().await.map_err(from_reqwest)?;
         inner.server_clock.observe(response.headers());
@@ -318,11 +328,13 @@ fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, GraphError> {
     serde_json::from_slice(bytes).map_err(|e| GraphError::Decode(Box::new(e)))
 }
 
-/// `Retry-After` as delay-seconds or an HTTP date.
+/// `Retry-After` as delay-seconds (Graph sends fractions too: `2.128`) or an HTTP date; `None`
+/// when absent or unreadable (the backoff decides then).
 fn parse_retry_after(headers: &HeaderMap) -> Option<Duration> {
     let value = headers.get(RETRY_AFTER)?.to_str().ok()?.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
+    if let Ok(secs) = value.parse::<f64>() {
+        // Negative, NaN or absurd values are not a wait anyone meant.
+        return Duration::try_from_secs_f64(secs).ok();
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
     let wait = at.signed_duration_since(chrono::Utc::now());
@@ -353,6 +365,12 @@ mod tests {
         );
         assert_eq!(parse_retry_after(&h), Some(Duration::ZERO));
         h.insert(RETRY_AFTER, HeaderValue::from_static("soon"));
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("2.128"));
+        assert_eq!(parse_retry_after(&h), Some(Duration::from_millis(2128)));
+        h.insert(RETRY_AFTER, HeaderValue::from_static("-1"));
+        assert_eq!(parse_retry_after(&h), None);
+        h.insert(RETRY_AFTER, HeaderValue::from_static("1e30"));
         assert_eq!(parse_retry_after(&h), None);
     }
 

@@ -64,12 +64,15 @@ pub struct GraphConfig {
     pub graph_endpoint: Url,
     /// Per-request timeout (connect, send and read the body). Default 30 s.
     pub request_timeout: Duration,
-    /// Retries after the first attempt for throttling, 5xx, timeouts and network errors. Default 6.
-    pub max_retries: u32,
+    /// How long one call may spend retrying throttling, 5xx, timeouts and network errors, waits
+    /// included. A time, not a count: a count of retries bounds nothing when Graph asks to wait
+    /// (`Retry-After`), and the callers have deadlines (a Lambda function's timeout, a job's
+    /// visibility). Past it the error goes to the caller, whose job is retried later. Default
+    /// 30 s.
+    pub retry_budget: Duration,
     /// Base of the exponential backoff (full jitter). Default 500 ms.
     pub base_backoff: Duration,
-    /// Cap of one backoff sleep; a `Retry-After` longer than this is not slept but returned to the
-    /// caller as [`GraphError::Throttled`]. Default 60 s.
+    /// Cap of one backoff sleep. Default 60 s.
     pub max_backoff: Duration,
 }
 
@@ -86,7 +89,7 @@ impl GraphConfig {
             login_endpoint: Url::parse(DEFAULT_LOGIN_ENDPOINT).expect("valid default URL"),
             graph_endpoint: Url::parse(DEFAULT_GRAPH_ENDPOINT).expect("valid default URL"),
             request_timeout: Duration::from_secs(30),
-            max_retries: 6,
+            retry_budget: Duration::from_secs(30),
             base_backoff: Duration::from_millis(500),
             max_backoff: Duration::from_secs(60),
         }
@@ -126,7 +129,7 @@ mod tests {
         );
         assert_eq!(base_str(&c.graph_endpoint), "https://graph.microsoft.com");
         assert_eq!(c.request_timeout, Duration::from_secs(30));
-        assert_eq!(c.max_retries, 6);
+        assert_eq!(c.retry_budget, Duration::from_secs(30));
         assert_eq!(c.max_backoff, Duration::from_secs(60));
         match &c.credential {
             Credential::Secret(s) => assert_eq!(s.expose_secret(), "s3cr3t-value"),

@@ -234,6 +234,30 @@ async fn unauthorized_drops_the_token_and_retries_once() {
     assert_eq!(sim.graph_requests(), 5);
 }
 
+#[tokio::test]
+async fn a_token_that_expires_while_a_throttle_is_waited_out_is_replaced_again() {
+    let sim = Sim::with_secret().await;
+    let client = secret_client(&sim);
+    let _: Value = client.get_json("/v1.0/script").await.unwrap();
+    // 401 (refreshed), then 429; while its Retry-After is waited out the new token expires
+    // too: Graph took it in between, so another refresh is right.
+    sim.revoke_all_tokens();
+    sim.script([Canned::error(429, "TooManyRequests").header("Retry-After", "0.3")]);
+    let revoker = {
+        let state = sim.state.clone();
+        tokio::spawn(async move {
+            while state.graph_requests.load(Ordering::SeqCst) < 3 {
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+            state.issued.lock().unwrap().clear();
+        })
+    };
+    let _: Value = client.get_json("/v1.0/script").await.unwrap();
+    revoker.await.unwrap();
+    assert_eq!(sim.token_requests(), 3);
+    assert_eq!(sim.graph_requests(), 5); // ok | 401, 429, 401, ok
+}
+
 // ---------------------------------------------------------------- users and groups
 
 #[tokio::test]
@@ -413,7 +437,64 @@ async fn throttled_request_waits_retry_after_then_succeeds() {
 }
 
 #[tokio::test]
-async fn retry_after_longer_than_max_backoff_is_left_to_the_caller() {
+async fn a_fractional_retry_after_is_honoured_to_the_millisecond() {
+    let sim = Sim::with_secret().await;
+    sim.script([Canned::error(429, "TooManyRequests").header("retry-after", "1.5")]);
+    let client = secret_client(&sim);
+    let _: Value = client.get_json("/v1.0/script").await.unwrap();
+    let calls = sim.state.script_calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    let gap = calls[1].0 - calls[0].0;
+    assert!(
+        gap >= Duration::from_millis(1450) && gap < Duration::from_millis(1950),
+        "waited {gap:?} for Retry-After: 1.5"
+    );
+}
+
+#[tokio::test]
+async fn a_429_without_retry_after_waits_the_backoff() {
+    let sim = Sim::with_secret().await;
+    sim.script([Canned::error(429, "TooManyRequests")]);
+    let client = secret_client(&sim);
+    let _: Value = client.get_json("/v1.0/script").await.unwrap();
+    let calls = sim.state.script_calls.lock().unwrap().clone();
+    assert_eq!(calls.len(), 2);
+    // The first backoff step: between half and all of the 10 ms base.
+    let gap = calls[1].0 - calls[0].0;
+    assert!(gap >= Duration::from_millis(5), "{gap:?}");
+}
+
+#[tokio::test]
+async fn a_bodiless_post_says_its_body_is_empty() {
+    let sim = Sim::with_secret().await;
+    let client = secret_client(&sim);
+    client
+        .send(Method::POST, "/v1.0/script", None)
+        .await
+        .unwrap();
+    client
+        .send(Method::POST, "/v1.0/script", Some(&json!({"a": 1})))
+        .await
+        .unwrap();
+    let headers = sim.state.script_headers.lock().unwrap().clone();
+    assert_eq!(
+        headers[0]
+            .get("content-length")
+            .map(|v| v.to_str().unwrap()),
+        Some("0"),
+        "Graph's front ends answer 411 Length Required otherwise: {:?}",
+        headers[0]
+    );
+    assert_eq!(
+        headers[1]
+            .get("content-length")
+            .map(|v| v.to_str().unwrap()),
+        Some("7")
+    );
+}
+
+#[tokio::test]
+async fn retry_after_longer_than_the_retry_budget_is_left_to_the_caller() {
     let sim = Sim::with_secret().await;
     sim.script([Canned::error(429, "TooManyRequests").header("retry-after", "120")]);
     let client = secret_client(&sim);
@@ -442,11 +523,15 @@ async fn service_unavailable_twice_then_success() {
 }
 
 #[tokio::test]
-async fn server_error_forever_gives_up_after_max_retries() {
+async fn server_error_forever_gives_up_when_the_retry_budget_is_spent() {
     let sim = Sim::with_secret().await;
     sim.set_fallback(Canned::error(500, "generalException"));
-    let client = secret_client(&sim); // max_retries = 3
+    let mut config = sim.config(Credential::secret(SECRET));
+    config.retry_budget = Duration::from_millis(300);
+    let client = GraphClient::new(config).unwrap();
+    let started = Instant::now();
     let err = client.get_json::<Value>("/v1.0/script").await.unwrap_err();
+    let spent = started.elapsed();
     match &err {
         GraphError::Server {
             status,
@@ -460,7 +545,10 @@ async fn server_error_forever_gives_up_after_max_retries() {
         other => panic!("expected Server, got {other:?}"),
     }
     assert!(err.is_retryable());
-    assert_eq!(sim.graph_requests(), 4, "1 attempt + 3 retries");
+    assert!(spent < Duration::from_millis(600), "spent {spent:?}");
+    // 300 ms at 5 to 50 ms between tries: several tries, and not endless.
+    let tries = sim.graph_requests();
+    assert!((4..=70).contains(&tries), "{tries} tries");
 }
 
 #[tokio::test]

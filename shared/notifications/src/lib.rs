@@ -41,8 +41,11 @@ const MAX_REJECTION_WARNINGS: usize = 10;
 
 pub struct WebhookState {
     pub queue: Arc<dyn Queue>,
-    /// The `clientState` our subscriptions were created with.
+    /// The `clientState` our subscriptions are created with.
     pub client_state: SecretString,
+    /// The `clientState` being rotated out: accepted too while set, so that notifications of
+    /// the subscription being replaced are not lost.
+    pub previous_client_state: Option<SecretString>,
     /// Our Entra tenant; items from any other are discarded.
     pub tenant_id: Uuid,
     pub metrics: Arc<WebhookMetrics>,
@@ -54,6 +57,7 @@ impl WebhookState {
         Self {
             queue,
             client_state,
+            previous_client_state: None,
             tenant_id,
             metrics: Arc::new(WebhookMetrics::new()),
             enqueue_timeout: DEFAULT_ENQUEUE_TIMEOUT,
@@ -119,6 +123,7 @@ async fn handle(state: &WebhookState, endpoint: &'static str, request: Request) 
     let received_at = Utc::now();
     let expected = payload::Expected {
         client_state: &state.client_state,
+        previous_client_state: state.previous_client_state.as_ref(),
         tenant_id: state.tenant_id,
     };
     state.metrics.items_received(collection.value.len());

@@ -46,6 +46,8 @@ struct RawResourceData {
 /// What the webhook checks every item against.
 pub(crate) struct Expected<'a> {
     pub client_state: &'a SecretString,
+    /// During a rotation, the client state being rotated out.
+    pub previous_client_state: Option<&'a SecretString>,
     pub tenant_id: Uuid,
 }
 
@@ -120,7 +122,12 @@ pub(crate) fn classify(raw: serde_json::Value, expected: &Expected<'_>) -> Resul
         subscription_id: item.subscription_id.as_deref().map(shorten),
     };
 
-    if !client_state_matches(item.client_state.as_deref(), expected.client_state) {
+    let given = item.client_state.as_deref();
+    let matches = client_state_matches(given, expected.client_state)
+        | expected
+            .previous_client_state
+            .is_some_and(|previous| client_state_matches(given, previous));
+    if !matches {
         return Err(reject(RejectReason::BadClientState));
     }
     let tenant = item
@@ -239,6 +246,7 @@ mod tests {
         let secret = SecretString::from("secretClientValue");
         let expected = Expected {
             client_state: &secret,
+            previous_client_state: None,
             tenant_id: TENANT.parse().unwrap(),
         };
         classify(item, &expected).map_err(|r| r.reason)
@@ -292,6 +300,37 @@ mod tests {
         let mut item = user_item();
         item.as_object_mut().unwrap().remove("clientState");
         assert_eq!(check(item), Err(RejectReason::BadClientState));
+    }
+
+    #[test]
+    fn during_a_rotation_the_previous_client_state_is_accepted_too() {
+        let (current, previous) = (
+            SecretString::from("newClientValue"),
+            SecretString::from("secretClientValue"),
+        );
+        let rotating = Expected {
+            client_state: &current,
+            previous_client_state: Some(&previous),
+            tenant_id: TENANT.parse().unwrap(),
+        };
+        assert!(classify(user_item(), &rotating).is_ok(), "the old one");
+        let mut item = user_item();
+        item["clientState"] = json!("newClientValue");
+        assert!(classify(item, &rotating).is_ok(), "the new one");
+        let mut item = user_item();
+        item["clientState"] = json!("neitherClientValue");
+        assert_eq!(
+            classify(item, &rotating).map_err(|r| r.reason),
+            Err(RejectReason::BadClientState)
+        );
+        let done = Expected {
+            previous_client_state: None,
+            ..rotating
+        };
+        assert!(
+            classify(user_item(), &done).is_err(),
+            "refused once it is over"
+        );
     }
 
     #[test]

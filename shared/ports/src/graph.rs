@@ -279,6 +279,21 @@ impl GraphError {
         }
     }
 
+    /// Access refused: `403` (`Authorization_RequestDenied`: a permission removed, consent
+    /// revoked), `401` even with a fresh token, or the token endpoint refusing the credential
+    /// (an expired secret or certificate, the application disabled or deleted: `4xx` other
+    /// than 429). Nothing can be known about the resource then, which is not its absence.
+    pub fn is_access_denied(&self) -> bool {
+        match self {
+            GraphError::Client { status, .. } => matches!(status, 401 | 403),
+            GraphError::Token {
+                status: Some(status),
+                ..
+            } => (400..500).contains(status) && *status != 429,
+            _ => false,
+        }
+    }
+
     /// `404 Not Found`.
     pub fn is_not_found(&self) -> bool {
         self.status() == Some(404)

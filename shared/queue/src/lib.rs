@@ -18,7 +18,7 @@ use std::time::Duration;
 use thiserror::Error;
 
 /// Why Graph told us about a user (a hint only: converge re-reads the user).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub enum ChangeType {
     Created,

@@ -7,7 +7,9 @@ mod embedded;
 pub mod records;
 
 pub use embedded::EmbeddedStore;
-pub use records::{AccountStatus, DeltaCheckpoint, GuestRecord, LastSweep, SubscriptionRecord};
+pub use records::{
+    AccountStatus, DeltaCheckpoint, GraphAccessDenied, GuestRecord, LastSweep, SubscriptionRecord,
+};
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;
 
@@ -71,6 +73,11 @@ impl StateError {
             Self::Conflict { .. } | Self::Storage { .. } => true,
             Self::Corrupt { .. } | Self::InUse(_) => false,
         }
+    }
+
+    /// A compare-and-set lost to another writer.
+    pub fn is_conflict(&self) -> bool {
+        matches!(self, Self::Conflict { .. })
     }
 }
 

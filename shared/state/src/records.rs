@@ -18,6 +18,11 @@ pub const CHECKPOINTS: &str = "checkpoints";
 pub const USERS_DELTA: &str = "users_delta";
 /// Key of the last sweep's time in [`CHECKPOINTS`].
 pub const LAST_SWEEP: &str = "last_sweep";
+/// Key of [`GraphAccessDenied`] in [`CHECKPOINTS`].
+pub const GRAPH_ACCESS: &str = "graph_access";
+/// Table of the jobs parked while Graph refuses access, keyed by the job's group (the user, or
+/// the subscription): one per group, the latest.
+pub const PARKED: &str = "parked";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -57,10 +62,30 @@ pub struct GuestRecord {
     /// [`shadowsync_core`]'s fingerprint of the state last applied.
     pub applied_fingerprint: Option<String>,
     pub conflict: Option<String>,
+    /// When Graph first answered 404 for this guest (and found nothing in deleted items), while
+    /// an account exists: a 404 acts only once confirmed by a later read.
+    #[serde(default)]
+    pub not_found_since: Option<DateTime<Utc>>,
     pub updated_at: DateTime<Utc>,
 }
 
 impl GuestRecord {
+    /// A record with nothing known but the guest, a status and the time.
+    pub fn new(object_id: ObjectId, status: AccountStatus, now: DateTime<Utc>) -> Self {
+        Self {
+            object_id,
+            dn: None,
+            object_guid: None,
+            sam_account_name: None,
+            status,
+            disabled_at: None,
+            applied_fingerprint: None,
+            conflict: None,
+            not_found_since: None,
+            updated_at: now,
+        }
+    }
+
     pub async fn load(
         store: &dyn KeyValueStore,
         object_id: &ObjectId,
@@ -89,6 +114,11 @@ pub struct SubscriptionRecord {
     pub change_type: String,
     pub notification_url: String,
     pub lifecycle_url: Option<String>,
+    /// A fingerprint of the client state the subscription was created with (see the keeper):
+    /// Graph does not return the client state, so this is how a rotation is noticed. `None` in
+    /// records of older versions: unknown, so the subscription is replaced once.
+    #[serde(default)]
+    pub client_state_sha256: Option<String>,
     /// Expiry as Graph last reported it.
     pub expiration: DateTime<Utc>,
     /// When the keeper created (or adopted) this subscription.
@@ -129,4 +159,17 @@ pub struct DeltaCheckpoint {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct LastSweep {
     pub at: DateTime<Utc>,
+}
+
+/// Graph answered 403 ([`CHECKPOINTS`] / [`GRAPH_ACCESS`]); removed once Graph answers again.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct GraphAccessDenied {
+    /// The first refusal since access last worked.
+    pub since: DateTime<Utc>,
+    /// The latest refusal, what was being done, and Graph's words.
+    pub last_at: DateTime<Utc>,
+    pub action: String,
+    pub message: String,
+    /// Refusals since `since`.
+    pub refusals: u64,
 }

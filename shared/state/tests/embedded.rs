@@ -64,6 +64,7 @@ async fn guest_record_round_trip() {
         disabled_at: None,
         applied_fingerprint: Some("f".into()),
         conflict: None,
+        not_found_since: None,
         updated_at: Utc::now(),
     };
     let v = record.save(&store, None).await.unwrap();

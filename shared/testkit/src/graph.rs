@@ -52,6 +52,8 @@ enum Session {
     Delta {
         remaining: VecDeque<DeltaItem>,
         end_seq: u64,
+        /// The page that gave this link was an empty one (see `empty_delta_pages`).
+        after_empty: bool,
     },
     Guests {
         remaining: VecDeque<ObjectId>,
@@ -77,12 +79,17 @@ struct World {
     delta_page_size: usize,
     guests_page_size: usize,
     partial_delta_items: bool,
+    duplicate_delta_items: bool,
+    empty_delta_pages: bool,
     unreadable_delta_items: usize,
     subscriptions: BTreeMap<String, Subscription>,
     reauthorizations: HashMap<String, usize>,
     faults: Faults<GraphOp, GraphError>,
     calls: Vec<(GraphOp, String)>,
     throttled: u64,
+    /// Users the replica that answers reads does not show yet (Entra is eventually consistent):
+    /// reads of them answer as if they did not exist; lists and delta show them.
+    lagging: BTreeSet<ObjectId>,
 }
 
 /// Microsoft Graph in memory. Cheap to share behind an `Arc`. The port's methods answer
@@ -127,10 +134,13 @@ impl FakeGraph {
                 delta_page_size: 100,
                 guests_page_size: 999,
                 partial_delta_items: false,
+                duplicate_delta_items: false,
+                empty_delta_pages: false,
                 unreadable_delta_items: 0,
                 subscriptions: BTreeMap::new(),
                 reauthorizations: HashMap::new(),
                 faults: Faults::default(),
+                lagging: BTreeSet::new(),
                 calls: Vec::new(),
                 throttled: 0,
             }),
@@ -282,6 +292,16 @@ impl FakeGraph {
 
     // ---- delta and paging -----------------------------------------------------------------
 
+    /// Reads of `id` answer as if it did not exist (a replica behind) while `lagging` is set.
+    pub fn set_lagging(&self, id: &ObjectId, lagging: bool) {
+        let mut w = lock(&self.world);
+        if lagging {
+            w.lagging.insert(id.clone());
+        } else {
+            w.lagging.remove(id);
+        }
+    }
+
     /// Items per users delta page (at least 1).
     pub fn set_delta_page_size(&self, n: usize) {
         lock(&self.world).delta_page_size = n.max(1);
@@ -295,6 +315,17 @@ impl FakeGraph {
     /// Incremental delta items carry only changed properties: no userType.
     pub fn set_partial_delta_items(&self, partial: bool) {
         lock(&self.world).partial_delta_items = partial;
+    }
+
+    /// Every delta round repeats its items after the originals (Graph may return an object
+    /// more than once in a round).
+    pub fn set_duplicate_delta_items(&self, duplicate: bool) {
+        lock(&self.world).duplicate_delta_items = duplicate;
+    }
+
+    /// An empty page with a nextLink comes before every page with items.
+    pub fn set_empty_delta_pages(&self, empty: bool) {
+        lock(&self.world).empty_delta_pages = empty;
     }
 
     /// The next delta page also holds an item the client cannot read (no usable id): counted
@@ -587,12 +618,44 @@ impl World {
     }
 
     /// Serves one page of a delta round, keeping the rest behind a nextLink.
-    fn delta_page(
+    /// The first page of a round: duplicated where Graph would.
+    fn delta_round(
         &mut self,
         mut remaining: VecDeque<DeltaItem>,
         end_seq: u64,
         now: DateTime<Utc>,
     ) -> Page<DeltaItem> {
+        if self.duplicate_delta_items {
+            let again = remaining.clone();
+            remaining.extend(again);
+        }
+        self.delta_page(remaining, end_seq, false, now)
+    }
+
+    fn delta_page(
+        &mut self,
+        mut remaining: VecDeque<DeltaItem>,
+        end_seq: u64,
+        after_empty: bool,
+        now: DateTime<Utc>,
+    ) -> Page<DeltaItem> {
+        if self.empty_delta_pages && !after_empty && !remaining.is_empty() {
+            let token = new_token(self);
+            self.sessions.insert(
+                token.clone(),
+                Session::Delta {
+                    remaining,
+                    end_seq,
+                    after_empty: true,
+                },
+            );
+            return Page {
+                items: Vec::new(),
+                next_link: Some(format!("{LINKS}/users/delta?$skiptoken={token}")),
+                delta_link: None,
+                skipped: 0,
+            };
+        }
         let items: Vec<DeltaItem> = remaining
             .drain(..self.delta_page_size.min(remaining.len()))
             .collect();
@@ -613,8 +676,14 @@ impl World {
                 skipped,
             }
         } else {
-            self.sessions
-                .insert(token.clone(), Session::Delta { remaining, end_seq });
+            self.sessions.insert(
+                token.clone(),
+                Session::Delta {
+                    remaining,
+                    end_seq,
+                    after_empty: false,
+                },
+            );
             Page {
                 items,
                 next_link: Some(format!("{LINKS}/users/delta?$skiptoken={token}")),
@@ -629,6 +698,9 @@ impl World {
 impl Graph for FakeGraph {
     async fn user(&self, id: &ObjectId) -> Result<UserLookup, GraphError> {
         let w = self.begin(GraphOp::User, id.as_str())?;
+        if w.lagging.contains(id) {
+            return Ok(UserLookup::Gone);
+        }
         Ok(match w.users.get(id) {
             Some(s) if s.soft_deleted => UserLookup::SoftDeleted(s.user.clone()),
             Some(s) => UserLookup::Active(s.user.clone()),
@@ -679,7 +751,7 @@ impl Graph for FakeGraph {
                     })
                     .collect();
                 let end = w.seq;
-                Ok(w.delta_page(remaining, end, now))
+                Ok(w.delta_round(remaining, end, now))
             }
             DeltaCursor::Link(link) => {
                 if let Some(token) = token_in(link, "$deltatoken") {
@@ -693,13 +765,15 @@ impl Graph for FakeGraph {
                     let since = t.seq;
                     let remaining = w.changes_since(since);
                     let end = w.seq;
-                    return Ok(w.delta_page(remaining, end, now));
+                    return Ok(w.delta_round(remaining, end, now));
                 }
                 let session = token_in(link, "$skiptoken").and_then(|t| w.sessions.remove(t));
                 match session {
-                    Some(Session::Delta { remaining, end_seq }) => {
-                        Ok(w.delta_page(remaining, end_seq, now))
-                    }
+                    Some(Session::Delta {
+                        remaining,
+                        end_seq,
+                        after_empty,
+                    }) => Ok(w.delta_page(remaining, end_seq, after_empty, now)),
                     _ => Err(expired_page_token()),
                 }
             }

@@ -88,6 +88,20 @@ pub async fn sdk_config() -> aws_config::SdkConfig {
         .await
 }
 
+/// A new secret holding `value` (a unique name); returns its ARN.
+pub async fn secret(value: &str) -> String {
+    aws_sdk_secretsmanager::Client::new(&sdk_config().await)
+        .create_secret()
+        .name(format!("shadowsync-test-{}", crate::unique()))
+        .secret_string(value)
+        .send()
+        .await
+        .expect("a secret in moto")
+        .arn()
+        .expect("its ARN")
+        .to_string()
+}
+
 /// A fresh FIFO job queue and its DLQ (unique names): (queue URL, DLQ URL).
 pub async fn fifo_queues(name: &str, max_receive_count: u32) -> Result<(String, String)> {
     let client = aws_sdk_sqs::Client::new(&sdk_config().await);

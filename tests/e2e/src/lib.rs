@@ -7,7 +7,7 @@ use graph_sim::{RunningSim, SimClient, SimConfig};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use secrecy::SecretString;
 use shadowsync_app::Converger;
-use shadowsync_core::{ObjectId, Policy, SystemClock};
+use shadowsync_core::{ManualClock, ObjectId, Policy};
 use shadowsync_directory::{DirectoryConfig, LdapDirectory};
 use shadowsync_graph::{Credential, GraphClient, GraphConfig};
 use shadowsync_state::EmbeddedStore;
@@ -15,6 +15,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
 
 pub mod aws;
+pub mod host;
 pub mod rig;
 pub mod serve;
 pub mod subscriptions;
@@ -101,6 +102,8 @@ pub struct World {
     pub graph: SimClient,
     pub converger: Converger,
     pub probe: AdProbe,
+    /// The converger's clock: starts now, moves only when a test moves it.
+    pub clock: Arc<ManualClock>,
     _state_dir: tempfile::TempDir,
 }
 
@@ -114,12 +117,13 @@ impl World {
         let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse()?).await?;
         let graph = SimClient::new(sim.base_url(), sim.config());
         let state_dir = tempfile::tempdir()?;
+        let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
         let converger = Converger {
             graph: Arc::new(graph_client(&sim)?),
             directory: Arc::new(LdapDirectory::connect(samba.directory_config(), &policy).await?),
             state: Arc::new(EmbeddedStore::open(state_dir.path().join("state.redb"))?),
             policy,
-            clock: Arc::new(SystemClock),
+            clock: clock.clone(),
         };
         Ok(Self {
             samba,
@@ -127,6 +131,7 @@ impl World {
             graph,
             converger,
             probe: AdProbe::connect(samba).await?,
+            clock,
             _state_dir: state_dir,
         })
     }

@@ -19,6 +19,9 @@ pub struct Cli {
     pub listen: SocketAddr,
     sim_secret: String,
     bind_password: String,
+    /// Environment set after the defaults; `None` removes a variable (a test host that
+    /// authenticates with a certificate has no client secret).
+    pub env: Vec<(String, Option<String>)>,
 }
 
 impl Cli {
@@ -43,6 +46,7 @@ impl Cli {
             listen,
             sim_secret: sim.config().client_secret.clone(),
             bind_password: samba.bind_password.clone(),
+            env: Vec::new(),
         })
     }
 
@@ -62,6 +66,12 @@ impl Cli {
                 std::env::var("SHADOWSYNC_E2E_LOG").unwrap_or_else(|_| "warn".into()),
             )
             .stdin(Stdio::null());
+        for (key, value) in &self.env {
+            match value {
+                Some(v) => command.env(key, v),
+                None => command.env_remove(key),
+            };
+        }
         command
     }
 
@@ -170,7 +180,21 @@ impl ServeProcess {
         dir: &Path,
         extra: &str,
     ) -> Result<Self> {
-        let cli = Cli::new(binary, sim, samba, ous, dir, extra)?;
+        Self::start_with(binary, sim, samba, ous, dir, extra, Vec::new()).await
+    }
+
+    /// The same, with environment overrides (see [`Cli::env`]).
+    pub async fn start_with(
+        binary: &Path,
+        sim: &RunningSim,
+        samba: &Samba,
+        ous: (&str, &str),
+        dir: &Path,
+        extra: &str,
+        env: Vec<(String, Option<String>)>,
+    ) -> Result<Self> {
+        let mut cli = Cli::new(binary, sim, samba, ous, dir, extra)?;
+        cli.env = env;
         let mut serve = Self {
             listen: cli.listen,
             cli,

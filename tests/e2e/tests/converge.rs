@@ -1,7 +1,7 @@
 //! Converging guests into real AD shadow accounts: Graph simulator + real Samba AD DC.
 
 use serde_json::json;
-use shadowsync_app::Hint;
+use shadowsync_app::{AppError, Hint};
 use shadowsync_core::account::{uac, DESCRIPTION_MARKER};
 use shadowsync_core::names::{is_valid_sam_account_name, utf16_len, CN_MAX, SAM_MAX};
 use shadowsync_core::{dn, Operation};
@@ -213,6 +213,7 @@ async fn permanent_deletion_reported_by_graph_deletes_the_account() {
             &id,
             Hint {
                 deleted_in_graph: true,
+                ..Hint::default()
             },
         )
         .await
@@ -229,7 +230,19 @@ async fn an_orphan_graph_cannot_find_is_disabled_not_deleted() {
     w.graph.delete_user(&id).await.unwrap();
     w.graph.purge_user(&id).await.unwrap();
     // Graph answers 404 but nothing said the user was deleted: a wrong tenant or a lost
-    // permission looks the same, so the account is only disabled.
+    // permission looks the same, so the account is only disabled, and only once a second read
+    // confirms the first.
+    let e = w
+        .converger
+        .converge(&id, Hint::default())
+        .await
+        .unwrap_err();
+    assert!(matches!(e, AppError::NotFoundUnconfirmed { .. }), "{e}");
+    assert_eq!(
+        uac_of(&w.probe.by_anchor(&id).await.unwrap().unwrap().1),
+        uac::ENABLED
+    );
+    w.clock.advance(chrono::Duration::seconds(31));
     assert_disabled_after(&mut w, &id).await;
 }
 

@@ -406,7 +406,7 @@ async fn ignores_missed_and_events_for_other_subscriptions() {
 }
 
 #[tokio::test]
-async fn adopts_its_subscription_after_state_loss() {
+async fn replaces_its_subscription_after_state_loss() {
     let w = World::start().await;
     let created = w.keeper().ensure().await.unwrap().record;
     w.client.advance_time(86_400.0).await.unwrap();
@@ -415,11 +415,13 @@ async fn adopts_its_subscription_after_state_loss() {
 
     let ensured = keeper.ensure().await.unwrap();
 
+    // Creation answers 409; the subscription found has our URL, but Graph never returns its
+    // clientState, so which secret it carries is unknown: it is replaced by one with ours.
     assert_eq!(ensured.outcome, Outcome::Adopted);
-    assert_eq!(ensured.record.id, created.id);
+    assert_ne!(ensured.record.id, created.id);
     let sub = w.only_subscription();
-    assert_eq!(sub.id, created.id);
-    assert!(sub.expiration > created.expiration, "renewed on adoption");
+    assert_eq!(sub.id, ensured.record.id);
+    assert!(ensured.record.client_state_sha256.is_some());
     let stored = shadowsync_state::SubscriptionRecord::load(&*lost)
         .await
         .unwrap()
@@ -427,14 +429,15 @@ async fn adopts_its_subscription_after_state_loss() {
     assert_eq!(stored.value, ensured.record);
     assert_eq!(stored.value.expiration, sub.expiration);
 
-    // A lifecycle event arriving before any record exists is handled by adopting too.
+    // A lifecycle event arriving before any record exists is handled the same way.
     let empty = w.fresh_store("empty.redb");
     let outcome = w
         .keeper_on(w.config(), empty)
-        .handle_lifecycle(LifecycleEvent::ReauthorizationRequired, &created.id)
+        .handle_lifecycle(LifecycleEvent::ReauthorizationRequired, &sub.id)
         .await
         .unwrap();
     assert_eq!(outcome, Outcome::Adopted);
+    assert_ne!(w.only_subscription().id, sub.id);
 }
 
 #[tokio::test]

@@ -32,11 +32,16 @@ pub fn routes() -> Router<Arc<Sim>> {
     Router::new().route("/{tenant}/oauth2/v2.0/token", post(token))
 }
 
-/// A certificate registered on the app registration: its SHA-1 thumbprint (what `x5t` carries)
-/// and its RSA public key.
+/// Clock skew Entra ID allows on a client assertion's `nbf`, `exp` and `iat` (5 minutes).
+pub const ASSERTION_CLOCK_SKEW_SECONDS: i64 = 300;
+
+/// A certificate registered on the app registration: its SHA-1 thumbprint (what `x5t` carries),
+/// its SHA-256 thumbprint (what `x5t#S256` carries) and its RSA public key.
 #[derive(Clone)]
 pub struct RegisteredCert {
     pub x5t: String,
+    /// base64url of the SHA-256 of the certificate's DER.
+    pub x5t_s256: String,
     pub thumbprint_hex: String,
     key: DecodingKey,
 }
@@ -60,11 +65,14 @@ impl RegisteredCert {
             .map_err(|e| format!("not an X.509 certificate: {e}"))?;
         let spki = cert.public_key();
         if !matches!(spki.parsed(), Ok(PublicKey::RSA(_))) {
-            return Err("the certificate's key is not RSA (client assertions are RS256)".into());
+            return Err(
+                "the certificate's key is not RSA (client assertions are RS256 or PS256)".into(),
+            );
         }
         let digest = Sha1::digest(&der);
         Ok(RegisteredCert {
             x5t: URL_SAFE_NO_PAD.encode(digest),
+            x5t_s256: URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&der)),
             thumbprint_hex: digest.iter().map(|b| format!("{b:02X}")).collect(),
             // An RSA subjectPublicKey is the PKCS#1 RSAPublicKey that jsonwebtoken verifies with.
             key: DecodingKey::from_rsa_der(&spki.subject_public_key.data),
@@ -96,6 +104,7 @@ struct AssertionClaims {
     sub: Option<String>,
     exp: Option<i64>,
     nbf: Option<i64>,
+    iat: Option<i64>,
 }
 
 fn missing_parameter(name: &str) -> TokenError {
@@ -262,24 +271,37 @@ fn invalid_client(code: u32, description: impl Into<String>) -> TokenError {
     )
 }
 
-/// Verifies a JWT client assertion: RS256 signed by the registered certificate (found by its
-/// `x5t` thumbprint), `aud` = this token endpoint, `iss` = `sub` = client id, and within its
-/// `nbf`..`exp` window by simulated time.
+/// Verifies a JWT client assertion: RS256 or PS256, signed by the registered certificate (found
+/// by its `x5t#S256` thumbprint when the header has one, else by `x5t`), `aud` = this token
+/// endpoint, `iss` = `sub` = client id, and `nbf`/`exp`/`iat` within 5 minutes of skew of REAL
+/// time (the assertion is made by the client's clock, which simulated time does not move).
 fn verify_assertion(sim: &Sim, tenant: &str, assertion: &str) -> Result<(), TokenError> {
     let cfg = &sim.config;
     let header = jsonwebtoken::decode_header(assertion)
         .map_err(|_| invalid_client(50027, "JWT token is invalid or malformed."))?;
-    let presented = header.x5t.clone().unwrap_or_default();
-    let cert = match &sim.cert {
-        Some(c) if c.x5t == presented => c,
-        _ => {
+    let key_not_found = |presented: &str| {
+        invalid_client(
+            700027,
+            format!("Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{presented}'. Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'.]", cfg.client_id),
+        )
+    };
+    // Entra ID looks the key up by `x5t#S256` when present (the current recommendation), else
+    // by the SHA-1 `x5t`; an assertion with neither names no key.
+    let (presented, found) = match (&header.x5t_s256, &header.x5t) {
+        (Some(s256), _) => (
+            s256.clone(),
+            sim.cert.as_ref().filter(|c| c.x5t_s256 == *s256),
+        ),
+        (None, Some(x5t)) => (x5t.clone(), sim.cert.as_ref().filter(|c| c.x5t == *x5t)),
+        (None, None) => {
             return Err(invalid_client(
                 700027,
-                format!("Client assertion failed signature validation. [Reason - The key was not found., Thumbprint of key used by client: '{presented}'. Please visit the Azure Portal, Graph Explorer or directly use MS Graph to see configured keys for app Id '{}'.]", cfg.client_id),
+                format!("Client assertion contains no key identifier: the JWT header must carry 'x5t#S256' or 'x5t' naming a certificate registered on app Id '{}'.", cfg.client_id),
             ))
         }
     };
-    if header.alg != Algorithm::RS256 {
+    let cert = found.ok_or_else(|| key_not_found(&presented))?;
+    if !matches!(header.alg, Algorithm::RS256 | Algorithm::PS256) {
         return Err(invalid_client(
             50027,
             format!(
@@ -288,8 +310,8 @@ fn verify_assertion(sim: &Sim, tenant: &str, assertion: &str) -> Result<(), Toke
             ),
         ));
     }
-    let mut validation = Validation::new(Algorithm::RS256);
-    // Time claims are checked against simulated time below, not the wall clock.
+    let mut validation = Validation::new(header.alg);
+    // Time claims are checked below, with Entra's clock skew.
     validation.validate_exp = false;
     validation.validate_nbf = false;
     validation.validate_aud = false;
@@ -337,7 +359,8 @@ fn verify_assertion(sim: &Sim, tenant: &str, assertion: &str) -> Result<(), Toke
             "Client assertion application identifier doesn't match 'client_id' parameter. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .",
         ));
     }
-    let now = sim.now().timestamp();
+    let now = chrono::Utc::now().timestamp();
+    let skew = ASSERTION_CLOCK_SKEW_SECONDS;
     let exp = claims.exp.ok_or_else(|| {
         invalid_client(
             50027,
@@ -345,11 +368,19 @@ fn verify_assertion(sim: &Sim, tenant: &str, assertion: &str) -> Result<(), Toke
         )
     })?;
     let nbf = claims.nbf.unwrap_or(i64::MIN);
-    if now >= exp || now < nbf {
+    if now >= exp.saturating_add(skew) || now < nbf.saturating_sub(skew) {
         return Err(invalid_client(
             700024,
-            format!("Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}.", fmt_ts(now), fmt_ts(nbf), fmt_ts(exp)),
+            format!("Client assertion is not within its valid time range. Current time: {}, assertion valid from {}, expiry time of assertion {}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .", fmt_ts(now), fmt_ts(nbf), fmt_ts(exp)),
         ));
+    }
+    if let Some(iat) = claims.iat {
+        if iat > now.saturating_add(skew) {
+            return Err(invalid_client(
+                700024,
+                format!("Client assertion is not within its valid time range. Current time: {}, assertion issued at {}. Review the documentation at https://learn.microsoft.com/entra/identity-platform/certificate-credentials .", fmt_ts(now), fmt_ts(iat)),
+            ));
+        }
     }
     Ok(())
 }
@@ -407,6 +438,15 @@ pub async fn require_token(State(sim): State<Arc<Sim>>, req: Request, next: Next
         return GraphError::unauthorized("Lifetime validation failed, the token is expired.")
             .into_response();
     }
+    // A valid token of an app whose permission (consent) was removed: Graph's 403.
+    if sim.world().switches.permission_removed {
+        return GraphError::new(
+            StatusCode::FORBIDDEN,
+            "Authorization_RequestDenied",
+            "Insufficient privileges to complete the operation.",
+        )
+        .into_response();
+    }
     next.run(req).await
 }
 
@@ -421,6 +461,8 @@ mod tests {
         let pem = format!("{}{}", made.private_key_pem, made.certificate_pem);
         let registered = RegisteredCert::from_pem(&pem).unwrap();
         assert_eq!(registered.x5t, made.x5t);
+        assert_eq!(registered.x5t_s256, made.x5t_s256);
+        assert_eq!(registered.x5t_s256.len(), 43, "32 bytes, base64url");
         assert_eq!(registered.thumbprint_hex.len(), 40);
         let (_, cert) = x509_parser::parse_x509_certificate(&made.certificate_der).unwrap();
         assert!(

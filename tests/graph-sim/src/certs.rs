@@ -1,5 +1,5 @@
 //! Test certificates made in-process: a self-signed RSA certificate and its key, as Entra ID
-//! client assertions (RS256) need, so that tests need no `openssl` command.
+//! client assertions (RS256 or PS256) need, so that tests need no `openssl` command.
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
@@ -23,6 +23,9 @@ pub struct RsaCertificate {
     pub public_key_pem: String,
     /// base64url(SHA-1 of the DER): the thumbprint a client assertion's `x5t` header carries.
     pub x5t: String,
+    /// base64url(SHA-256 of the DER): what the `x5t#S256` header carries (Entra ID's current
+    /// recommendation, with PS256).
+    pub x5t_s256: String,
 }
 
 impl std::fmt::Debug for RsaCertificate {
@@ -64,6 +67,7 @@ pub fn rsa_certificate(common_name: &str) -> RsaCertificate {
     RsaCertificate {
         certificate_pem: certificate.pem(),
         x5t: URL_SAFE_NO_PAD.encode(Sha1::digest(&certificate_der)),
+        x5t_s256: URL_SAFE_NO_PAD.encode(sha2::Sha256::digest(&certificate_der)),
         certificate_der,
         private_key_pem,
         private_key_pkcs1_pem,

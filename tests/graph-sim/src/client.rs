@@ -9,7 +9,20 @@ use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
 use crate::faults::FaultRule;
+use crate::state::{RetryAfterStyle, StaleDeltaTokens, Switches};
 use crate::SimConfig;
+
+/// The three delta switches for [`SimClient::set_delta_quirks`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct DeltaQuirks {
+    /// `deltaDuplicates`: items appear twice in a round.
+    pub duplicates: bool,
+    /// `deltaPartialItems`: only changed properties in incremental rounds; never-set ones
+    /// omitted.
+    pub partial_items: bool,
+    /// `deltaEmptyPages`: empty pages with a nextLink before and between the real ones.
+    pub empty_pages: bool,
+}
 
 /// The user properties shadowsync reads, for `$select`.
 pub const PROJECT_USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,otherMails,userType,externalUserState,accountEnabled,creationType,deletedDateTime";
@@ -88,7 +101,8 @@ impl SimClient {
     }
 
     /// A raw authenticated Graph call (`path` like `/v1.0/users`). On 401 the token is
-    /// refreshed once (simulated time may have expired it).
+    /// refreshed once (simulated time may have expired it). A `POST`/`PUT`/`PATCH` without a
+    /// body is sent with `Content-Length: 0` (else Graph, and the simulator, answer 411).
     pub async fn graph(
         &self,
         method: Method,
@@ -105,6 +119,10 @@ impl SimClient {
             let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
             if let Some(b) = body {
                 req = req.json(b);
+            } else if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
+                // Graph answers 411 to a bodiless POST without Content-Length, and reqwest
+                // sends none by itself: say it explicitly, as a correct client must.
+                req = req.header(reqwest::header::CONTENT_LENGTH, 0);
             }
             let resp = req.send().await?;
             if resp.status() == StatusCode::UNAUTHORIZED && attempt == 0 {
@@ -131,6 +149,20 @@ impl SimClient {
         json_or_error(req.send().await?, &format!("{method} {path}")).await
     }
 
+    /// `GET` of a control API path (`/_sim/...`), its JSON body.
+    pub async fn sim_get(&self, path: &str) -> Result<Value> {
+        self.control(Method::GET, path, None).await
+    }
+
+    /// The subscriptions as the simulator sees them (`GET /_sim/subscriptions`): with
+    /// `clientState`, `needsReauthorization`, `paused`, `withheld`, `lastAuthorizedDateTime`.
+    pub async fn sim_subscriptions(&self) -> Result<Vec<Value>> {
+        let body = self
+            .control(Method::GET, "/_sim/subscriptions", None)
+            .await?;
+        Ok(body["value"].as_array().cloned().unwrap_or_default())
+    }
+
     /// Invites a guest (`POST /invitations`) and returns the created user (project properties).
     pub async fn invite(&self, email: &str, display_name: &str) -> Result<Value> {
         let inv = self
@@ -148,7 +180,29 @@ impl SimClient {
         let id = inv["invitedUser"]["id"]
             .as_str()
             .context("invitation without invitedUser.id")?;
-        self.get_user(id).await?.context("invited user not found")
+        // Read through the control API, not `GET /users/{id}`: with `replicationLagSeconds` on,
+        // Graph's read would answer 404 for a while. Same shape as `get_user`.
+        let raw = self.sim_user(id).await?;
+        let mut user = serde_json::Map::new();
+        user.insert(
+            "@odata.context".into(),
+            json!(format!("{}/v1.0/$metadata#users/$entity", self.base)),
+        );
+        for p in PROJECT_USER_SELECT.split(',') {
+            user.insert(p.into(), raw.get(p).cloned().unwrap_or(Value::Null));
+        }
+        Ok(Value::Object(user))
+    }
+
+    /// Every stored property of a user, live or soft-deleted, plus `visibleFrom` (see
+    /// `replicationLagSeconds`) — `GET /_sim/users/{id}`, not subject to replication lag.
+    pub async fn sim_user(&self, id: &str) -> Result<Value> {
+        self.control(
+            Method::GET,
+            &format!("/_sim/users/{}", encode_segment(id)),
+            None,
+        )
+        .await
     }
 
     /// Marks the invitation accepted (`externalUserState` = `Accepted`).
@@ -318,8 +372,8 @@ impl SimClient {
             .map(drop)
     }
 
-    /// Sets switches by name: `notificationsLost`, `duplicateNotifications`,
-    /// `reorderNotifications`, `deltaReplays`.
+    /// Sets switches by name (camelCase, see [`Switches`]); the switches not named keep their
+    /// values (the control API merges). Returns all switches.
     pub async fn set_switches(&self, switches: Value) -> Result<Value> {
         self.control(Method::POST, "/_sim/switches", Some(&switches))
             .await
@@ -327,6 +381,63 @@ impl SimClient {
 
     pub async fn set_notifications_lost(&self, lost: bool) -> Result<()> {
         self.set_switches(json!({ "notificationsLost": lost }))
+            .await
+            .map(drop)
+    }
+
+    /// The current switches (`GET /_sim/switches`).
+    pub async fn switches(&self) -> Result<Switches> {
+        let v = self.control(Method::GET, "/_sim/switches", None).await?;
+        Ok(serde_json::from_value(v)?)
+    }
+
+    /// `replicationLagSeconds`: single-user reads answer 404 for this many simulated seconds
+    /// after a user's last change (0 = off).
+    pub async fn set_replication_lag(&self, seconds: f64) -> Result<()> {
+        self.set_switches(json!({ "replicationLagSeconds": seconds }))
+            .await
+            .map(drop)
+    }
+
+    /// `retryAfter`: how 429/503 answers write `Retry-After`.
+    pub async fn set_retry_after_style(&self, style: RetryAfterStyle) -> Result<()> {
+        self.set_switches(json!({ "retryAfter": style }))
+            .await
+            .map(drop)
+    }
+
+    /// `spontaneousReauthorizationSeconds`: every subscription gets `reauthorizationRequired`
+    /// (delivery paused) this many simulated seconds after it was created, reauthorized or
+    /// renewed (0 = off).
+    pub async fn set_spontaneous_reauthorization(&self, seconds: f64) -> Result<()> {
+        self.set_switches(json!({ "spontaneousReauthorizationSeconds": seconds }))
+            .await
+            .map(drop)
+    }
+
+    /// `deltaDuplicates`, `deltaPartialItems`, `deltaEmptyPages` at once.
+    pub async fn set_delta_quirks(&self, quirks: DeltaQuirks) -> Result<()> {
+        self.set_switches(json!({
+            "deltaDuplicates": quirks.duplicates,
+            "deltaPartialItems": quirks.partial_items,
+            "deltaEmptyPages": quirks.empty_pages,
+        }))
+        .await
+        .map(drop)
+    }
+
+    /// `staleDeltaTokens`: with `Some`, every delta link minted so far answers that error
+    /// (calling it again invalidates again); `None` turns it off.
+    pub async fn set_stale_delta_tokens(&self, stale: Option<StaleDeltaTokens>) -> Result<()> {
+        self.set_switches(json!({ "staleDeltaTokens": stale }))
+            .await
+            .map(drop)
+    }
+
+    /// `permissionRemoved`: every Graph call answers 403 `Authorization_RequestDenied` and no
+    /// change notification is delivered while it is on.
+    pub async fn set_permission_removed(&self, removed: bool) -> Result<()> {
+        self.set_switches(json!({ "permissionRemoved": removed }))
             .await
             .map(drop)
     }

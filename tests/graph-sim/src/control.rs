@@ -56,6 +56,9 @@ async fn advance(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> GraphR
             GraphError::bad_request("Body must be {\"seconds\": <non-negative number>}.")
         })?;
     sim.clock.advance(seconds);
+    // Apply what the jump made due (expiry, purges, spontaneous reauthorizations) before
+    // answering, so the caller observes it at once.
+    drop(sim.world());
     sim.wakeup.notify_one();
     Ok(Json(time_body(&sim)))
 }
@@ -92,14 +95,21 @@ async fn remove_fault(State(sim): State<Arc<Sim>>, Path(id): Path<u64>) -> Statu
     }
 }
 
-/// Every stored property of a user, live or soft-deleted (for assertions in tests).
+/// Every stored property of a user, live or soft-deleted (for assertions in tests), plus the
+/// simulator's `visibleFrom`: the simulated time from which single-user reads see the user's
+/// last change (its last change plus `replicationLagSeconds`).
 async fn raw_user(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphResult<Json<Value>> {
     let w = sim.world();
     let u = w
         .users
         .get(&id)
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
-    Ok(Json(Value::Object(u.props.clone())))
+    let mut props = u.props.clone();
+    props.insert(
+        "visibleFrom".into(),
+        json!(graph_time_precise(w.visible_from(u))),
+    );
+    Ok(Json(Value::Object(props)))
 }
 
 /// `POST /_sim/users/bulk {"guests": N, "members": M, "accepted": true, "prefix": "p",
@@ -119,7 +129,8 @@ async fn get_switches(State(sim): State<Arc<Sim>>) -> Json<Switches> {
     Json(sim.world().switches.clone())
 }
 
-/// Sets any subset of the switches; the others keep their values.
+/// Sets any subset of the switches; the others keep their values. Setting `staleDeltaTokens` to
+/// a non-null value (again or for the first time) makes every delta link minted so far stale.
 async fn set_switches(
     State(sim): State<Arc<Sim>>,
     Json(body): Json<Value>,
@@ -135,8 +146,12 @@ async fn set_switches(
         }
         current[k] = v.clone();
     }
-    w.switches =
+    let switches: Switches =
         serde_json::from_value(current).map_err(|e| GraphError::bad_request(e.to_string()))?;
+    if patch.contains_key("staleDeltaTokens") && switches.stale_delta_tokens.is_some() {
+        w.delta_epoch += 1;
+    }
+    w.switches = switches;
     Ok(Json(w.switches.clone()))
 }
 
@@ -149,6 +164,8 @@ async fn list_subscriptions(State(sim): State<Arc<Sim>>) -> Json<Value> {
             let mut v = crate::subscriptions::subscription_json(&sim, s);
             v["needsReauthorization"] = json!(s.needs_reauthorization);
             v["paused"] = json!(s.paused);
+            v["withheld"] = json!(s.withheld.len());
+            v["lastAuthorizedDateTime"] = json!(graph_time_precise(s.authorized_at));
             v
         })
         .collect();

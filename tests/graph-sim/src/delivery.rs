@@ -41,7 +41,8 @@ pub struct DeliveryRecord {
     pub status: Option<u16>,
     pub latency_ms: Option<u64>,
     /// `validated`/`rejected` (handshakes); `delivered`, `failed` (non-2xx), `timeout`,
-    /// `error` (connection); `lost`, `paused`, `dropped`, `abandoned` (never sent / given up).
+    /// `error` (connection); `lost`, `paused` (withheld until reauthorization, then sent),
+    /// `dropped`, `abandoned`, `denied` (the app's permission was removed) (never sent / given up).
     pub outcome: String,
     pub attempt: u32,
     pub batch_id: Option<u64>,
@@ -171,6 +172,8 @@ fn step(sim: &Sim) -> Vec<(u64, String, Value)> {
     let mut w = sim.world();
     let reorder = w.switches.reorder_notifications;
     let duplicate = w.switches.duplicate_notifications;
+    // With the app's permission removed, no change notification goes out (lifecycle ones do).
+    let denied = w.switches.permission_removed;
     let d = &mut w.delivery;
 
     let window_passed = d
@@ -198,6 +201,10 @@ fn step(sim: &Sim) -> Vec<(u64, String, Value)> {
         }
         for (url, kind, items) in groups {
             let body = json!({ "value": items });
+            if denied && kind == "notification" {
+                d.push(DeliveryRecord::unsent(0, now, &url, kind, body, "denied"));
+                continue;
+            }
             match d.health(&url) {
                 Health::Drop => {
                     d.push(DeliveryRecord::unsent(0, now, &url, kind, body, "dropped"));
@@ -240,6 +247,10 @@ fn step(sim: &Sim) -> Vec<(u64, String, Value)> {
         let past_horizon = b.first_attempt.is_some_and(|f| now > f + horizon);
         let dropped =
             b.attempts > 0 && d.endpoints.get(&b.url).map(|e| e.health) == Some(Health::Drop);
+        if denied && b.kind == "notification" {
+            finished.push((b.id, "denied"));
+            continue;
+        }
         if past_horizon || dropped {
             finished.push((b.id, if dropped { "dropped" } else { "abandoned" }));
             continue;

@@ -2,8 +2,10 @@
 //! ending in a `$deltatoken` link. Tokens are opaque server-side state; they expire after
 //! `delta_token_max_age` of simulated time (7 days for directory objects), and an expired token
 //! answers `410 Gone` with `syncStateNotFound` and a `Location` of a fresh initial request.
+//! Switches add Graph's other quirks: replays, duplicates, partial items, empty pages, and stale
+//! links answering 410/400 `syncStateNotFound` or 410 `resyncRequired`.
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 
 use axum::extract::{RawQuery, State};
@@ -17,7 +19,9 @@ use uuid::Uuid;
 
 use crate::error::{GraphError, GraphResult};
 use crate::query::QueryOptions;
-use crate::state::{project_user, ChangeKind, DeltaSession, DeltaToken, World};
+use crate::state::{
+    project_delta_user, ChangeKind, DeltaSession, DeltaToken, StaleDeltaTokens, World,
+};
 use crate::{chrono_duration, Sim};
 
 pub fn routes() -> Router<Arc<Sim>> {
@@ -44,17 +48,49 @@ fn delta_url(sim: &Sim, param: &str, token: &str) -> String {
     format!("{}/v1.0/users/delta?{param}={token}", sim.base_url)
 }
 
-fn sync_state_not_found(sim: &Sim, select: Option<&[String]>) -> GraphError {
+fn initial_location(sim: &Sim, select: Option<&[String]>) -> String {
     let mut location = format!("{}/v1.0/users/delta", sim.base_url);
     if let Some(s) = select {
         location.push_str(&format!("?$select={}", s.join(",")));
     }
+    location
+}
+
+fn sync_state_not_found(sim: &Sim, select: Option<&[String]>) -> GraphError {
     GraphError::new(
         StatusCode::GONE,
         "syncStateNotFound",
-        "The sync state generation is not found. The delta token is expired and data must be synchronized again.",
+        SYNC_STATE_NOT_FOUND_MESSAGE,
     )
-    .with_header(header::LOCATION, location)
+    .with_header(header::LOCATION, initial_location(sim, select))
+}
+
+const SYNC_STATE_NOT_FOUND_MESSAGE: &str = "The sync state generation is not found. The delta token is expired and data must be synchronized again.";
+
+/// The answer to a link minted before `staleDeltaTokens` was set.
+fn stale(sim: &Sim, kind: StaleDeltaTokens, select: Option<&[String]>) -> GraphError {
+    match kind {
+        StaleDeltaTokens::Gone => sync_state_not_found(sim, select),
+        StaleDeltaTokens::BadRequest => GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "syncStateNotFound",
+            SYNC_STATE_NOT_FOUND_MESSAGE,
+        ),
+        StaleDeltaTokens::ResyncRequired => GraphError::new(
+            StatusCode::GONE,
+            "resyncRequired",
+            "Resync required. The delta token is no longer valid: replace local state with a new full synchronization starting at the Location URL.",
+        )
+        .with_header(header::LOCATION, initial_location(sim, select)),
+    }
+}
+
+/// The stale-link error for a link minted in `epoch`, if `staleDeltaTokens` makes it stale.
+fn check_stale(w: &World, sim: &Sim, epoch: u64, select: Option<&[String]>) -> GraphResult<()> {
+    match w.switches.stale_delta_tokens {
+        Some(kind) if epoch < w.delta_epoch => Err(stale(sim, kind, select)),
+        _ => Ok(()),
+    }
 }
 
 async fn users_delta(
@@ -75,15 +111,19 @@ async fn users_delta(
     }
     let now = sim.now();
     let mut w = sim.world();
+    let epoch = w.delta_epoch;
+    let partial = w.switches.delta_partial_items;
 
     let session = if let Some(skip) = opts.get("$skiptoken") {
-        w.delta_sessions.remove(skip).ok_or_else(|| {
+        let session = w.delta_sessions.get(skip).ok_or_else(|| {
             GraphError::new(
                 StatusCode::BAD_REQUEST,
                 "Directory_ExpiredPageToken",
                 "The specified page token value has expired and can no longer be included in your request.",
             )
-        })?
+        })?;
+        check_stale(&w, &sim, session.epoch, session.select.as_deref())?;
+        w.delta_sessions.remove(skip).expect("found above")
     } else {
         match opts.get("$deltatoken").filter(|t| !t.is_empty()) {
             Some(t) if t.eq_ignore_ascii_case("latest") => DeltaSession {
@@ -91,6 +131,8 @@ async fn users_delta(
                 end_seq: w.current_seq(),
                 start_seq: w.current_seq(),
                 select: requested_select.clone(),
+                epoch,
+                empty_page_due: true,
             },
             Some(t) => {
                 let token = w
@@ -98,13 +140,13 @@ async fn users_delta(
                     .get(t)
                     .cloned()
                     .ok_or_else(|| sync_state_not_found(&sim, requested_select.as_deref()))?;
-                if token.issued_at + chrono_duration(sim.config.delta_token_max_age) <= now {
-                    w.delta_tokens.remove(t);
-                    let select = requested_select.clone().or(token.select.clone());
-                    return Err(sync_state_not_found(&sim, select.as_deref()));
-                }
                 // A $select on a deltaLink changes the tracked properties from now on.
                 let select = requested_select.clone().or(token.select.clone());
+                check_stale(&w, &sim, token.epoch, select.as_deref())?;
+                if token.issued_at + chrono_duration(sim.config.delta_token_max_age) <= now {
+                    w.delta_tokens.remove(t);
+                    return Err(sync_state_not_found(&sim, select.as_deref()));
+                }
                 let since = if w.switches.delta_replays {
                     token.prev_seq
                 } else {
@@ -112,10 +154,12 @@ async fn users_delta(
                 };
                 let end = w.current_seq();
                 DeltaSession {
-                    remaining: changes_since(&w, since, end, select.as_deref()),
+                    remaining: changes_since(&w, since, end, select.as_deref(), partial),
                     end_seq: end,
                     start_seq: token.seq,
                     select,
+                    epoch,
+                    empty_page_due: true,
                 }
             }
             None => {
@@ -123,31 +167,54 @@ async fn users_delta(
                 let remaining = w
                     .live_users_sorted()
                     .into_iter()
-                    .map(|u| Value::Object(project_user(&u.props, select.as_deref())))
+                    .map(|u| {
+                        Value::Object(project_delta_user(
+                            &u.props,
+                            select.as_deref(),
+                            None,
+                            partial,
+                        ))
+                    })
                     .collect();
                 DeltaSession {
                     remaining,
                     end_seq: w.current_seq(),
                     start_seq: 0,
                     select,
+                    epoch,
+                    empty_page_due: true,
                 }
             }
         }
     };
 
     let mut session = session;
-    let take = sim
-        .config
-        .delta_page_size
-        .max(1)
-        .min(session.remaining.len());
-    let page: Vec<Value> = session.remaining.drain(..take).collect();
+    let fresh = opts.get("$skiptoken").is_none();
+    if fresh && w.switches.delta_duplicates {
+        // Every item comes again later in the round: on the same page or a following one.
+        let copies: Vec<Value> = session.remaining.iter().cloned().collect();
+        session.remaining.extend(copies);
+    }
     let context = match &session.select {
         Some(s) => format!("{}/v1.0/$metadata#users({})", sim.base_url, s.join(",")),
         None => format!("{}/v1.0/$metadata#users", sim.base_url),
     };
+    let empty_page = w.switches.delta_empty_pages && session.empty_page_due;
+    let page: Vec<Value> = if empty_page {
+        // An empty page with a nextLink, before (and between) the real ones.
+        session.empty_page_due = false;
+        Vec::new()
+    } else {
+        session.empty_page_due = true;
+        let take = sim
+            .config
+            .delta_page_size
+            .max(1)
+            .min(session.remaining.len());
+        session.remaining.drain(..take).collect()
+    };
     let mut body = json!({ "@odata.context": context, "value": page });
-    if session.remaining.is_empty() {
+    if !empty_page && session.remaining.is_empty() {
         let token = new_token();
         w.delta_tokens.insert(
             token.clone(),
@@ -156,6 +223,7 @@ async fn users_delta(
                 prev_seq: session.start_seq,
                 issued_at: now,
                 select: session.select.clone(),
+                epoch,
             },
         );
         body["@odata.deltaLink"] = json!(delta_url(&sim, "$deltatoken", &token));
@@ -170,10 +238,20 @@ async fn users_delta(
 /// The users that changed in (since, end], each once, in the order of their latest change,
 /// in their current state: the object (selected properties), or `@removed` with `changed`
 /// (soft-deleted, restorable) or `deleted` (gone for good). With `$select`, updates touching
-/// only unselected properties are left out, as Graph documents.
-fn changes_since(w: &World, since: u64, end: u64, select: Option<&[String]>) -> VecDeque<Value> {
+/// only unselected properties are left out, as Graph documents. With `partial` (switch
+/// `deltaPartialItems`), objects carry only `id` and the properties changed in the interval,
+/// never-set ones left out.
+fn changes_since(
+    w: &World,
+    since: u64,
+    end: u64,
+    select: Option<&[String]>,
+    partial: bool,
+) -> VecDeque<Value> {
     let mut relevant: HashMap<&str, bool> = HashMap::new();
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
+    // Properties changed per user; `None` = everything (creation, restore).
+    let mut changed: HashMap<&str, Option<HashSet<String>>> = HashMap::new();
     for c in w.changes.iter().filter(|c| c.seq > since && c.seq <= end) {
         let counts = match (&c.kind, select) {
             (ChangeKind::Upsert(props), Some(sel)) => props.iter().any(|p| sel.contains(p)),
@@ -181,13 +259,28 @@ fn changes_since(w: &World, since: u64, end: u64, select: Option<&[String]>) -> 
         };
         *relevant.entry(&c.user_id).or_insert(false) |= counts;
         last_seq.insert(&c.user_id, c.seq);
+        let entry = changed
+            .entry(&c.user_id)
+            .or_insert_with(|| Some(HashSet::new()));
+        match (&c.kind, entry) {
+            (ChangeKind::Upsert(props), Some(set)) => set.extend(props.iter().cloned()),
+            (ChangeKind::Restored, e) => *e = None,
+            _ => {}
+        }
     }
     let mut ids: Vec<(&str, u64)> = last_seq.into_iter().collect();
     ids.sort_by_key(|(_, s)| *s);
     ids.into_iter()
         .filter(|(id, _)| relevant.get(id).copied().unwrap_or(false))
         .map(|(id, _)| match w.users.get(id) {
-            Some(u) if u.soft_deleted_at.is_none() => Value::Object(project_user(&u.props, select)),
+            Some(u) if u.soft_deleted_at.is_none() => {
+                let only = if partial {
+                    changed.get(id).and_then(Option::as_ref)
+                } else {
+                    None
+                };
+                Value::Object(project_delta_user(&u.props, select, only, partial))
+            }
             Some(_) => json!({ "id": id, "@removed": { "reason": "changed" } }),
             None => json!({ "id": id, "@removed": { "reason": "deleted" } }),
         })

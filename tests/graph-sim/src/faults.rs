@@ -14,11 +14,16 @@ use rand::{Rng, SeedableRng};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{GraphError, TokenError};
+use crate::state::RetryAfterStyle;
 use crate::Sim;
 
 /// One fault rule (the body of `POST /_sim/faults`).
+///
+/// In JSON, `retryAfterSeconds` may be fractional (`2.128`): it is then kept as
+/// `retry_after_ms` = 2128 (and `retry_after_seconds` = 2). `retryAfterMs` may also be given
+/// directly and wins over `retryAfterSeconds`.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+#[serde(rename_all = "camelCase", try_from = "FaultRuleWire")]
 pub struct FaultRule {
     /// Assigned by the simulator.
     #[serde(default)]
@@ -34,6 +39,10 @@ pub struct FaultRule {
     /// `Retry-After` seconds for 429/503 (429 always carries one; default 10).
     #[serde(default)]
     pub retry_after_seconds: Option<u64>,
+    /// `Retry-After` in milliseconds, for fractional values (2128 → `Retry-After: 2.128`);
+    /// wins over `retry_after_seconds`.
+    #[serde(default)]
+    pub retry_after_ms: Option<u64>,
     /// Delay before answering (or before passing the request on).
     #[serde(default)]
     pub latency_ms: Option<u64>,
@@ -43,6 +52,99 @@ pub struct FaultRule {
     /// Affect each matching request with this probability (0..=1), from the seeded generator.
     #[serde(default)]
     pub probability: Option<f64>,
+}
+
+/// What `POST /_sim/faults` accepts: `retryAfterSeconds` may be any non-negative number.
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct FaultRuleWire {
+    #[serde(default)]
+    id: Option<u64>,
+    path: String,
+    #[serde(default)]
+    method: Option<String>,
+    #[serde(default)]
+    status: Option<u16>,
+    #[serde(default)]
+    retry_after_seconds: Option<f64>,
+    #[serde(default)]
+    retry_after_ms: Option<u64>,
+    #[serde(default)]
+    latency_ms: Option<u64>,
+    #[serde(default)]
+    count: Option<u64>,
+    #[serde(default)]
+    probability: Option<f64>,
+}
+
+impl TryFrom<FaultRuleWire> for FaultRule {
+    type Error = String;
+
+    fn try_from(w: FaultRuleWire) -> Result<Self, String> {
+        let mut retry_after_ms = w.retry_after_ms;
+        let retry_after_seconds = match w.retry_after_seconds {
+            None => None,
+            Some(s) if !s.is_finite() || s < 0.0 => {
+                return Err(format!(
+                    "retryAfterSeconds must be a non-negative number, not {s}"
+                ))
+            }
+            Some(s) => {
+                if s.fract() != 0.0 && retry_after_ms.is_none() {
+                    retry_after_ms = Some((s * 1000.0).round() as u64);
+                }
+                Some(s.trunc() as u64)
+            }
+        };
+        Ok(FaultRule {
+            id: w.id,
+            path: w.path,
+            method: w.method,
+            status: w.status,
+            retry_after_seconds,
+            retry_after_ms,
+            latency_ms: w.latency_ms,
+            count: w.count,
+            probability: w.probability,
+        })
+    }
+}
+
+/// The `Retry-After` value for an answer with `status`, or none: 429 always has one (10 s unless
+/// the rule says otherwise), other statuses only when the rule gives one; `style` (switch
+/// `retryAfter`) may make it fractional or leave it out.
+pub fn retry_after_value(
+    status: StatusCode,
+    rule: &FaultRule,
+    style: RetryAfterStyle,
+) -> Option<String> {
+    let configured_ms = rule
+        .retry_after_ms
+        .or(rule.retry_after_seconds.map(|s| s.saturating_mul(1000)));
+    let ms = match (status, configured_ms) {
+        (StatusCode::TOO_MANY_REQUESTS, c) => c.unwrap_or(10_000),
+        (_, Some(c)) => c,
+        (_, None) => return None,
+    };
+    let ms = match style {
+        RetryAfterStyle::Missing => return None,
+        RetryAfterStyle::Seconds => ms,
+        RetryAfterStyle::Fractional if ms.is_multiple_of(1000) => ms + FRACTION_MS,
+        RetryAfterStyle::Fractional => ms,
+    };
+    Some(format_seconds(ms))
+}
+
+/// What the `fractional` style adds to a whole number of seconds (`7` → `7.128`).
+pub const FRACTION_MS: u64 = 128;
+
+/// `7000` → `"7"`, `2128` → `"2.128"`, `2500` → `"2.5"`.
+fn format_seconds(ms: u64) -> String {
+    if ms.is_multiple_of(1000) {
+        return (ms / 1000).to_string();
+    }
+    let s = format!("{}.{:03}", ms / 1000, ms % 1000);
+    s.trim_end_matches('0').to_string()
 }
 
 impl FaultRule {
@@ -177,10 +279,8 @@ pub async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Re
         return next.run(req).await;
     };
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-    let retry_after = match (status, rule.retry_after_seconds) {
-        (StatusCode::TOO_MANY_REQUESTS, r) => Some(r.unwrap_or(10)),
-        (_, r) => r,
-    };
+    let style = sim.world().switches.retry_after;
+    let retry_after = retry_after_value(status, &rule, style);
     let mut response = if path.contains("/oauth2/") {
         TokenError::new(
             status,
@@ -205,7 +305,7 @@ pub async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Re
         GraphError::new(status, code, message).into_response()
     };
     if let Some(s) = retry_after {
-        if let Ok(v) = s.to_string().parse() {
+        if let Ok(v) = s.parse() {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }

@@ -1,7 +1,10 @@
 //! graph-sim: a stand-in for Microsoft Graph and the Microsoft identity platform token endpoint,
 //! faithful to the documented behaviour shadowsync depends on — including the unpleasant parts
 //! (expiring tokens and delta links, throttling, late, duplicated, reordered or lost
-//! notifications, slow/drop endpoint marking).
+//! notifications, slow/drop endpoint marking, 411 for bodiless POSTs without a length) — and,
+//! behind switches (`/_sim/switches`), what Graph does only sometimes (replication lag,
+//! fractional or missing `Retry-After`, spontaneous reauthorization, delta quirks, stale delta
+//! links, removed permissions).
 //!
 //! Start it in-process with [`start`] (port 0 picks a free port) or run the `graph-sim` binary.
 //! See README.md for the routes, the `/_sim` control API and what is *not* imitated.
@@ -31,8 +34,9 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::Duration as ChronoDuration;
 
-pub use client::SimClient;
+pub use client::{DeltaQuirks, SimClient};
 pub use faults::FaultRule;
+pub use state::{RetryAfterStyle, StaleDeltaTokens, Switches};
 
 use crate::clock::SimClock;
 use crate::error::GraphError;
@@ -148,6 +152,9 @@ impl Sim {
             chrono_duration(self.config.deleted_retention),
             &self.config.tenant_id,
         );
+        if w.spontaneous_reauthorizations(now, &self.config.tenant_id) {
+            self.wakeup.notify_one();
+        }
         w
     }
 
@@ -292,8 +299,33 @@ pub fn router(sim: Arc<Sim>) -> Router {
         .merge(control::routes())
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(sim.clone(), faults::inject))
+        .layer(middleware::from_fn(length_required))
         .layer(middleware::from_fn_with_state(sim.clone(), simulated_date))
         .with_state(sim)
+}
+
+/// Graph's front ends answer `411 Length Required` to a `POST`, `PUT` or `PATCH` that carries
+/// neither `Content-Length` nor `Transfer-Encoding` (a bodiless `POST` must say
+/// `Content-Length: 0`), before anything else: no auth check, no throttling, no effect. Judged on
+/// the request's own headers (hyper adds none to what the server sees).
+async fn length_required(req: Request, next: middleware::Next) -> Response {
+    use axum::http::{header, Method};
+    let graph = req.uri().path() == "/v1.0" || req.uri().path().starts_with("/v1.0/");
+    let needs_length = matches!(*req.method(), Method::POST | Method::PUT | Method::PATCH);
+    let headers = req.headers();
+    if graph
+        && needs_length
+        && !headers.contains_key(header::CONTENT_LENGTH)
+        && !headers.contains_key(header::TRANSFER_ENCODING)
+    {
+        return GraphError::new(
+            StatusCode::LENGTH_REQUIRED,
+            "LengthRequired",
+            "Length Required: a POST, PUT or PATCH request must carry a Content-Length header (Content-Length: 0 for an empty body) or use chunked Transfer-Encoding.",
+        )
+        .into_response();
+    }
+    next.run(req).await
 }
 
 /// Every response carries a `Date` header, as Graph's do, in simulated time: clients that judge

@@ -88,6 +88,10 @@ pub struct UserRecord {
     /// Creation order, so listings page deterministically.
     pub created_seq: u64,
     pub soft_deleted_at: Option<DateTime<Utc>>,
+    /// Simulated time of the last change the simulator recorded for this user (creation,
+    /// profile change, soft delete, restore, group membership). With the `replicationLagSeconds`
+    /// switch, reads of the user answer 404 until this plus the lag.
+    pub changed_at: DateTime<Utc>,
 }
 
 impl UserRecord {
@@ -139,6 +143,22 @@ pub fn project_user(props: &Map<String, Value>, select: Option<&[String]>) -> Ma
     out
 }
 
+/// A delta item: like [`project_user`], but with `omit_null` the properties that were never set
+/// (null) are left out, and with `only` just `id` and those properties are kept (Graph's
+/// "only the changed properties" in incremental rounds).
+pub fn project_delta_user(
+    props: &Map<String, Value>,
+    select: Option<&[String]>,
+    only: Option<&HashSet<String>>,
+    omit_null: bool,
+) -> Map<String, Value> {
+    let mut out = project_user(props, select);
+    out.retain(|k, v| {
+        k == "id" || (only.is_none_or(|o| o.contains(k)) && !(omit_null && v.is_null()))
+    });
+    out
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupRecord {
     pub props: Map<String, Value>,
@@ -172,6 +192,8 @@ pub struct DeltaToken {
     pub prev_seq: u64,
     pub issued_at: DateTime<Utc>,
     pub select: Option<Vec<String>>,
+    /// [`World::delta_epoch`] when the link was minted; see `staleDeltaTokens`.
+    pub epoch: u64,
 }
 
 /// Server-side state behind an opaque `$skiptoken` of a delta round in progress.
@@ -181,6 +203,10 @@ pub struct DeltaSession {
     pub end_seq: u64,
     pub start_seq: u64,
     pub select: Option<Vec<String>>,
+    /// [`World::delta_epoch`] when the round started; see `staleDeltaTokens`.
+    pub epoch: u64,
+    /// With `deltaEmptyPages`: the next page served is an empty one (with a nextLink).
+    pub empty_page_due: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -197,9 +223,29 @@ pub struct Subscription {
     pub needs_reauthorization: bool,
     /// Graph eventually pauses delivery until the app reauthorizes; the control API can ask for it.
     pub paused: bool,
+    /// Simulated time of creation, the last reauthorization or the last renewal (what
+    /// `spontaneousReauthorizationSeconds` counts from).
+    pub authorized_at: DateTime<Utc>,
+    /// Change notifications withheld while paused; queued for delivery on reauthorize/renew.
+    pub withheld: Vec<QueuedNotification>,
 }
 
 impl Subscription {
+    /// Reauthorization or renewal: delivery resumes, and what was withheld while paused is
+    /// handed back for delivery (so a client that reauthorizes promptly loses nothing).
+    pub fn reauthorize(&mut self, now: DateTime<Utc>) -> Vec<QueuedNotification> {
+        self.needs_reauthorization = false;
+        self.paused = false;
+        self.authorized_at = now;
+        std::mem::take(&mut self.withheld)
+            .into_iter()
+            .map(|mut q| {
+                q.paused = false;
+                q
+            })
+            .collect()
+    }
+
     /// Whether a change to `user_id` of `change_type` falls under this subscription.
     pub fn matches(&self, user_id: &str, change_type: &str) -> bool {
         if !self.change_types.iter().any(|c| c == change_type) {
@@ -210,7 +256,34 @@ impl Subscription {
     }
 }
 
-/// Switches for the deliberately unkind behaviours.
+/// How the `Retry-After` header of 429 and 503 answers is written (switch `retryAfter`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum RetryAfterStyle {
+    /// The configured value as is: whole seconds (`"7"`), or a fraction when the fault rule
+    /// asked for one (`"2.128"`).
+    #[default]
+    Seconds,
+    /// A fractional number of seconds: whole configured values get 0.128 s added (`"7.128"`).
+    Fractional,
+    /// No `Retry-After` header at all.
+    Missing,
+}
+
+/// What delta links minted before `staleDeltaTokens` was set answer (switch `staleDeltaTokens`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum StaleDeltaTokens {
+    /// `410 Gone`, `syncStateNotFound`, `Location` = a fresh initial delta URL.
+    Gone,
+    /// `400 Bad Request`, `syncStateNotFound`, no `Location`.
+    BadRequest,
+    /// `410 Gone`, `resyncRequired`, `Location` = a fresh initial delta URL.
+    ResyncRequired,
+}
+
+/// Switches for the deliberately unkind behaviours. All are off by default; `POST
+/// /_sim/switches` changes only the fields it names.
 #[derive(Debug, Clone, Default, serde::Serialize, serde::Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct Switches {
@@ -226,6 +299,38 @@ pub struct Switches {
     /// Delta rounds also repeat the changes of the previous round.
     #[serde(default)]
     pub delta_replays: bool,
+    /// Eventual consistency: reads of a single user (`GET /users/{id}`, deleted item by id,
+    /// `checkMemberGroups`) answer 404 for this many simulated seconds after the user was
+    /// created or changed. 0 = off. Listings and delta are not affected.
+    #[serde(default)]
+    pub replication_lag_seconds: f64,
+    /// How `Retry-After` is written on 429/503 answers.
+    #[serde(default)]
+    pub retry_after: RetryAfterStyle,
+    /// Every live subscription is sent `reauthorizationRequired` (and its delivery paused) this
+    /// many simulated seconds after its creation, last reauthorization or renewal. 0 = off.
+    #[serde(default)]
+    pub spontaneous_reauthorization_seconds: f64,
+    /// Delta rounds repeat every item (later in the round, on the same or the next page).
+    #[serde(default)]
+    pub delta_duplicates: bool,
+    /// Delta items omit never-set (null) properties; in incremental rounds they carry only `id`
+    /// and the properties changed since the last round.
+    #[serde(default)]
+    pub delta_partial_items: bool,
+    /// Delta rounds include empty pages (`"value": []` with a nextLink) before and between the
+    /// real ones.
+    #[serde(default)]
+    pub delta_empty_pages: bool,
+    /// When set, every delta link (deltaLink and nextLink) minted before it was set answers this
+    /// error; links minted afterwards work. Setting it again invalidates again.
+    #[serde(default)]
+    pub stale_delta_tokens: Option<StaleDeltaTokens>,
+    /// The app's permission (admin consent) was taken away: every Graph call answers 403
+    /// `Authorization_RequestDenied`, and no change notification is delivered. Tokens are still
+    /// issued.
+    #[serde(default)]
+    pub permission_removed: bool,
 }
 
 #[derive(Debug, Default)]
@@ -239,6 +344,9 @@ pub struct World {
     pub subscriptions: HashMap<String, Subscription>,
     pub switches: Switches,
     pub delivery: DeliveryState,
+    /// Incremented each time `staleDeltaTokens` is set; delta links remember the epoch they were
+    /// minted in.
+    pub delta_epoch: u64,
 }
 
 impl World {
@@ -296,6 +404,7 @@ impl World {
         now: DateTime<Utc>,
         tenant_id: &str,
     ) {
+        self.touch_user(user_id, now);
         let seq = self.bump_seq();
         self.changes.push(ChangeEntry {
             seq,
@@ -337,30 +446,129 @@ impl World {
             });
         }
         for q in queued {
-            if self.switches.notifications_lost {
-                let id = self.delivery.next_record_id();
-                self.delivery.log.push(DeliveryRecord::unsent(
-                    id,
-                    now,
-                    &q.url,
-                    "notification",
-                    json!({ "value": [q.item] }),
-                    "lost",
-                ));
-            } else if q.paused {
-                let id = self.delivery.next_record_id();
-                self.delivery.log.push(DeliveryRecord::unsent(
-                    id,
-                    now,
-                    &q.url,
-                    "notification",
-                    json!({ "value": [q.item] }),
-                    "paused",
-                ));
-            } else {
-                self.delivery.enqueue(q);
+            self.dispatch(q, now);
+        }
+    }
+
+    /// Queues `q` for delivery, or logs why it is not sent: the switches (`denied`, `lost`), or
+    /// its subscription paused (`paused`: withheld until reauthorization).
+    pub fn dispatch(&mut self, q: QueuedNotification, now: DateTime<Utc>) {
+        let outcome = if self.switches.permission_removed {
+            "denied"
+        } else if self.switches.notifications_lost {
+            "lost"
+        } else if q.paused {
+            "paused"
+        } else {
+            self.delivery.enqueue(q);
+            return;
+        };
+        let id = self.delivery.next_record_id();
+        self.delivery.log.push(DeliveryRecord::unsent(
+            id,
+            now,
+            &q.url,
+            "notification",
+            json!({ "value": [q.item] }),
+            outcome,
+        ));
+        if outcome == "paused" {
+            if let Some(sub) = self.subscriptions.get_mut(&q.subscription_id) {
+                sub.withheld.push(q);
             }
         }
+    }
+
+    /// Notes a change to a user that reads must catch up with (replication lag).
+    pub fn touch_user(&mut self, user_id: &str, now: DateTime<Utc>) {
+        if let Some(u) = self.users.get_mut(user_id) {
+            u.changed_at = now;
+        }
+    }
+
+    /// Simulated time from which single-user reads see the user's last change.
+    pub fn visible_from(&self, user: &UserRecord) -> DateTime<Utc> {
+        let lag = self.switches.replication_lag_seconds;
+        if lag > 0.0 {
+            user.changed_at + ChronoDuration::milliseconds((lag * 1000.0) as i64)
+        } else {
+            user.changed_at
+        }
+    }
+
+    /// Whether a single-user read at `now` sees the user (see `replicationLagSeconds`).
+    pub fn replicated(&self, user_id: &str, now: DateTime<Utc>) -> bool {
+        self.users
+            .get(user_id)
+            .is_none_or(|u| self.visible_from(u) <= now)
+    }
+
+    /// Sends a lifecycle notification for a subscription. `reauthorizationRequired` marks it
+    /// as needing reauthorization and, with `pause`, withholds its change notifications until
+    /// the app reauthorizes or renews; `subscriptionRemoved` deletes it; `missed` only notifies.
+    /// Without a lifecycle URL the state changes but nothing is sent.
+    pub fn lifecycle_event(
+        &mut self,
+        id: &str,
+        event: &str,
+        pause: bool,
+        tenant_id: &str,
+    ) -> Result<Value, String> {
+        let s = self
+            .subscriptions
+            .get_mut(id)
+            .ok_or_else(|| "not found".to_string())?;
+        let url = s.lifecycle_url.clone();
+        let item = json!({
+            "subscriptionId": s.id,
+            "subscriptionExpirationDateTime": crate::clock::graph_time_precise(s.expiration),
+            "tenantId": tenant_id,
+            "clientState": s.client_state,
+            "lifecycleEvent": event,
+        });
+        match event {
+            "reauthorizationRequired" => {
+                s.needs_reauthorization = true;
+                s.paused = s.paused || pause;
+            }
+            "subscriptionRemoved" => {
+                self.subscriptions.remove(id);
+            }
+            "missed" => {}
+            other => return Err(format!("Unknown lifecycleEvent '{other}'.")),
+        }
+        if let Some(url) = url {
+            self.delivery.enqueue(QueuedNotification {
+                url,
+                subscription_id: id.to_string(),
+                item: item.clone(),
+                paused: false,
+            });
+        }
+        Ok(item)
+    }
+
+    /// `spontaneousReauthorizationSeconds`: every live subscription not already waiting for
+    /// reauthorization whose last authorization is that old gets `reauthorizationRequired`
+    /// with delivery paused. Returns whether anything was queued.
+    pub fn spontaneous_reauthorizations(&mut self, now: DateTime<Utc>, tenant_id: &str) -> bool {
+        let after = self.switches.spontaneous_reauthorization_seconds;
+        if after <= 0.0 {
+            return false;
+        }
+        let after = ChronoDuration::milliseconds((after * 1000.0) as i64);
+        let mut due: Vec<String> = self
+            .subscriptions
+            .values()
+            .filter(|s| s.expiration > now && !s.needs_reauthorization)
+            .filter(|s| s.authorized_at + after <= now)
+            .map(|s| s.id.clone())
+            .collect();
+        due.sort();
+        for id in &due {
+            let _ = self.lifecycle_event(id, "reauthorizationRequired", true, tenant_id);
+        }
+        !due.is_empty()
     }
 
     /// Time-driven state changes: expired subscriptions disappear, and soft-deleted users are

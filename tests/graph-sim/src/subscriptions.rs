@@ -29,6 +29,9 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/v1.0/subscriptions/{id}/reauthorize", post(reauthorize))
 }
 
+/// Shortest subscription lifetime Graph grants; shorter requests are raised to it.
+pub const MIN_SUBSCRIPTION_MINUTES: i64 = 45;
+
 fn not_found() -> GraphError {
     GraphError::new(
         StatusCode::NOT_FOUND,
@@ -79,7 +82,9 @@ fn parse_expiration(sim: &Sim, v: Option<&Value>) -> GraphResult<DateTime<Utc>> 
             "Subscription expiration can only be {max} minutes in the future."
         )));
     }
-    Ok(t)
+    // Graph raises a lifetime under 45 minutes to 45 minutes (the answer carries the
+    // expiration actually granted).
+    Ok(t.max(now + ChronoDuration::minutes(MIN_SUBSCRIPTION_MINUTES)))
 }
 
 fn check_url(sim: &Sim, raw: &str, what: &str) -> GraphResult<()> {
@@ -298,12 +303,16 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
         latest_tls,
         needs_reauthorization: false,
         paused: false,
+        authorized_at: sim.now(),
+        withheld: Vec::new(),
     };
     let out = subscription_json(&sim, &sub);
     sim.world().subscriptions.insert(sub.id.clone(), sub);
     Ok((StatusCode::CREATED, Json(out)).into_response())
 }
 
+/// The list never carries `clientState` ("not returned for security purposes", as Graph's docs
+/// say): it is `null` there.
 async fn list(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let w = sim.world();
     let mut subs: Vec<&Subscription> = w.subscriptions.values().collect();
@@ -312,7 +321,10 @@ async fn list(State(sim): State<Arc<Sim>>) -> Json<Value> {
         .iter()
         .map(|s| {
             let mut v = subscription_json(&sim, s);
-            v.as_object_mut().map(|o| o.remove("@odata.context"));
+            if let Some(o) = v.as_object_mut() {
+                o.remove("@odata.context");
+                o.insert("clientState".into(), Value::Null);
+            }
             v
         })
         .collect();
@@ -362,6 +374,7 @@ async fn renew(
             )));
         }
     }
+    let now = sim.now();
     let mut w = sim.world();
     let s = w.subscriptions.get_mut(&id).ok_or_else(not_found)?;
     if let Some(e) = expiration {
@@ -370,9 +383,9 @@ async fn renew(
     if let Some(u) = new_url {
         s.notification_url = u;
     }
-    s.needs_reauthorization = false;
-    s.paused = false;
+    let withheld = s.reauthorize(now);
     let out = subscription_json(&sim, s);
+    release(&sim, &mut w, withheld);
     Ok(Json(out))
 }
 
@@ -385,50 +398,43 @@ async fn remove(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphRes
 }
 
 async fn reauthorize(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphResult<Response> {
+    let now = sim.now();
     let mut w = sim.world();
     let s = w.subscriptions.get_mut(&id).ok_or_else(not_found)?;
-    s.needs_reauthorization = false;
-    s.paused = false;
+    let withheld = s.reauthorize(now);
+    release(&sim, &mut w, withheld);
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
+/// Queues the change notifications withheld while a subscription was paused (delivery resumes
+/// with them, in the order they happened), unless they are lost or denied by the switches now.
+fn release(sim: &Sim, w: &mut crate::state::World, withheld: Vec<QueuedNotification>) {
+    if withheld.is_empty() {
+        return;
+    }
+    let now = sim.now();
+    for mut q in withheld {
+        q.paused = false;
+        w.dispatch(q, now);
+    }
+    sim.wakeup.notify_one();
+}
+
 /// Sends a lifecycle notification (control API). `reauthorizationRequired` marks the
-/// subscription as needing reauthorization and, with `pause`, stops change notifications until
-/// the app reauthorizes or renews (Graph's eventual behaviour). `subscriptionRemoved` deletes it.
+/// subscription as needing reauthorization and, with `pause`, withholds change notifications
+/// until the app reauthorizes or renews (Graph's eventual behaviour); they are delivered then.
+/// `subscriptionRemoved` deletes it.
 pub fn trigger_lifecycle(sim: &Sim, id: &str, event: &str, pause: bool) -> GraphResult<Value> {
     let mut w = sim.world();
-    let s = w.subscriptions.get_mut(id).ok_or_else(not_found)?;
-    let url = s.lifecycle_url.clone().ok_or_else(|| {
-        GraphError::invalid_request("The subscription has no lifecycleNotificationUrl.")
-    })?;
-    let item = json!({
-        "subscriptionId": s.id,
-        "subscriptionExpirationDateTime": graph_time_precise(s.expiration),
-        "tenantId": sim.config.tenant_id,
-        "clientState": s.client_state,
-        "lifecycleEvent": event,
-    });
-    match event {
-        "reauthorizationRequired" => {
-            s.needs_reauthorization = true;
-            s.paused = s.paused || pause;
-        }
-        "subscriptionRemoved" => {
-            w.subscriptions.remove(id);
-        }
-        "missed" => {}
-        other => {
-            return Err(GraphError::invalid_request(format!(
-                "Unknown lifecycleEvent '{other}'."
-            )))
-        }
+    let s = w.subscriptions.get(id).ok_or_else(not_found)?;
+    if s.lifecycle_url.is_none() {
+        return Err(GraphError::invalid_request(
+            "The subscription has no lifecycleNotificationUrl.",
+        ));
     }
-    w.delivery.enqueue(QueuedNotification {
-        url,
-        subscription_id: id.to_string(),
-        item: item.clone(),
-        paused: false,
-    });
+    let item = w
+        .lifecycle_event(id, event, pause, &sim.config.tenant_id)
+        .map_err(GraphError::invalid_request)?;
     drop(w);
     sim.wakeup.notify_one();
     Ok(item)

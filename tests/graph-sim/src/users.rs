@@ -218,6 +218,7 @@ pub(crate) fn insert_user(
             props,
             created_seq: seq,
             soft_deleted_at: None,
+            changed_at: now,
         },
     );
     w.record_change(
@@ -449,9 +450,11 @@ async fn get_user(
 ) -> GraphResult<Json<Value>> {
     let q = QueryOptions::from_raw(q.as_deref());
     let select = q.user_select()?;
+    let now = sim.now();
     let w = sim.world();
     let uid = w
         .find_user_id(&id)
+        .filter(|uid| w.replicated(uid, now))
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
     Ok(Json(user_entity(
         &sim,
@@ -656,8 +659,13 @@ async fn get_deleted_item(
     RawQuery(q): RawQuery,
 ) -> GraphResult<Json<Value>> {
     let select = QueryOptions::from_raw(q.as_deref()).user_select()?;
+    let now = sim.now();
     let w = sim.world();
     let user = find_deleted(&w, &id)?;
+    // Eventual consistency: a replica that has not seen the deletion yet knows no deleted item.
+    if !w.replicated(user.id(), now) {
+        return Err(GraphError::resource_not_found(&id));
+    }
     let mut v = deleted_entity(&user.props, select.as_deref());
     v["@odata.context"] = json!(context(&sim, "directory/deletedItems/$entity"));
     Ok(Json(v))
@@ -726,9 +734,11 @@ async fn check_member_groups(
             "The number of groupIds must be at most 20.",
         ));
     }
+    let now = sim.now();
     let w = sim.world();
     let uid = w
         .find_user_id(&id)
+        .filter(|uid| w.replicated(uid, now))
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
     let groups = w.transitive_groups(&uid);
     let value: Vec<String> = ids.into_iter().filter(|g| groups.contains(g)).collect();
@@ -822,12 +832,18 @@ async fn delete_group(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> GraphResult<Response> {
+    let now = sim.now();
     let mut w = sim.world();
-    w.groups
+    let removed = w
+        .groups
         .remove(&id)
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
     for g in w.groups.values_mut() {
         g.members.retain(|m| m != &id);
+    }
+    // Their memberships changed: reads of them catch up after the replication lag.
+    for member in &removed.members {
+        w.touch_user(member, now);
     }
     Ok(StatusCode::NO_CONTENT.into_response())
 }
@@ -896,7 +912,8 @@ async fn add_member(
             "One or more added object references already exist for the following modified properties: 'members'.",
         ));
     }
-    group.members.push(member_id);
+    group.members.push(member_id.clone());
+    w.touch_user(&member_id, sim.now());
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -914,5 +931,6 @@ async fn remove_member(
     if group.members.len() == before {
         return Err(GraphError::resource_not_found(&member_id));
     }
+    w.touch_user(&member_id, sim.now());
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -416,3 +416,130 @@ async fn duplicate_and_reorder_switches() {
         "reversed, and delivered twice"
     );
 }
+
+fn reauthorization_events(rx: &Receiver) -> usize {
+    rx.items("/lifecycle")
+        .iter()
+        .filter(|i| i["lifecycleEvent"] == "reauthorizationRequired")
+        .count()
+}
+
+#[tokio::test]
+async fn spontaneous_reauthorization_pauses_delivery_until_the_app_reauthorizes() {
+    let (_sim, client) = start_sim(fast_config()).await;
+    client
+        .set_spontaneous_reauthorization(3600.0)
+        .await
+        .unwrap();
+    let rx = start_receiver().await;
+    let (_, sub) = subscribe(&client, &rx, 60 * 24).await;
+    let sub_id = sub["id"].as_str().unwrap().to_string();
+    let id = client.invite("sr@fabrikam.com", "SR").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(rx.wait_items("/notify", 1, WAIT).await.len(), 1);
+
+    client.advance_time(3590.0).await.unwrap();
+    settle().await;
+    assert_eq!(reauthorization_events(&rx), 0, "not before the hour");
+    client.advance_time(11.0).await.unwrap();
+    let items = rx.wait_items("/lifecycle", 1, WAIT).await;
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0]["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(items[0]["subscriptionId"], sub_id.as_str());
+    assert_eq!(items[0]["clientState"], "s3cret-state");
+    let s = sim_subscription(&client, &sub_id).await;
+    assert_eq!(s["needsReauthorization"], true);
+    assert_eq!(s["paused"], true);
+
+    // Changes while paused are withheld (logged `paused`) ...
+    client
+        .patch_user(&id, json!({"displayName": "While Paused"}))
+        .await
+        .unwrap();
+    client
+        .wait_for_log(WAIT, |l| l.iter().any(|r| r["outcome"] == "paused"))
+        .await
+        .unwrap();
+    settle().await;
+    assert_eq!(rx.items("/notify").len(), 1, "withheld");
+    assert_eq!(sim_subscription(&client, &sub_id).await["withheld"], 1);
+    // ... and no second challenge comes while the first is unanswered.
+    client.advance_time(3700.0).await.unwrap();
+    settle().await;
+    assert_eq!(reauthorization_events(&rx), 1);
+
+    // Reauthorizing delivers what was withheld.
+    let resp = client
+        .graph(
+            reqwest::Method::POST,
+            &format!("/v1.0/subscriptions/{sub_id}/reauthorize"),
+            None,
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 204);
+    let items = rx.wait_items("/notify", 2, WAIT).await;
+    assert_eq!(items.len(), 2);
+    assert_eq!(items[1]["resourceData"]["id"], id.as_str());
+    let s = sim_subscription(&client, &sub_id).await;
+    assert_eq!(s["paused"], false);
+    assert_eq!(s["withheld"], 0);
+
+    // The clock restarts at the reauthorization; a renewal restarts it too.
+    client.advance_time(3000.0).await.unwrap();
+    let resp = client
+        .graph(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/subscriptions/{sub_id}"),
+            Some(&json!({"expirationDateTime": expiry_in(&client, 60 * 24).await})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    client.advance_time(3000.0).await.unwrap();
+    settle().await;
+    assert_eq!(reauthorization_events(&rx), 1, "renewed 3000 s ago");
+    client.advance_time(700.0).await.unwrap();
+    assert_eq!(rx.wait_items("/lifecycle", 2, WAIT).await.len(), 2);
+    client
+        .patch_user(&id, json!({"displayName": "Paused Again"}))
+        .await
+        .unwrap();
+    client
+        .wait_for_log(WAIT, |l| {
+            l.iter().filter(|r| r["outcome"] == "paused").count() == 2
+        })
+        .await
+        .unwrap();
+    // Renewing releases the withheld notification as well.
+    let resp = client
+        .graph(
+            reqwest::Method::PATCH,
+            &format!("/v1.0/subscriptions/{sub_id}"),
+            Some(&json!({"expirationDateTime": expiry_in(&client, 60 * 24).await})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let items = rx.wait_items("/notify", 3, WAIT).await;
+    assert_eq!(items.len(), 3);
+}
+
+#[tokio::test]
+async fn spontaneous_reauthorization_comes_as_real_time_passes() {
+    let (_sim, client) = start_sim(fast_config()).await;
+    client.set_spontaneous_reauthorization(1.0).await.unwrap();
+    let rx = start_receiver().await;
+    let (_, sub) = subscribe(&client, &rx, 60).await;
+    // Nobody touches the control API from here: the simulator's own tick sends it.
+    let items = rx.wait_items("/lifecycle", 1, Duration::from_secs(5)).await;
+    assert_eq!(
+        items.len(),
+        1,
+        "a reauthorizationRequired within a few real seconds"
+    );
+    assert_eq!(items[0]["lifecycleEvent"], "reauthorizationRequired");
+    assert_eq!(items[0]["subscriptionId"], sub["id"]);
+}

@@ -6,7 +6,7 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::*;
-use graph_sim::{FaultRule, SimConfig};
+use graph_sim::{DeltaQuirks, FaultRule, RetryAfterStyle, SimConfig, StaleDeltaTokens};
 use reqwest::Method;
 use serde_json::Value;
 
@@ -171,15 +171,7 @@ async fn faults_can_be_listed_removed_and_reset() {
         .set_fault(FaultRule::fail_next("/v1.0/users", 500, 5))
         .await
         .unwrap();
-    let list: Value = client
-        .http()
-        .get(format!("{}/_sim/faults", client.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let list: Value = client.sim_get("/_sim/faults").await.unwrap();
     assert_eq!(list["value"][0]["id"], id);
     let resp = client
         .http()
@@ -208,14 +200,219 @@ async fn faults_can_be_listed_removed_and_reset() {
         .await
         .unwrap();
     assert_eq!(users["value"].as_array().unwrap().len(), 0);
-    let t: Value = client
-        .http()
-        .get(format!("{}/_sim/time", client.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
+    let t: Value = client.sim_get("/_sim/time").await.unwrap();
+    assert_eq!(t["offsetSeconds"], 0.0);
+}
+
+async fn retry_after_of(client: &graph_sim::SimClient, status: u16) -> Option<String> {
+    let resp = client
+        .graph(Method::GET, "/v1.0/users", None)
         .await
         .unwrap();
-    assert_eq!(t["offsetSeconds"], 0.0);
+    assert_eq!(resp.status().as_u16(), status);
+    resp.headers()
+        .get("retry-after")
+        .map(|v| v.to_str().unwrap().to_string())
+}
+
+#[tokio::test]
+async fn retry_after_can_be_fractional_or_missing() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let throttle = |secs| FaultRule::throttle_next("/v1.0/users", secs, 1);
+    let unavailable = FaultRule {
+        retry_after_seconds: Some(2),
+        ..FaultRule::fail_next("/v1.0/users", 503, 1)
+    };
+    let default_429 = FaultRule::fail_next("/v1.0/users", 429, 1);
+
+    // Default: whole seconds, as configured (10 when the rule names none).
+    client.set_fault(throttle(7)).await.unwrap();
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("7"));
+    client.set_fault(default_429.clone()).await.unwrap();
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("10"));
+
+    client
+        .set_retry_after_style(RetryAfterStyle::Fractional)
+        .await
+        .unwrap();
+    client.set_fault(throttle(7)).await.unwrap();
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("7.128"));
+    client.set_fault(default_429.clone()).await.unwrap();
+    assert_eq!(
+        retry_after_of(&client, 429).await.as_deref(),
+        Some("10.128")
+    );
+    client.set_fault(unavailable.clone()).await.unwrap();
+    assert_eq!(retry_after_of(&client, 503).await.as_deref(), Some("2.128"));
+    // A 503 whose rule names no delay has no header, whatever the style.
+    client
+        .set_fault(FaultRule::fail_next("/v1.0/users", 503, 1))
+        .await
+        .unwrap();
+    assert_eq!(retry_after_of(&client, 503).await, None);
+
+    client
+        .set_retry_after_style(RetryAfterStyle::Missing)
+        .await
+        .unwrap();
+    client.set_fault(throttle(7)).await.unwrap();
+    assert_eq!(retry_after_of(&client, 429).await, None);
+    client.set_fault(unavailable).await.unwrap();
+    let resp = client
+        .graph(Method::GET, "/v1.0/users", None)
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 503);
+    assert!(resp.headers().get("retry-after").is_none());
+    assert_eq!(
+        graph_error_code(&resp.json().await.unwrap()),
+        "serviceNotAvailable"
+    );
+    // The token endpoint's throttling follows the style too.
+    client
+        .set_fault(FaultRule::throttle_next("/*/oauth2/v2.0/token", 3, 1))
+        .await
+        .unwrap();
+    let resp = client
+        .http()
+        .post(format!(
+            "{}/{}/oauth2/v2.0/token",
+            client.base_url(),
+            SimConfig::default().tenant_id
+        ))
+        .form(&[("grant_type", "client_credentials")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 429);
+    assert!(resp.headers().get("retry-after").is_none());
+
+    client
+        .set_retry_after_style(RetryAfterStyle::Seconds)
+        .await
+        .unwrap();
+    client.set_fault(throttle(7)).await.unwrap();
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("7"));
+}
+
+#[tokio::test]
+async fn fault_rules_take_fractional_retry_after_seconds() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let post = |rule: Value| {
+        let client = &client;
+        async move {
+            client
+                .http()
+                .post(format!("{}/_sim/faults", client.base_url()))
+                .json(&rule)
+                .send()
+                .await
+                .unwrap()
+        }
+    };
+    let resp = post(serde_json::json!({"path": "/v1.0/users", "status": 429, "retryAfterSeconds": 2.128, "count": 1})).await;
+    assert_eq!(resp.status(), 201);
+    let list: Value = client.sim_get("/_sim/faults").await.unwrap();
+    assert_eq!(list["value"][0]["retryAfterMs"], 2128);
+    assert_eq!(list["value"][0]["retryAfterSeconds"], 2);
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("2.128"));
+    // Integers keep working as before.
+    let resp = post(serde_json::json!({"path": "/v1.0/users", "status": 429, "retryAfterSeconds": 3, "count": 1})).await;
+    assert_eq!(resp.status(), 201);
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("3"));
+    // From Rust: milliseconds.
+    client
+        .set_fault(FaultRule {
+            retry_after_ms: Some(1500),
+            ..FaultRule::fail_next("/v1.0/users", 503, 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(retry_after_of(&client, 503).await.as_deref(), Some("1.5"));
+    // A fractional value is not made more fractional by the `fractional` style.
+    client
+        .set_retry_after_style(RetryAfterStyle::Fractional)
+        .await
+        .unwrap();
+    post(serde_json::json!({"path": "/v1.0/users", "status": 429, "retryAfterSeconds": 0.75, "count": 1})).await;
+    assert_eq!(retry_after_of(&client, 429).await.as_deref(), Some("0.75"));
+    // Nonsense is refused.
+    let resp =
+        post(serde_json::json!({"path": "/v1.0/users", "status": 429, "retryAfterSeconds": -1}))
+            .await;
+    assert!(resp.status().is_client_error(), "{}", resp.status());
+}
+
+#[tokio::test]
+async fn switches_merge_and_typed_helpers_change_only_their_own() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let all = client.switches().await.unwrap();
+    assert!(!all.notifications_lost && !all.permission_removed && !all.delta_duplicates);
+    assert_eq!(all.retry_after, RetryAfterStyle::Seconds);
+    assert_eq!(all.stale_delta_tokens, None);
+    assert_eq!(all.replication_lag_seconds, 0.0);
+    assert_eq!(all.spontaneous_reauthorization_seconds, 0.0);
+
+    client.set_notifications_lost(true).await.unwrap();
+    client.set_replication_lag(12.5).await.unwrap();
+    client
+        .set_retry_after_style(RetryAfterStyle::Fractional)
+        .await
+        .unwrap();
+    client.set_spontaneous_reauthorization(900.0).await.unwrap();
+    client
+        .set_delta_quirks(DeltaQuirks {
+            duplicates: true,
+            partial_items: false,
+            empty_pages: true,
+        })
+        .await
+        .unwrap();
+    client
+        .set_stale_delta_tokens(Some(StaleDeltaTokens::ResyncRequired))
+        .await
+        .unwrap();
+    client.set_permission_removed(true).await.unwrap();
+    let raw: Value = client.sim_get("/_sim/switches").await.unwrap();
+    assert_eq!(
+        raw,
+        serde_json::json!({
+            "notificationsLost": true,
+            "duplicateNotifications": false,
+            "reorderNotifications": false,
+            "deltaReplays": false,
+            "replicationLagSeconds": 12.5,
+            "retryAfter": "fractional",
+            "spontaneousReauthorizationSeconds": 900.0,
+            "deltaDuplicates": true,
+            "deltaPartialItems": false,
+            "deltaEmptyPages": true,
+            "staleDeltaTokens": "resyncRequired",
+            "permissionRemoved": true,
+        })
+    );
+    client.set_stale_delta_tokens(None).await.unwrap();
+    client.set_permission_removed(false).await.unwrap();
+    let all = client.switches().await.unwrap();
+    assert_eq!(all.stale_delta_tokens, None);
+    assert!(all.notifications_lost && all.delta_empty_pages && !all.permission_removed);
+
+    // Unknown names and ill-typed values are refused, changing nothing.
+    for bad in [
+        serde_json::json!({"noSuchSwitch": true}),
+        serde_json::json!({"retryAfter": "sometimes"}),
+        serde_json::json!({"staleDeltaTokens": "expired"}),
+    ] {
+        let resp = client.set_switches(bad.clone()).await;
+        assert!(resp.is_err(), "{bad}");
+    }
+    assert_eq!(
+        client.switches().await.unwrap().retry_after,
+        RetryAfterStyle::Fractional
+    );
+    // Reset turns everything off.
+    client.reset().await.unwrap();
+    let all = client.switches().await.unwrap();
+    assert!(!all.notifications_lost && !all.delta_empty_pages);
+    assert_eq!(all.retry_after, RetryAfterStyle::Seconds);
 }

@@ -257,9 +257,9 @@ async fn list_get_renew_reauthorize_delete() {
 async fn subscriptions_expire_in_simulated_time_and_stop_delivering() {
     let (_sim, client) = start_sim(fast_config()).await;
     let rx = start_receiver().await;
-    let (_, sub) = subscribe(&client, &rx, 10).await;
+    let (_, sub) = subscribe(&client, &rx, 60).await;
     let id = sub["id"].as_str().unwrap();
-    client.advance_time(11.0 * 60.0).await.unwrap();
+    client.advance_time(61.0 * 60.0).await.unwrap();
     let resp = client
         .graph(Method::GET, &format!("/v1.0/subscriptions/{id}"), None)
         .await
@@ -304,15 +304,7 @@ async fn reauthorization_required_lifecycle_notification() {
     assert_eq!(n["clientState"], "s3cret-state");
     assert_eq!(n["tenantId"], SimConfig::default().tenant_id);
     assert!(n["subscriptionExpirationDateTime"].is_string());
-    let subs: Value = client
-        .http()
-        .get(format!("{}/_sim/subscriptions", client.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let subs: Value = client.sim_get("/_sim/subscriptions").await.unwrap();
     assert_eq!(subs["value"][0]["needsReauthorization"], true);
     let resp = client
         .graph(
@@ -323,14 +315,119 @@ async fn reauthorization_required_lifecycle_notification() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 204);
-    let subs: Value = client
-        .http()
-        .get(format!("{}/_sim/subscriptions", client.base_url()))
-        .send()
+    let subs: Value = client.sim_get("/_sim/subscriptions").await.unwrap();
+    assert_eq!(subs["value"][0]["needsReauthorization"], false);
+}
+
+async fn sim_now(client: &graph_sim::SimClient) -> chrono::DateTime<chrono::Utc> {
+    let t: Value = client.sim_get("/_sim/time").await.unwrap();
+    chrono::DateTime::parse_from_rfc3339(t["now"].as_str().unwrap())
+        .unwrap()
+        .with_timezone(&chrono::Utc)
+}
+
+fn minutes_after(granted: &Value, now: chrono::DateTime<chrono::Utc>) -> f64 {
+    let t = chrono::DateTime::parse_from_rfc3339(granted.as_str().unwrap()).unwrap();
+    (t.with_timezone(&chrono::Utc) - now).num_milliseconds() as f64 / 60_000.0
+}
+
+#[tokio::test]
+async fn lifetimes_under_45_minutes_are_raised_to_45() {
+    let (_sim, client) = start_sim(fast_config()).await;
+    let rx = start_receiver().await;
+    let now = sim_now(&client).await;
+    let (status, sub) = subscribe(&client, &rx, 10).await;
+    assert_eq!(status, 201, "{sub}");
+    let granted = minutes_after(&sub["expirationDateTime"], now);
+    assert!((44.9..45.1).contains(&granted), "granted {granted} minutes");
+    let id = sub["id"].as_str().unwrap().to_string();
+
+    // Renewal alike.
+    client.advance_time(20.0 * 60.0).await.unwrap();
+    let now = sim_now(&client).await;
+    let resp = client
+        .graph(
+            Method::PATCH,
+            &format!("/v1.0/subscriptions/{id}"),
+            Some(&json!({"expirationDateTime": expiry_in(&client, 1).await})),
+        )
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let renewed: Value = resp.json().await.unwrap();
+    let granted = minutes_after(&renewed["expirationDateTime"], now);
+    assert!(
+        (44.9..45.1).contains(&granted),
+        "renewed for {granted} minutes"
+    );
+
+    // Still in the past: 400 as before, on creation and renewal.
+    for (method, path) in [
+        (Method::PATCH, format!("/v1.0/subscriptions/{id}")),
+        (Method::POST, "/v1.0/subscriptions".to_string()),
+    ] {
+        let body = json!({
+            "changeType": "deleted", "notificationUrl": rx.url("/n"), "resource": "/users",
+            "expirationDateTime": expiry_in(&client, -1).await, "clientState": "x",
+        });
+        let resp = client
+            .graph(method.clone(), &path, Some(&body))
+            .await
+            .unwrap();
+        assert_eq!(resp.status(), 400, "{method} {path}");
+        assert_eq!(
+            graph_error_code(&resp.json().await.unwrap()),
+            "InvalidRequest"
+        );
+    }
+
+    // It lives the 45 minutes granted, not the 1 asked for.
+    client.advance_time(44.0 * 60.0).await.unwrap();
+    let get = |id: String| {
+        let client = &client;
+        async move {
+            client
+                .graph(Method::GET, &format!("/v1.0/subscriptions/{id}"), None)
+                .await
+                .unwrap()
+                .status()
+        }
+    };
+    assert_eq!(get(id.clone()).await, 200);
+    client.advance_time(2.0 * 60.0).await.unwrap();
+    assert_eq!(get(id).await, 404);
+}
+
+#[tokio::test]
+async fn listing_subscriptions_never_returns_client_state() {
+    let (_sim, client) = start_sim(fast_config()).await;
+    let rx = start_receiver().await;
+    let (_, sub) = subscribe(&client, &rx, 60).await;
+    let id = sub["id"].as_str().unwrap();
+    assert_eq!(
+        sub["clientState"], "s3cret-state",
+        "the creation answer has it"
+    );
+    let list: Value = client
+        .graph(Method::GET, "/v1.0/subscriptions", None)
         .await
         .unwrap()
         .json()
         .await
         .unwrap();
-    assert_eq!(subs["value"][0]["needsReauthorization"], false);
+    let listed = &list["value"][0];
+    assert_eq!(listed["id"], id);
+    assert!(
+        listed.as_object().unwrap().contains_key("clientState") && listed["clientState"].is_null(),
+        "{listed}"
+    );
+    // GET by id still returns it (the docs do not say otherwise; clients should not rely on it).
+    let got: Value = client
+        .graph(Method::GET, &format!("/v1.0/subscriptions/{id}"), None)
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(got["clientState"], "s3cret-state");
 }

@@ -272,7 +272,8 @@ async fn certificate_assertion_is_verified() {
     assert_eq!(s, 401);
     assert_identity_error(&b, "invalid_client", 50013);
 
-    // Expired by simulated time.
+    // Assertions are made by the client's clock: simulated time does not expire them (access
+    // tokens do follow it).
     client.advance_time(3600.0).await.unwrap();
     let (s, b) = request(assertion(
         &registered.private_key_pem,
@@ -280,6 +281,173 @@ async fn certificate_assertion_is_verified() {
         claims(&aud, now, now + 600),
     ))
     .await;
-    assert_eq!(s, 401);
+    assert_eq!(s, 200, "{b}");
+}
+
+struct AssertionRig {
+    sim: graph_sim::RunningSim,
+    registered: graph_sim::certs::RsaCertificate,
+    aud: String,
+}
+
+impl AssertionRig {
+    async fn start() -> Self {
+        let registered = rsa_certificate("registered");
+        let config = SimConfig {
+            certificate_pem: Some(registered.certificate_pem.clone()),
+            ..SimConfig::default()
+        };
+        let (sim, _) = start_sim(config).await;
+        let aud = format!(
+            "{}/{}/oauth2/v2.0/token",
+            sim.base_url(),
+            sim.config().tenant_id
+        );
+        AssertionRig {
+            sim,
+            registered,
+            aud,
+        }
+    }
+
+    fn claims(&self, nbf: i64, exp: i64, iat: Option<i64>) -> Value {
+        let c = self.sim.config();
+        let mut v = json!({ "aud": self.aud, "iss": c.client_id, "sub": c.client_id, "jti": uuid::Uuid::new_v4().to_string(), "nbf": nbf, "exp": exp });
+        if let Some(iat) = iat {
+            v["iat"] = json!(iat);
+        }
+        v
+    }
+
+    fn sign(&self, header: Header, claims: &Value, key_pem: &str) -> String {
+        jsonwebtoken::encode(
+            &header,
+            claims,
+            &EncodingKey::from_rsa_pem(key_pem.as_bytes()).unwrap(),
+        )
+        .unwrap()
+    }
+
+    async fn request(&self, jwt: &str) -> (u16, Value) {
+        let c = self.sim.config();
+        token_request(
+            &self.sim.base_url(),
+            &c.tenant_id,
+            &[
+                ("grant_type", "client_credentials"),
+                ("client_id", &c.client_id),
+                ("scope", "https://graph.microsoft.com/.default"),
+                (
+                    "client_assertion_type",
+                    "urn:ietf:params:oauth:client-assertion-type:jwt-bearer",
+                ),
+                ("client_assertion", jwt),
+            ],
+        )
+        .await
+    }
+}
+
+fn header(alg: Algorithm, x5t: Option<&str>, x5t_s256: Option<&str>) -> Header {
+    let mut h = Header::new(alg);
+    h.x5t = x5t.map(String::from);
+    h.x5t_s256 = x5t_s256.map(String::from);
+    h
+}
+
+#[tokio::test]
+async fn ps256_and_x5t_s256_assertions_are_accepted() {
+    let rig = AssertionRig::start().await;
+    let other = rsa_certificate("other");
+    let cert = &rig.registered;
+    let key = cert.private_key_pem.as_str();
+    let now = chrono::Utc::now().timestamp();
+    let claims = rig.claims(now, now + 600, Some(now));
+    let ok = [
+        header(Algorithm::PS256, None, Some(&cert.x5t_s256)),
+        header(Algorithm::PS256, Some(&cert.x5t), None),
+        header(Algorithm::RS256, None, Some(&cert.x5t_s256)),
+        header(Algorithm::RS256, Some(&cert.x5t), Some(&cert.x5t_s256)),
+    ];
+    for h in ok {
+        let what = format!("{:?} x5t={:?} x5t#S256={:?}", h.alg, h.x5t, h.x5t_s256);
+        let (s, b) = rig.request(&rig.sign(h, &claims, key)).await;
+        assert_eq!(s, 200, "{what}: {b}");
+        assert!(b["access_token"].is_string());
+    }
+    let refused = [
+        // Neither thumbprint: no key named.
+        (header(Algorithm::PS256, None, None), key, 700027),
+        // x5t#S256 is what is looked up when present: a wrong one fails even with a right x5t.
+        (
+            header(Algorithm::PS256, Some(&cert.x5t), Some(&other.x5t_s256)),
+            key,
+            700027,
+        ),
+        // A SHA-1 thumbprint where the SHA-256 one belongs.
+        (header(Algorithm::PS256, None, Some(&cert.x5t)), key, 700027),
+        // Signed by another key while naming the registered certificate.
+        (
+            header(Algorithm::PS256, None, Some(&cert.x5t_s256)),
+            other.private_key_pem.as_str(),
+            700027,
+        ),
+        // Only RS256 and PS256.
+        (header(Algorithm::RS512, Some(&cert.x5t), None), key, 50027),
+    ];
+    for (h, key, code) in refused {
+        let what = format!("{:?} x5t={:?} x5t#S256={:?}", h.alg, h.x5t, h.x5t_s256);
+        let (s, b) = rig.request(&rig.sign(h, &claims, key)).await;
+        assert_eq!(s, 401, "{what}: {b}");
+        assert_identity_error(&b, "invalid_client", code);
+    }
+}
+
+#[tokio::test]
+async fn assertion_times_are_checked_by_real_time_with_five_minutes_of_skew() {
+    let rig = AssertionRig::start().await;
+    let client = graph_sim::SimClient::new(rig.sim.base_url(), rig.sim.config());
+    let cert = &rig.registered;
+    let key = cert.private_key_pem.as_str();
+    let h = || header(Algorithm::PS256, None, Some(&cert.x5t_s256));
+    let now = chrono::Utc::now().timestamp();
+    let cases = [
+        // (nbf, exp, iat, accepted)
+        (now - 60, now + 600, Some(now), true),
+        (now - 900, now - 200, None, true), // expired 200 s ago: within the skew
+        (now - 900, now - 400, None, false), // expired 400 s ago: beyond it
+        (now + 200, now + 800, None, true), // valid 200 s from now: within the skew
+        (now + 400, now + 1000, None, false), // valid 400 s from now: beyond it
+        (now, now + 600, Some(now + 200), true), // issued slightly in the future
+        (now, now + 600, Some(now + 400), false), // issued too far in the future
+    ];
+    for (nbf, exp, iat, accepted) in cases {
+        let (s, b) = rig
+            .request(&rig.sign(h(), &rig.claims(nbf, exp, iat), key))
+            .await;
+        let what = format!(
+            "nbf {} exp {} iat {:?}",
+            nbf - now,
+            exp - now,
+            iat.map(|i| i - now)
+        );
+        if accepted {
+            assert_eq!(s, 200, "{what}: {b}");
+        } else {
+            assert_eq!(s, 401, "{what}: {b}");
+            assert_identity_error(&b, "invalid_client", 700024);
+        }
+    }
+    // Simulated time has nothing to do with it: a week later by the simulator's clock, a fresh
+    // assertion is fine and a stale one is still refused.
+    client.advance_time(7.0 * 86400.0).await.unwrap();
+    let (s, b) = rig
+        .request(&rig.sign(h(), &rig.claims(now, now + 600, Some(now)), key))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    let (s, b) = rig
+        .request(&rig.sign(h(), &rig.claims(now - 900, now - 400, None), key))
+        .await;
+    assert_eq!(s, 401, "{b}");
     assert_identity_error(&b, "invalid_client", 700024);
 }

@@ -461,3 +461,143 @@ async fn bulk_creation_makes_guests_and_members_that_delta_and_lookups_see() {
     assert_ne!(types[..3], ["Guest", "Guest", "Guest"]);
     assert!(page["@odata.deltaLink"].is_string());
 }
+
+#[tokio::test]
+async fn replication_lag_hides_recent_changes_from_single_user_reads() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let group = client.create_group("Lag").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.set_replication_lag(30.0).await.unwrap();
+    let guest = client.invite("lag@fabrikam.com", "Lag").await.unwrap();
+    let id = guest["id"].as_str().unwrap().to_string();
+    let upn = guest["userPrincipalName"].as_str().unwrap().to_string();
+    let raw = client.sim_user(&id).await.unwrap();
+    let created =
+        chrono::DateTime::parse_from_rfc3339(raw["createdDateTime"].as_str().unwrap()).unwrap();
+    let visible =
+        chrono::DateTime::parse_from_rfc3339(raw["visibleFrom"].as_str().unwrap()).unwrap();
+    let lag = (visible - created).num_milliseconds();
+    assert!(
+        (29_000..=31_000).contains(&lag),
+        "visibleFrom {lag} ms after creation"
+    );
+
+    let check = |groups: Vec<String>| json!({ "groupIds": groups });
+    let assert_not_found = |(status, body): (u16, Value), what: &str| {
+        assert_eq!(status, 404, "{what}: {body}");
+        assert_eq!(
+            graph_error_code(&body),
+            "Request_ResourceNotFound",
+            "{what}"
+        );
+    };
+    let user_path = format!("/v1.0/users/{id}");
+    let upn_path = format!("/v1.0/users/{}", encode_segment(&upn));
+    let check_path = format!("/v1.0/users/{id}/checkMemberGroups");
+    assert_not_found(call(&client, Method::GET, &user_path, None).await, "by id");
+    assert_not_found(call(&client, Method::GET, &upn_path, None).await, "by UPN");
+    assert_not_found(
+        call(
+            &client,
+            Method::POST,
+            &check_path,
+            Some(check(vec![group.clone()])),
+        )
+        .await,
+        "checkMemberGroups",
+    );
+    assert_eq!(client.get_user(&id).await.unwrap(), None);
+    // Listings and delta see it at once.
+    let (status, list) = call(&client, Method::GET, "/v1.0/users", None).await;
+    assert_eq!(status, 200);
+    assert_eq!(list["value"][0]["id"], id.as_str());
+    let (_, delta) = call(&client, Method::GET, "/v1.0/users/delta", None).await;
+    assert_eq!(delta["value"][0]["id"], id.as_str());
+
+    client.advance_time(31.0).await.unwrap();
+    assert_eq!(call(&client, Method::GET, &user_path, None).await.0, 200);
+    assert_eq!(call(&client, Method::GET, &upn_path, None).await.0, 200);
+
+    // A profile change hides it again for the lag.
+    client
+        .patch_user(&id, json!({"displayName": "Lag 2"}))
+        .await
+        .unwrap();
+    assert_not_found(
+        call(&client, Method::GET, &user_path, None).await,
+        "after PATCH",
+    );
+    client.advance_time(31.0).await.unwrap();
+    let (status, body) = call(&client, Method::GET, &user_path, None).await;
+    assert_eq!((status, &body["displayName"]), (200, &json!("Lag 2")));
+
+    // So does a group membership change.
+    client.add_member(&group, &id).await.unwrap();
+    assert_not_found(
+        call(
+            &client,
+            Method::POST,
+            &check_path,
+            Some(check(vec![group.clone()])),
+        )
+        .await,
+        "after add_member",
+    );
+    client.advance_time(31.0).await.unwrap();
+    let (status, body) = call(
+        &client,
+        Method::POST,
+        &check_path,
+        Some(check(vec![group.clone()])),
+    )
+    .await;
+    assert_eq!((status, &body["value"]), (200, &json!([group])));
+
+    // Soft delete: the deleted item is not there yet on the replica read.
+    client.delete_user(&id).await.unwrap();
+    for path in [
+        format!("/v1.0/directory/deletedItems/{id}"),
+        format!("/v1.0/directory/deletedItems/microsoft.graph.user/{id}"),
+    ] {
+        assert_not_found(call(&client, Method::GET, &path, None).await, &path);
+    }
+    let (_, deleted) = call(
+        &client,
+        Method::GET,
+        "/v1.0/directory/deletedItems/microsoft.graph.user",
+        None,
+    )
+    .await;
+    assert_eq!(deleted["value"][0]["id"], id.as_str(), "the list sees it");
+    client.advance_time(31.0).await.unwrap();
+    assert_eq!(
+        call(
+            &client,
+            Method::GET,
+            &format!("/v1.0/directory/deletedItems/{id}"),
+            None
+        )
+        .await
+        .0,
+        200
+    );
+    // Restore: 404 for the lag, then the user again.
+    client.restore_user(&id).await.unwrap();
+    assert_not_found(
+        call(&client, Method::GET, &user_path, None).await,
+        "after restore",
+    );
+    client.advance_time(31.0).await.unwrap();
+    assert_eq!(call(&client, Method::GET, &user_path, None).await.0, 200);
+
+    // Off: reads see changes at once.
+    client.set_replication_lag(0.0).await.unwrap();
+    client
+        .patch_user(&id, json!({"displayName": "Lag 3"}))
+        .await
+        .unwrap();
+    let (status, body) = call(&client, Method::GET, &user_path, None).await;
+    assert_eq!((status, &body["displayName"]), (200, &json!("Lag 3")));
+}

@@ -89,6 +89,8 @@ pub struct SimState {
     pub fallback: Mutex<Canned>,
     /// (arrival, method, body) of each `/v1.0/script` request.
     pub script_calls: Mutex<Vec<(Instant, String, String)>>,
+    /// The headers of each `/v1.0/script` request, as they arrived.
+    pub script_headers: Mutex<Vec<HeaderMap>>,
 }
 
 pub struct Sim {
@@ -127,6 +129,7 @@ impl Sim {
             script: Mutex::default(),
             fallback: Mutex::new(Canned::new(200, json!({"ok": true}))),
             script_calls: Mutex::default(),
+            script_headers: Mutex::default(),
         });
         let app = Router::new()
             .route(&format!("/{TENANT}/oauth2/v2.0/token"), post(token))
@@ -155,13 +158,15 @@ impl Sim {
         Sim::start(Expect::Secret(SECRET.into())).await
     }
 
-    /// A config pointing at this server, with fast retries (10 ms base backoff, 3 retries).
+    /// A config pointing at this server, with fast retries (10 ms base backoff, at most 50 ms
+    /// between tries, a 2 s retry budget).
     pub fn config(&self, credential: Credential) -> GraphConfig {
         let mut c = GraphConfig::new(TENANT, CLIENT_ID, credential);
         c.login_endpoint = Url::parse(&self.base).unwrap();
         c.graph_endpoint = Url::parse(&self.base).unwrap();
         c.base_backoff = Duration::from_millis(10);
-        c.max_retries = 3;
+        c.max_backoff = Duration::from_millis(50);
+        c.retry_budget = Duration::from_secs(2);
         c.request_timeout = Duration::from_secs(5);
         c
     }
@@ -352,17 +357,18 @@ fn verify_assertion(
     token_url: &str,
 ) -> Result<(), String> {
     let header = jsonwebtoken::decode_header(jwt).map_err(|e| format!("bad JWT header: {e}"))?;
-    if header.alg != Algorithm::RS256 {
+    // Entra's current recommendation, which shadowsync follows: PS256 with x5t#S256.
+    if header.alg != Algorithm::PS256 {
         return Err(format!("alg {:?}", header.alg));
     }
     if header.typ.as_deref() != Some("JWT") {
         return Err(format!("typ {:?}", header.typ));
     }
-    if header.x5t.as_deref() != Some(x5t) {
-        return Err(format!("x5t {:?}, expected {x5t:?}", header.x5t));
+    if header.x5t_s256.as_deref() != Some(x5t) {
+        return Err(format!("x5t#S256 {:?}, expected {x5t:?}", header.x5t_s256));
     }
     let key = DecodingKey::from_rsa_pem(public_key_pem.as_bytes()).unwrap();
-    let mut validation = Validation::new(Algorithm::RS256);
+    let mut validation = Validation::new(Algorithm::PS256);
     validation.set_audience(&[token_url]);
     validation.set_issuer(&[CLIENT_ID]);
     validation.set_required_spec_claims(&["exp", "nbf", "aud", "iss", "sub"]);
@@ -523,6 +529,7 @@ async fn script(
         method.to_string(),
         String::from_utf8_lossy(&body).into_owned(),
     ));
+    state.script_headers.lock().unwrap().push(headers.clone());
     let canned = state
         .script
         .lock()
@@ -543,7 +550,7 @@ async fn script(
 }
 
 /// A self-signed certificate and its key (files, as the client reads them), with what the server
-/// needs to check assertions: the public key and the expected `x5t`.
+/// needs to check assertions: the public key and the expected `x5t#S256` (SHA-256 thumbprint).
 pub struct TestCert {
     pub dir: tempfile::TempDir,
     pub cert_path: PathBuf,
@@ -564,7 +571,12 @@ pub fn make_cert() -> TestCert {
         cert_path,
         key_path,
         public_key_pem: made.public_key_pem,
-        x5t: made.x5t,
+        x5t: {
+            use base64::Engine;
+            use sha2::Digest;
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .encode(sha2::Sha256::digest(&made.certificate_der))
+        },
     }
 }
 

@@ -181,15 +181,7 @@ pub async fn start_receiver() -> Receiver {
 
 /// An expiration `minutes` ahead of the simulator's clock, in Graph's format.
 pub async fn expiry_in(client: &SimClient, minutes: i64) -> String {
-    let t: Value = client
-        .http()
-        .get(format!("{}/_sim/time", client.base_url()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let t: Value = client.sim_get("/_sim/time").await.unwrap();
     let now = chrono::DateTime::parse_from_rfc3339(t["now"].as_str().unwrap()).unwrap();
     (now + chrono::Duration::minutes(minutes))
         .with_timezone(&chrono::Utc)
@@ -231,4 +223,15 @@ pub fn graph_error_code(body: &Value) -> String {
         "innerError.date missing in {body}"
     );
     e["code"].as_str().expect("error.code").to_string()
+}
+
+/// One subscription as the simulator sees it (see `SimClient::sim_subscriptions`).
+pub async fn sim_subscription(client: &graph_sim::SimClient, id: &str) -> serde_json::Value {
+    client
+        .sim_subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s["id"] == id)
+        .expect("subscription listed")
 }
