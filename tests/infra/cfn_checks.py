@@ -464,3 +464,91 @@ def check_secret_env(t: dict) -> list[str]:
                     if ref_target(branch) not in secrets:
                         problems.append(f"{fn}: {key} must be a Ref to a secret of this template")
     return problems
+
+
+def _alarm_actions() -> dict:
+    return {"Fn::If": ["HasAlarmTopic", [{"Ref": "AlarmTopicArn"}], {"Ref": "AWS::NoValue"}]}
+
+
+def check_alarm_destination(t: dict) -> list[str]:
+    """Alarms tell someone unless the operator opted out in so many words: AlarmTopicArn has no
+    default (CloudFormation refuses a stack without a value), its pattern refuses the empty
+    string and takes an SNS topic or `none`, and every alarm notifies the topic unless `none`."""
+    problems = []
+    param = (t.get("Parameters") or {}).get("AlarmTopicArn")
+    if not isinstance(param, dict):
+        return ["no AlarmTopicArn parameter"]
+    if "Default" in param:
+        problems.append(f"AlarmTopicArn has a default ({param['Default']!r}): a stack could tell nobody unasked")
+    pattern = re.compile(param.get("AllowedPattern", ""))
+    if pattern.fullmatch(""):
+        problems.append("AlarmTopicArn's AllowedPattern accepts the empty string")
+    for good in ["none", "arn:aws:sns:eu-west-1:123456789012:shadowsync-alarms"]:
+        if not pattern.fullmatch(good):
+            problems.append(f"AlarmTopicArn's AllowedPattern refuses {good!r}")
+    condition = (t.get("Conditions") or {}).get("HasAlarmTopic")
+    if condition != {"Fn::Not": [{"Fn::Equals": [{"Ref": "AlarmTopicArn"}, "none"]}]}:
+        problems.append(f"HasAlarmTopic must be: AlarmTopicArn is not none; got {condition!r}")
+    alarms = resources(t, "AWS::CloudWatch::Alarm")
+    if not alarms:
+        problems.append("no alarms")
+    for name, alarm in sorted(alarms.items()):
+        if props(alarm).get("AlarmActions") != _alarm_actions():
+            problems.append(f"{name}: AlarmActions must notify AlarmTopicArn (if HasAlarmTopic)")
+    return problems
+
+
+#: Assumed by IAM Roles Anywhere on behalf of a certificate; the subject's CN as a session tag.
+SUBJECT_CN_KEY = "aws:PrincipalTag/x509Subject/CN"
+
+
+def check_connector_trust(t: dict) -> list[str]:
+    """The connector role trusts one certificate and one role, not a whole CA nor any principal:
+    the Roles Anywhere statement is conditioned on the trust anchor and on the certificate's
+    subject CN (a parameter that connector mode with a trust anchor requires), and
+    ConnectorPrincipalArn takes only IAM role ARNs."""
+    problems = []
+    params = t.get("Parameters") or {}
+    role = resources(t, "AWS::IAM::Role").get("ConnectorRole")
+    if role is None:
+        return ["no ConnectorRole"]
+    trust = [
+        branch
+        for st in _statements(props(role).get("AssumeRolePolicyDocument"))
+        for branch in (st["Fn::If"][1:2] if "Fn::If" in st else [st])
+        if isinstance(branch, dict) and (branch.get("Principal") or {}).get("Service") == "rolesanywhere.amazonaws.com"
+    ]
+    if len(trust) != 1:
+        return [f"expected one IAM Roles Anywhere trust statement, found {len(trust)}"]
+    condition = trust[0].get("Condition") or {}
+    if (condition.get("ArnEquals") or {}).get("aws:SourceArn") != {"Ref": "ConnectorTrustAnchorArn"}:
+        problems.append("Roles Anywhere trust: aws:SourceArn must equal ConnectorTrustAnchorArn")
+    if (condition.get("StringEquals") or {}).get(SUBJECT_CN_KEY) != {"Ref": "ConnectorCertificateSubjectCN"}:
+        problems.append(
+            f"Roles Anywhere trust: {SUBJECT_CN_KEY} must equal ConnectorCertificateSubjectCN "
+            "(else any certificate of the CA assumes the role)"
+        )
+    cn = params.get("ConnectorCertificateSubjectCN")
+    if not isinstance(cn, dict):
+        problems.append("no ConnectorCertificateSubjectCN parameter")
+    else:
+        required = {"Fn::Or": [
+            {"Fn::Equals": [{"Ref": "ConnectorTrustAnchorArn"}, ""]},
+            {"Fn::Not": [{"Fn::Equals": [{"Ref": "ConnectorCertificateSubjectCN"}, ""]}]},
+        ]}
+        rule = (t.get("Rules") or {}).get("ConnectorModeNeedsAPrincipal") or {}
+        if rule.get("RuleCondition") != {"Fn::Equals": [{"Ref": "DeploymentMode"}, "connector"]} or not any(
+            a.get("Assert") == required for a in rule.get("Assertions") or []
+        ):
+            problems.append("connector mode with a trust anchor must require ConnectorCertificateSubjectCN")
+    principal = re.compile((params.get("ConnectorPrincipalArn") or {}).get("AllowedPattern", ""))
+    for good in ["", "arn:aws:iam::123456789012:role/shadowsync-connector",
+                 "arn:aws-us-gov:iam::123456789012:role/ops/connector"]:
+        if not principal.fullmatch(good):
+            problems.append(f"ConnectorPrincipalArn's AllowedPattern refuses the role {good!r}")
+    for bad in ["arn:aws:iam::123456789012:user/alice", "arn:aws:iam::123456789012:root",
+                "arn:aws:sts::123456789012:assumed-role/r/session", "*", "123456789012",
+                "arn:aws:iam::123456789012:role/"]:
+        if principal.fullmatch(bad):
+            problems.append(f"ConnectorPrincipalArn's AllowedPattern accepts {bad!r}, not an IAM role")
+    return problems

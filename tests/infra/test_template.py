@@ -74,6 +74,8 @@ ALL_CHECKS = [
     cc.check_table,
     cc.check_http_routes,
     cc.check_secret_env,
+    cc.check_alarm_destination,
+    cc.check_connector_trust,
 ]
 
 
@@ -128,10 +130,21 @@ def test_missing_redrive_policy_fails(t):
     assert cc.check_dlq_redrive(t)
 
 
-def test_dlq_defaults_to_eight_deliveries(t):
-    assert t["Parameters"]["MaxReceiveCount"]["Default"] == 8
+def test_dlq_is_a_backstop_behind_six_hours_of_retries(t):
+    # Retries are bounded by a job's age (6 h); 100 deliveries at the 5-minute backoff cap
+    # cover that, where 8 would dead-letter every job of a 4-minute outage.
+    assert t["Parameters"]["MaxReceiveCount"]["Default"] == 100
     env = fn_props(t, "ProvisionerFunction")["Environment"]["Variables"]
     assert env["SHADOWSYNC_PROVISIONER_MAX_ATTEMPTS"] == {"Ref": "MaxReceiveCount"}
+
+
+def test_the_provisioner_gets_the_accidental_change_threshold(t):
+    env = fn_props(t, "ProvisionerFunction")["Environment"]["Variables"]
+    assert env["SHADOWSYNC_SAFETY_MAX_DISABLES_PER_HOUR"] == {"Ref": "SafetyMaxDisablesPerHour"}
+    assert env["SHADOWSYNC_SAFETY_MAX_DELETES_PER_HOUR"] == {"Ref": "SafetyMaxDeletesPerHour"}
+    for name in ["SafetyMaxDisablesPerHour", "SafetyMaxDeletesPerHour"]:
+        p = t["Parameters"][name]
+        assert (p["Default"], p["MinValue"], p["MaxValue"]) == (100, 0, 100000)
 
 
 @pytest.mark.parametrize(
@@ -395,6 +408,112 @@ def test_alarms_cover_dlq_and_every_function(t):
     dlq = next(a["Properties"] for a in alarms.values()
                if a["Properties"]["MetricName"] == "ApproximateNumberOfMessagesVisible")
     assert dlq["Threshold"] == 0 and dlq["ComparisonOperator"] == "GreaterThanThreshold"
+
+
+def alarms_in(t: dict, mode: str) -> list[str]:
+    """The alarms a stack in this DeploymentMode has."""
+    wanted = {"lambda": "LambdaMode", "connector": "ConnectorMode"}[mode]
+    return sorted(
+        name
+        for name, alarm in cc.resources(t, "AWS::CloudWatch::Alarm").items()
+        if alarm.get("Condition") in (None, wanted)
+    )
+
+
+def test_alarm_count_per_mode(t):
+    # README's running costs count them ($0.10 a month each): update it with these numbers.
+    assert len(alarms_in(t, "lambda")) == 14, alarms_in(t, "lambda")
+    assert len(alarms_in(t, "connector")) == 9, alarms_in(t, "connector")
+
+
+def test_changes_held_alarm_is_the_graph_refusal_alarm_on_its_own_metric(t):
+    alarms = cc.resources(t, "AWS::CloudWatch::Alarm")
+    held, refused = alarms["ChangesHeldAlarm"], alarms["GraphAccessRefusedAlarm"]
+    assert held["Condition"] == refused["Condition"]
+    assert held["Properties"]["MetricName"] == "ChangesHeld"
+    assert held["Properties"]["AlarmDescription"] == (
+        "shadowsync's accidental-change threshold holds disables or deletes until an "
+        "administrator runs `shadowsync held list` and then `held release` or `held discard`."
+    )
+    same = {k: v for k, v in held["Properties"].items() if k not in ("MetricName", "AlarmDescription")}
+    assert same == {k: v for k, v in refused["Properties"].items() if k not in ("MetricName", "AlarmDescription")}
+
+
+def test_conflicts_alarm_watches_the_provisioners_conflicts(t):
+    alarms = cc.resources(t, "AWS::CloudWatch::Alarm")
+    conflicts, held = alarms["ConflictsAlarm"], alarms["ChangesHeldAlarm"]
+    assert conflicts["Properties"]["MetricName"] == "Conflicts"
+    assert conflicts["Condition"] == held["Condition"]
+    same = lambda a: {k: v for k, v in a["Properties"].items() if k not in ("MetricName", "AlarmDescription")}
+    assert same(conflicts) == same(held)
+
+
+def test_notifications_rejected_alarm_watches_the_webhooks_client_state_refusals(t):
+    p = cc.resources(t, "AWS::CloudWatch::Alarm")["NotificationsRejectedAlarm"]["Properties"]
+    assert (p["Namespace"], p["MetricName"]) == ("shadowsync", "RejectedBadClientState")
+    assert p["Dimensions"] == [{"Name": "Function", "Value": "webhook"}]
+    assert (p["Threshold"], p["ComparisonOperator"]) == (0, "GreaterThanThreshold")
+    assert "Condition" not in cc.resources(t)["NotificationsRejectedAlarm"], "the webhook runs in both modes"
+
+
+def test_every_shadowsync_metric_an_alarm_watches_is_published(t):
+    """A misspelt metric name is an alarm that never fires: each must be a counter's published
+    name somewhere in the Rust sources."""
+    sources = "\n".join(
+        p.read_text(encoding="utf-8")
+        for root in ("shared", "functions")
+        for p in (cc.REPO / root).glob("*/src/**/*.rs")
+    )
+    for name, alarm in sorted(cc.resources(t, "AWS::CloudWatch::Alarm").items()):
+        p = alarm["Properties"]
+        if p.get("Namespace") != "shadowsync":
+            continue
+        assert f'"{p["MetricName"]}"' in sources, (name, p["MetricName"])
+
+
+def test_no_alarm_destination_fails(t):
+    t["Parameters"]["AlarmTopicArn"]["Default"] = ""
+    assert cc.check_alarm_destination(t)
+    t2 = cc.load_text(TEXT)
+    t2["Parameters"]["AlarmTopicArn"]["AllowedPattern"] = "^$|" + t2["Parameters"]["AlarmTopicArn"]["AllowedPattern"]
+    assert cc.check_alarm_destination(t2)
+    t3 = cc.load_text(TEXT)
+    del cc.resources(t3)["ChangesHeldAlarm"]["Properties"]["AlarmActions"]
+    assert any("ChangesHeldAlarm" in p for p in cc.check_alarm_destination(t3))
+
+
+@pytest.mark.parametrize(
+    "value, accepted",
+    [("none", True), ("arn:aws:sns:eu-west-1:123456789012:alarms", True), ("", False), ("None", False)],
+)
+def test_alarm_topic_values(t, value, accepted):
+    pattern = re.compile(t["Parameters"]["AlarmTopicArn"]["AllowedPattern"])
+    assert bool(pattern.fullmatch(value)) == accepted
+
+
+def test_roles_anywhere_trust_without_the_subject_fails(t):
+    role = fn_props(t, "ConnectorRole")
+    trust = role["AssumeRolePolicyDocument"]["Statement"][0]["Fn::If"][1]
+    del trust["Condition"]["StringEquals"]
+    assert cc.check_connector_trust(t)
+    t2 = cc.load_text(TEXT)
+    t2["Rules"]["ConnectorModeNeedsAPrincipal"]["Assertions"].pop()
+    assert cc.check_connector_trust(t2)
+
+
+@pytest.mark.parametrize(
+    "value, accepted",
+    [("", True), ("connector-01.corp.example.com", True), ("x", True), ("c" * 64, True),
+     ("c" * 65, False), (" connector", False), ("connector ", False)],
+)
+def test_certificate_subject_cn_values(t, value, accepted):
+    pattern = re.compile(t["Parameters"]["ConnectorCertificateSubjectCN"]["AllowedPattern"])
+    assert bool(pattern.fullmatch(value)) == accepted
+
+
+def test_any_principal_as_connector_fails(t):
+    t["Parameters"]["ConnectorPrincipalArn"]["AllowedPattern"] = "^$|^arn:aws[a-z-]*:(iam|sts)::[0-9]{12}:.+$"
+    assert cc.check_connector_trust(t)
 
 
 def test_outputs(t):

@@ -4,12 +4,12 @@ use crate::admin::Remote;
 use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
-use shadowsync_app::admin::{self, StatusReport, SyncReport, UserReport};
+use shadowsync_app::admin::{self, HeldSelection, StatusReport, SyncReport, UserReport};
 use shadowsync_app::{describe, App, AppError, Outcome, Settings, Storage};
 use shadowsync_config::Config;
 use shadowsync_core::Operation;
 use shadowsync_queue::DeadLetter;
-use shadowsync_state::StateError;
+use shadowsync_state::{HeldChange, StateError};
 
 /// Where a command runs: on the store itself, or through the `serve` that holds it.
 pub enum Backend {
@@ -27,9 +27,10 @@ impl Backend {
                 config: Box::new(config),
                 storage,
             }),
-            Err(AppError::State(StateError::InUse(_))) => {
-                Ok(Backend::Remote(Remote::new(config.admin.listen)))
-            }
+            Err(AppError::State(StateError::InUse(_))) => Ok(Backend::Remote(Remote::new(
+                config.admin.listen,
+                config.state_path()?,
+            )?)),
             Err(e) => Err(e).context("opening the state store"),
         }
     }
@@ -91,6 +92,10 @@ pub async fn plan(backend: Backend, json: bool) -> Result<()> {
             for op in &o.plan {
                 println!("    {op}");
             }
+            if let Some(reason) = &o.held {
+                *counts.entry("held").or_insert(0) += 1;
+                println!("    HELD: {reason}");
+            }
         }
     }
     let summary: Vec<String> = counts.iter().map(|(k, n)| format!("{n} {k}")).collect();
@@ -139,6 +144,9 @@ pub async fn sync(backend: Backend) -> Result<()> {
             );
             for (id, reason) in &report.conflicts {
                 println!("conflict {id}: {reason}");
+            }
+            for (id, reason) in &report.held {
+                println!("held {id}: {reason}");
             }
             for (id, error) in &report.errors {
                 println!("error {id}: {error}");
@@ -249,6 +257,105 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
             report.graph_access.parked_jobs
         );
     }
+    let safety = &report.safety;
+    println!(
+        "safety         {} disables and {} deletes in the last hour",
+        safety.disables_last_hour, safety.deletes_last_hour
+    );
+    if let Some(t) = &safety.tripped {
+        println!("THRESHOLD      tripped {}: {}", t.at.to_rfc3339(), t.reason);
+    }
+    if safety.held > 0 {
+        println!(
+            "held           {} disables or deletes wait for an administrator: `shadowsync held list`",
+            safety.held
+        );
+    }
+    Ok(())
+}
+
+pub enum HeldAction {
+    List { json: bool },
+    Release { users: Vec<String> },
+    Discard { users: Vec<String> },
+}
+
+pub async fn held(backend: Backend, action: HeldAction) -> Result<()> {
+    let (verb, changes): (&str, Vec<HeldChange>) = match (action, backend) {
+        (HeldAction::List { json }, backend) => {
+            let changes: Vec<HeldChange> = match backend {
+                Backend::Local { storage, .. } => {
+                    shadowsync_app::safety::held_changes(storage.state.as_ref()).await?
+                }
+                Backend::Remote(remote) => remote.call(Method::GET, &["held"]).await?,
+            };
+            if json {
+                return print_json(&changes);
+            }
+            if changes.is_empty() {
+                println!("nothing held");
+            }
+            for c in &changes {
+                println!(
+                    "{} ({})  {} held {}{}\n    {}\n    why: {}",
+                    c.user_principal_name.as_deref().unwrap_or("-"),
+                    c.object_id,
+                    c.change.as_str(),
+                    c.held_at.to_rfc3339(),
+                    match c.released_at {
+                        Some(at) => format!(", released {}", at.to_rfc3339()),
+                        None => String::new(),
+                    },
+                    c.plan,
+                    c.reason
+                );
+            }
+            return Ok(());
+        }
+        (HeldAction::Release { users }, Backend::Local { config, storage }) => {
+            let identity = shadowsync_app::build::graph_client(&config.graph)?.identity();
+            let selection = HeldSelection { users };
+            let released = admin::release_held(
+                storage.state.as_ref(),
+                storage.queue.as_ref(),
+                identity,
+                &selection,
+            )
+            .await?;
+            (
+                "released (applied by the next run of the workers: `shadowsync serve`)",
+                released,
+            )
+        }
+        (HeldAction::Release { users }, Backend::Remote(remote)) => {
+            let selection = HeldSelection { users };
+            let released = remote
+                .send(Method::POST, &["held", "release"], &selection)
+                .await?;
+            ("released", released)
+        }
+        (HeldAction::Discard { users }, Backend::Local { storage, .. }) => {
+            let selection = HeldSelection { users };
+            let dropped = admin::discard_held(storage.state.as_ref(), &selection).await?;
+            ("discarded", dropped)
+        }
+        (HeldAction::Discard { users }, Backend::Remote(remote)) => {
+            let selection = HeldSelection { users };
+            let dropped = remote
+                .send(Method::POST, &["held", "discard"], &selection)
+                .await?;
+            ("discarded", dropped)
+        }
+    };
+    for c in &changes {
+        println!(
+            "{} ({}): {} {verb}",
+            c.user_principal_name.as_deref().unwrap_or("-"),
+            c.object_id,
+            c.change.as_str()
+        );
+    }
+    println!("{} held changes {verb}", changes.len());
     Ok(())
 }
 

@@ -77,6 +77,36 @@ enum Command {
         #[command(subcommand)]
         action: DeadLetterCommand,
     },
+    /// Disables and deletes the safety rails hold (the accidental-change threshold, a failed
+    /// pre-flight), until an administrator releases or discards them.
+    Held {
+        #[command(subcommand)]
+        action: HeldCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum HeldCommand {
+    List {
+        #[arg(long, short)]
+        config: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Apply held changes: those of the guests named (objectId or userPrincipalName), or all.
+    /// Released in full, the threshold resets and the configured tenant is accepted.
+    Release {
+        #[arg(long, short)]
+        config: PathBuf,
+        users: Vec<String>,
+    },
+    /// Drop held changes unapplied: those of the guests named, or all. The threshold stays
+    /// tripped; `release` resumes.
+    Discard {
+        #[arg(long, short)]
+        config: PathBuf,
+        users: Vec<String>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -164,6 +194,18 @@ async fn main() -> std::process::ExitCode {
                 }
             };
             run(&config, |b| commands::dead_letters(b, action)).await
+        }
+        Command::Held { action } => {
+            let (config, action) = match action {
+                HeldCommand::List { config, json } => (config, commands::HeldAction::List { json }),
+                HeldCommand::Release { config, users } => {
+                    (config, commands::HeldAction::Release { users })
+                }
+                HeldCommand::Discard { config, users } => {
+                    (config, commands::HeldAction::Discard { users })
+                }
+            };
+            run(&config, |b| commands::held(b, action)).await
         }
     };
     match result {

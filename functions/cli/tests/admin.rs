@@ -222,3 +222,35 @@ async fn sync_converges_what_notifications_missed() {
     .await
     .expect("synced through serve");
 }
+
+#[tokio::test]
+async fn the_admin_api_answers_only_with_the_token_only_the_service_can_read() {
+    use std::os::unix::fs::PermissionsExt;
+    let (_sim, _graph, serve, dir) = host().await;
+    let token_file = dir.path().join("state.redb.admin-token");
+    let mode = std::fs::metadata(&token_file).unwrap().permissions().mode() & 0o777;
+    assert_eq!(format!("{mode:o}"), "600");
+    let token = std::fs::read_to_string(&token_file).unwrap();
+    assert_eq!(token.len(), 64, "256 random bits, hex");
+
+    let config: toml::Table = std::fs::read_to_string(&serve.cli.config_path)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let listen = config["admin"]["listen"].as_str().unwrap().to_string();
+    let url = format!("http://{listen}/admin/status");
+    let http = reqwest::Client::new();
+    let status = |auth: Option<String>| {
+        let mut request = http.get(&url);
+        if let Some(auth) = auth {
+            request = request.header("Authorization", auth);
+        }
+        async move { request.send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(status(None).await, 401, "no token");
+    assert_eq!(status(Some("Bearer wrong".into())).await, 401);
+    assert_eq!(status(Some(token.clone())).await, 401, "not a bearer token");
+    assert_eq!(status(Some(format!("Bearer {token}"))).await, 200);
+    // The commands read it themselves.
+    serve.cli.run(&["status"], &[]).await.unwrap();
+}

@@ -28,6 +28,11 @@ interval = "2s"
 [subscriptions]
 check_interval = "1s"
 renew_margin = "26d"
+
+# Weeks of simulated changes pass in minutes of real time, and the threshold counts real hours.
+[safety]
+max_disables_per_hour = 100000
+max_deletes_per_hour = 100000
 "#;
 
 /// What Graph holds for one user, as the test made it.

@@ -33,10 +33,18 @@ async fn main() -> Result<(), Error> {
         metrics: app.metrics.clone(),
         graph: Some(app.graph.clone()),
         published: Default::default(),
+        outage: Default::default(),
     };
     let handler = &handler;
     lambda_runtime::run(service_fn(|event: LambdaEvent<SqsEvent>| async move {
-        Ok::<_, Error>(handler.handle(event.payload).await)
+        // The invocation's deadline, on the monotonic clock.
+        let left = event
+            .context
+            .deadline()
+            .duration_since(std::time::SystemTime::now())
+            .unwrap_or_default();
+        let deadline = std::time::Instant::now() + left;
+        Ok::<_, Error>(handler.handle_until(event.payload, Some(deadline)).await)
     }))
     .await
 }

@@ -76,6 +76,7 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
         clock: Arc::new(SystemClock),
         schedule: Schedule::default(),
         workers: WorkerConfig::default(),
+        safety: Default::default(),
     });
     // The subscription keeper creates the subscription: Graph's validation handshake goes
     // through API Gateway to the webhook function.
@@ -97,6 +98,7 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
         metrics: app.metrics.clone(),
         graph: Some(app.graph.clone()),
         published: Default::default(),
+        outage: Default::default(),
     };
     let deadline = tokio::time::Instant::now() + SETTLE;
     let mut batches = 0;

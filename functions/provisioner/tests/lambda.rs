@@ -30,6 +30,8 @@ fn label(id: &ObjectId) -> String {
 #[derive(Default)]
 struct Scripted {
     failures: HashMap<String, bool>,
+    /// Users whose job takes this long.
+    slow: HashMap<String, Duration>,
     calls: Mutex<Vec<String>>,
     metrics: JobMetrics,
 }
@@ -42,11 +44,13 @@ impl JobHandler for Scripted {
         };
         let user = label(user_id);
         self.calls.lock().unwrap().push(user.clone());
+        if let Some(delay) = self.slow.get(&user) {
+            tokio::time::sleep(*delay).await;
+        }
         match self.failures.get(&user) {
             Some(&retryable) => Err(JobError {
                 retryable,
-                reason: format!("scripted failure of {user}"),
-                retry_in: None,
+                ..JobError::retryable(format!("scripted failure of {user}"))
             }),
             None => Ok(()),
         }
@@ -96,6 +100,7 @@ fn handler(queue: Arc<SqsQueue>, jobs: Arc<Scripted>) -> SqsBatchHandler {
         metrics: Arc::new(JobMetrics::new()),
         graph: None,
         published: Default::default(),
+        outage: Default::default(),
     }
 }
 
@@ -238,4 +243,50 @@ async fn the_last_attempt_is_dead_lettered_with_its_reason() {
     let dead = queue.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(dead[0].reason.contains("scripted failure of r1"));
+}
+
+#[tokio::test]
+async fn a_job_that_cannot_finish_before_the_deadline_goes_back_to_the_queue() {
+    let Setup { queue, queue_url } = setup(5).await;
+    queue
+        .send_batch(vec![job("u1"), job("u2"), job("u3")])
+        .await
+        .unwrap();
+    let event = receive(&queue_url, 3).await;
+    let jobs = Arc::new(Scripted {
+        slow: HashMap::from([("u2".to_string(), Duration::from_secs(30))]),
+        ..Default::default()
+    });
+    // Four seconds left: three for the margin, one for the jobs.
+    let deadline = std::time::Instant::now() + Duration::from_secs(4);
+    let started = std::time::Instant::now();
+    let response = handler(queue.clone(), jobs.clone())
+        .handle_until(
+            serde_json::from_value::<SqsEvent>(event.clone()).unwrap(),
+            Some(deadline),
+        )
+        .await;
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "answered in time"
+    );
+    let failed: Vec<String> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.clone())
+        .collect();
+    assert_eq!(failed, ids(&event)[1..], "u2 cut short, u3 not reached");
+    aws::complete_batch(
+        &queue_url,
+        &event,
+        &serde_json::to_value(&response).unwrap(),
+    )
+    .await
+    .unwrap();
+    // Both are visible again at once; nothing was dead-lettered or counted as a retry.
+    let mut back = users(&receive(&queue_url, 2).await);
+    back.sort();
+    assert_eq!(back, ["u2", "u3"]);
+    assert_eq!(queue.stats().await.unwrap().dead_letters, 0);
+    assert_eq!(jobs.metrics.snapshot().retries, 0);
 }

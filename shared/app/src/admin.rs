@@ -5,14 +5,19 @@
 use crate::access::{self, AccessReport};
 use crate::converge::{Hint, Outcome};
 use crate::error::Doing;
+use crate::safety::{self, SafetyReport};
 use crate::{App, AppError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shadowsync_core::{ActualAccount, GraphUser, ObjectId, Operation, UserLookup};
+use shadowsync_ports::GraphIdentity;
 use shadowsync_queue::{Job, JobSource, Queue, QueueStats};
-use shadowsync_state::records::{CHECKPOINTS, GUESTS, USERS_DELTA};
-use shadowsync_state::{get_json, DeltaCheckpoint, GuestRecord, KeyValueStore, SubscriptionRecord};
+use shadowsync_state::records::{CHECKPOINTS, GUESTS, HELD, LAST_SWEEP, USERS_DELTA};
+use shadowsync_state::{
+    get_json, put_json, DeltaCheckpoint, GuestRecord, HeldChange, KeyValueStore, LastSweep,
+    SubscriptionRecord,
+};
 use std::collections::{BTreeMap, BTreeSet};
 
 /// Guests converged (or planned) at once by the admin operations.
@@ -23,6 +28,9 @@ pub struct StatusReport {
     pub subscription: Option<SubscriptionRecord>,
     /// When the reconciler last completed a delta round.
     pub delta_checkpoint: Option<DateTime<Utc>>,
+    /// When the managed OUs were last swept.
+    #[serde(default)]
+    pub last_sweep: Option<DateTime<Utc>>,
     pub queue: QueueStats,
     pub accounts: BTreeMap<String, u64>,
     /// `(objectId, reason)` of every guest in conflict.
@@ -30,6 +38,9 @@ pub struct StatusReport {
     /// Whether Graph refuses access (403), and the jobs parked until it answers.
     #[serde(default)]
     pub graph_access: AccessReport,
+    /// The accidental-change threshold and the disables and deletes it holds.
+    #[serde(default)]
+    pub safety: SafetyReport,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -54,6 +65,9 @@ pub struct SyncReport {
     /// [`crate::converge::NOT_FOUND_CONFIRMATION`]); the next sync, or the workers, decide.
     #[serde(default)]
     pub waiting: Vec<(String, String)>,
+    /// `(objectId, reason)` of every disable or delete the safety rails held.
+    #[serde(default)]
+    pub held: Vec<(String, String)>,
     pub errors: Vec<(String, String)>,
 }
 
@@ -69,6 +83,11 @@ pub async fn status(
         .ok()
         .flatten()
         .map(|v| v.value.completed_at);
+    let last_sweep = get_json::<LastSweep>(state, CHECKPOINTS, LAST_SWEEP)
+        .await
+        .ok()
+        .flatten()
+        .map(|v| v.value.at);
     let mut accounts = BTreeMap::new();
     let mut conflicts = Vec::new();
     let mut after: Option<String> = None;
@@ -77,13 +96,15 @@ pub async fn status(
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (key, raw) in page {
-            let record: GuestRecord = serde_json::from_slice(&raw.value).map_err(|e| {
-                shadowsync_state::StateError::Corrupt {
-                    table: GUESTS.into(),
-                    key,
-                    reason: e.to_string(),
+            // One damaged record must not hide everything else: it is counted and listed.
+            let record: GuestRecord = match serde_json::from_slice(&raw.value) {
+                Ok(record) => record,
+                Err(e) => {
+                    *accounts.entry("unreadable".to_string()).or_insert(0) += 1;
+                    conflicts.push((key, format!("the state record cannot be read: {e}")));
+                    continue;
                 }
-            })?;
+            };
             *accounts
                 .entry(record.status.as_str().to_string())
                 .or_insert(0) += 1;
@@ -95,11 +116,117 @@ pub async fn status(
     Ok(StatusReport {
         subscription,
         delta_checkpoint,
+        last_sweep,
         queue: queue.stats().await?,
         accounts,
         conflicts,
         graph_access: access::report(state).await?,
+        safety: safety::report(state, Utc::now()).await?,
     })
+}
+
+/// Which held changes an administrator acts on: all, or the guests named by objectId or
+/// userPrincipalName (as `held list` shows them).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub struct HeldSelection {
+    /// Empty: all.
+    pub users: Vec<String>,
+}
+
+impl HeldSelection {
+    fn all(&self) -> bool {
+        self.users.is_empty()
+    }
+
+    fn picks(&self, change: &HeldChange) -> bool {
+        self.all()
+            || self.users.iter().any(|key| {
+                change.object_id.as_str().eq_ignore_ascii_case(key)
+                    || change
+                        .user_principal_name
+                        .as_deref()
+                        .is_some_and(|upn| upn.eq_ignore_ascii_case(key))
+            })
+    }
+
+    /// The held changes chosen; an error naming a key that matches none.
+    async fn chosen(&self, state: &dyn KeyValueStore) -> Result<Vec<HeldChange>, AppError> {
+        let held = safety::held_changes(state).await?;
+        for key in &self.users {
+            let one = HeldSelection {
+                users: vec![key.clone()],
+            };
+            if !held.iter().any(|c| one.picks(c)) {
+                return Err(AppError::NotFound(format!("no held change for {key}")));
+            }
+        }
+        Ok(held.into_iter().filter(|c| self.picks(c)).collect())
+    }
+}
+
+/// Lets the chosen held changes through: each is marked released and its guest converged
+/// again (a job on `queue`). Released in full, the threshold is reset and `identity` accepted
+/// as the accounts' tenant and application. Returns the guests released.
+pub async fn release_held(
+    state: &dyn KeyValueStore,
+    queue: &dyn Queue,
+    identity: GraphIdentity,
+    selection: &HeldSelection,
+) -> Result<Vec<HeldChange>, AppError> {
+    let now = Utc::now();
+    let chosen = selection.chosen(state).await?;
+    let mut jobs = crate::reconcile::Batch::new(queue);
+    for change in &chosen {
+        let stored = state.get(HELD, &change.object_id).await?;
+        let released = HeldChange {
+            released_at: Some(now),
+            ..change.clone()
+        };
+        put_json(
+            state,
+            HELD,
+            &change.object_id,
+            &released,
+            stored.map(|s| s.version),
+        )
+        .await?;
+        jobs.push(admin_job(change.object_id.clone(), now)).await?;
+    }
+    jobs.finish().await?;
+    if selection.all() {
+        safety::reset(state).await?;
+        safety::accept_identity(state, identity, now).await?;
+    }
+    tracing::warn!(
+        released = chosen.len(),
+        all = selection.all(),
+        "held changes released by an administrator"
+    );
+    Ok(chosen)
+}
+
+/// Drops the chosen held changes unapplied. The threshold stays as it is: tripped, it holds
+/// the same changes again when the next sweep finds them (the cause remains), and only
+/// `release` (with nothing left held, it simply resumes) lets disables and deletes through
+/// again. Returns the guests dropped.
+pub async fn discard_held(
+    state: &dyn KeyValueStore,
+    selection: &HeldSelection,
+) -> Result<Vec<HeldChange>, AppError> {
+    let chosen = selection.chosen(state).await?;
+    for change in &chosen {
+        if let Some(stored) = state.get(HELD, &change.object_id).await? {
+            state
+                .delete(HELD, &change.object_id, Some(stored.version))
+                .await?;
+        }
+    }
+    tracing::warn!(
+        discarded = chosen.len(),
+        all = selection.all(),
+        "held changes discarded by an administrator"
+    );
+    Ok(chosen)
 }
 
 impl App {
@@ -235,8 +362,10 @@ impl App {
         while let Some((id, result)) = runs.next().await {
             match result {
                 Ok(outcome) => {
-                    report.changed +=
-                        u64::from(!outcome.plan.is_empty() && outcome.conflict().is_none());
+                    report.changed += u64::from(outcome.changed());
+                    if let Some(reason) = &outcome.held {
+                        report.held.push((id.to_string(), reason.clone()));
+                    }
                     *report
                         .by_status
                         .entry(outcome.status.as_str().to_string())
@@ -263,16 +392,20 @@ impl App {
         let count = ids.len();
         let mut jobs = crate::reconcile::Batch::new(self.queue.as_ref());
         for user_id in ids {
-            jobs.push(Job::Converge {
-                user_id,
-                change_type: None,
-                subscription_id: None,
-                received_at: now,
-                source: JobSource::Admin,
-            })
-            .await?;
+            jobs.push(admin_job(user_id, now)).await?;
         }
         jobs.finish().await?;
         Ok(count)
+    }
+}
+
+/// A converge an administrator asked for.
+fn admin_job(user_id: ObjectId, now: DateTime<Utc>) -> Job {
+    Job::Converge {
+        user_id,
+        change_type: None,
+        subscription_id: None,
+        received_at: now,
+        source: JobSource::Admin,
     }
 }

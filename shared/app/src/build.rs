@@ -5,7 +5,7 @@ use crate::keeper::KeeperConfig;
 use crate::{App, AppError, Parts, Schedule, WorkerConfig};
 use shadowsync_config::{
     Config, DirectorySection, GraphCredential, GraphSection, ProvisionerSection, ReconcilerSection,
-    SubscriptionsSection, WebhookSection,
+    SafetySection, SubscriptionsSection, WebhookSection,
 };
 use shadowsync_core::{Policy, SystemClock};
 use shadowsync_directory::{DirectoryConfig, LdapDirectory};
@@ -27,6 +27,7 @@ pub struct Settings {
     pub subscription: Option<(WebhookSection, SubscriptionsSection)>,
     pub provisioner: ProvisionerSection,
     pub reconciler: ReconcilerSection,
+    pub safety: SafetySection,
 }
 
 impl Settings {
@@ -38,6 +39,7 @@ impl Settings {
             subscription: Some((config.webhook.clone(), config.subscriptions)),
             provisioner: config.provisioner.clone(),
             reconciler: config.reconciler,
+            safety: config.safety,
         }
     }
 
@@ -118,8 +120,10 @@ impl App {
             schedule: settings.schedule(),
             workers: WorkerConfig {
                 workers: settings.provisioner.workers,
+                retry_for: settings.provisioner.retry_for,
                 ..WorkerConfig::default()
             },
+            safety: (&settings.safety).into(),
         }))
     }
 }

@@ -4,6 +4,7 @@
 //! anchors and Graph are the truth, state only remembers what was done.
 
 use crate::error::{AppError, Doing};
+use crate::safety::{destructive, Proposal, Safety, Verdict};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use shadowsync_core::names::sam_account_name_candidates;
@@ -12,7 +13,9 @@ use shadowsync_core::{
     Plan, Policy, UserLookup,
 };
 use shadowsync_ports::{Directory, DirectoryError, Graph};
-use shadowsync_state::{AccountStatus, GuestRecord, KeyValueStore, StateError, Versioned};
+use shadowsync_state::{
+    AccountStatus, GuestRecord, HeldChange, KeyValueStore, StateError, Versioned,
+};
 use std::sync::Arc;
 
 /// How long a user Graph has just told us about may answer 404 before it counts: Entra is
@@ -49,6 +52,10 @@ pub struct Outcome {
     pub applied: bool,
     pub status: AccountStatus,
     pub dn: Option<String>,
+    /// Why the plan's disable or delete is held by the safety rails (not applied, kept for an
+    /// administrator: `shadowsync held`).
+    #[serde(default)]
+    pub held: Option<String>,
 }
 
 impl Outcome {
@@ -76,6 +83,8 @@ pub struct Converger {
     pub state: Arc<dyn KeyValueStore>,
     pub policy: Policy,
     pub clock: Arc<dyn Clock>,
+    /// Judges every disable and delete before it is applied.
+    pub safety: Arc<Safety>,
 }
 
 /// Everything read for one guest, before deciding.
@@ -87,9 +96,22 @@ struct Situation {
     disabled_since: Option<DateTime<Utc>>,
     /// Set when a new account is needed but every `sAMAccountName` candidate is taken.
     names_taken: Option<Vec<String>>,
+    /// The guest's change the safety rails hold, if any.
+    held: Option<Versioned<HeldChange>>,
 }
 
 impl Situation {
+    /// The disable or delete `plan` makes, for the safety rails to judge.
+    fn proposal(&self, user_id: &ObjectId, plan: &Plan) -> Option<Proposal> {
+        destructive(plan).map(|change| Proposal {
+            object_id: user_id.clone(),
+            user_principal_name: upn(&self.lookup),
+            dn: self.observation.accounts.first().map(|a| a.dn.clone()),
+            change,
+            plan: describe(plan),
+        })
+    }
+
     /// The plan for this situation.
     fn decide(&self, policy: &Policy) -> Plan {
         match &self.names_taken {
@@ -157,6 +179,7 @@ impl Converger {
             applied: true,
             status: AccountStatus::Conflict,
             dn: None,
+            held: None,
         })
     }
 
@@ -165,13 +188,21 @@ impl Converger {
         let situation = self.observe(user_id, hint).await?;
         let plan = situation.decide(&self.policy);
         let account = situation.observation.accounts.first();
+        let held = match destructive(&plan) {
+            Some(_) => self.safety.would_hold(situation.held.as_ref()).await?,
+            None => None,
+        };
         Ok(Outcome {
             user_id: user_id.clone(),
             user_principal_name: upn(&situation.lookup),
-            status: status_after(&situation.desired, &plan, account),
+            status: match held {
+                Some(_) => status_now(account),
+                None => status_after(&situation.desired, &plan, account),
+            },
             dn: account.map(|a| a.dn.clone()),
             plan,
             applied: false,
+            held,
         })
     }
 
@@ -181,6 +212,23 @@ impl Converger {
         let plan = situation.decide(&self.policy);
         self.confirm_not_found(user_id, hint, &situation, &plan)
             .await?;
+        if let Some(proposal) = situation.proposal(user_id, &plan) {
+            let verdict = self
+                .safety
+                .admit(&proposal, situation.held.as_ref())
+                .await?;
+            if let Verdict::Hold(reason) = verdict {
+                return Ok(Outcome {
+                    user_id: user_id.clone(),
+                    user_principal_name: upn(&situation.lookup),
+                    plan,
+                    applied: false,
+                    status: status_now(account),
+                    dn: account.map(|a| a.dn.clone()),
+                    held: Some(reason),
+                });
+            }
+        }
         if plan.is_empty() {
             tracing::debug!(%user_id, "already converged");
         } else {
@@ -198,6 +246,10 @@ impl Converger {
             if let Operation::Conflict { reason } = op {
                 tracing::warn!(%user_id, %reason, "conflict: nothing done");
             }
+        }
+        // Applied, or no longer needed: a held change of this guest is settled.
+        if let Some(held) = &situation.held {
+            self.safety.forget(held).await?;
         }
 
         let status = status_after(&situation.desired, &plan, account);
@@ -222,9 +274,12 @@ impl Converger {
                 applied: true,
                 status,
                 dn: None,
+                held: None,
             });
         }
         let now = self.clock.now();
+        // The time the retention counts from, on Graph's clock (see `observe`).
+        let graph_now = self.graph.clock().now();
         let record = GuestRecord {
             object_id: user_id.clone(),
             dn: after.as_ref().map(|a| a.dn.clone()),
@@ -232,7 +287,7 @@ impl Converger {
             sam_account_name: after.as_ref().map(|a| a.sam_account_name.clone()),
             status,
             disabled_at: match status {
-                AccountStatus::Disabled => Some(situation.disabled_since.unwrap_or(now)),
+                AccountStatus::Disabled => Some(situation.disabled_since.unwrap_or(graph_now)),
                 _ => None,
             },
             applied_fingerprint: match &situation.desired {
@@ -255,6 +310,7 @@ impl Converger {
             applied: true,
             status,
             dn: after.map(|a| a.dn),
+            held: None,
         })
     }
 
@@ -339,18 +395,34 @@ impl Converger {
             _ => false,
         };
         let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
-        let accounts = self
+        let held = self.safety.held(user_id).await?;
+        let found = self
             .directory
             .find_by_anchor(&self.policy.anchor.value_for(user_id))
             .await?;
-        // Retention counts from when shadowsync disabled the account. With no record of that
-        // (a lost store, or an account disabled by hand) it counts from now: later, never earlier.
+        // An object outside the managed OUs carrying the anchor as well (copied by hand, or
+        // planted) must not keep the guest's own account enabled: with exactly one account of
+        // ours, disabling and deleting it go ahead and the other is left alone. Anything else
+        // it might mean (which one is the guest's?) waits for a person, as a conflict.
+        let (ours, foreign): (Vec<_>, Vec<_>) = found
+            .iter()
+            .cloned()
+            .partition(|a| self.policy.manages(&a.dn));
+        let mut accounts = match (ours.len(), foreign.is_empty()) {
+            (1, false) => ours,
+            _ => found.clone(),
+        };
+        // Retention is judged by Graph's clock, like subscription expiry: a local clock jumping
+        // forward must not delete anything. It counts from when shadowsync disabled the
+        // account; with no record of that (a lost store, or an account disabled by hand) it
+        // counts from now: later, never earlier.
+        let graph_now = self.graph.clock().now();
         let disabled_since = match accounts.as_slice() {
             [account] if !account.is_enabled() => Some(
                 record
                     .as_ref()
                     .and_then(|r| r.value.disabled_at)
-                    .unwrap_or_else(|| self.clock.now()),
+                    .unwrap_or(graph_now),
             ),
             _ => None,
         };
@@ -360,8 +432,16 @@ impl Converger {
             hint.deleted_in_graph,
             &self.policy,
             disabled_since,
-            self.clock.now(),
+            graph_now,
         );
+        if accounts.len() < found.len() {
+            match &desired {
+                DesiredState::Enabled(_) => accounts = found,
+                _ => tracing::warn!(%user_id,
+                    foreign = ?foreign.iter().map(|a| a.dn.as_str()).collect::<Vec<_>>(),
+                    "objects outside the managed OUs carry this guest's anchor; left alone"),
+            }
+        }
         let mut observation = Observation {
             accounts,
             foreign_upn_holder: None,
@@ -395,6 +475,7 @@ impl Converger {
             record,
             disabled_since,
             names_taken,
+            held,
         })
     }
 
@@ -435,6 +516,15 @@ fn upn(lookup: &UserLookup) -> Option<String> {
     match lookup {
         UserLookup::Active(u) | UserLookup::SoftDeleted(u) => u.user_principal_name.clone(),
         UserLookup::Gone => None,
+    }
+}
+
+/// The account's status as it is (a held change leaves it so).
+fn status_now(account: Option<&ActualAccount>) -> AccountStatus {
+    match account {
+        Some(a) if a.is_enabled() => AccountStatus::Enabled,
+        Some(_) => AccountStatus::Disabled,
+        None => AccountStatus::NotProvisioned,
     }
 }
 

@@ -109,6 +109,23 @@ impl AppError {
         }
     }
 
+    /// A dependency is down or overloaded (AD unreachable or busy, Graph failing or
+    /// throttling past its budget): every job would fail the same way now, so the workers
+    /// pause together, and what failed for this reason is tried again once it answers.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            Self::Directory(e) => e.is_retryable(),
+            Self::Graph { source, .. } => matches!(
+                source,
+                GraphError::Throttled { .. }
+                    | GraphError::Server { .. }
+                    | GraphError::Timeout
+                    | GraphError::Network(_)
+            ),
+            _ => false,
+        }
+    }
+
     /// When trying again is useful, where the application knows better than a backoff.
     pub fn retry_in(&self) -> Option<std::time::Duration> {
         match self {
@@ -164,5 +181,22 @@ mod tests {
             "a lost compare-and-set"
         );
         assert!(!AppError::Missing("the directory").is_retryable());
+    }
+
+    #[test]
+    fn an_outage_is_a_dependency_down_not_any_retryable_failure() {
+        assert!(AppError::from(DirectoryError::server_down("refused")).is_unavailable());
+        let down: Result<(), _> = Err(GraphError::Timeout);
+        assert!(down.doing("reading the user").unwrap_err().is_unavailable());
+        let lost = StateError::Conflict {
+            table: "t".into(),
+            key: "k".into(),
+            expected: None,
+        };
+        assert!(!AppError::from(lost).is_unavailable());
+        let waiting = AppError::NotVisibleYet {
+            reported_at: chrono::Utc::now(),
+        };
+        assert!(waiting.is_retryable() && !waiting.is_unavailable());
     }
 }

@@ -72,6 +72,9 @@ impl Jobs {
                     reported_at: reported.then_some(*received_at),
                 };
                 let outcome = converger.converge(user_id, hint).await?;
+                if outcome.held.is_some() {
+                    self.metrics.held();
+                }
                 let latency = (Utc::now() - *received_at).to_std().unwrap_or_default();
                 let latency_ms = latency.as_millis() as u64;
                 self.metrics.converged(
@@ -86,6 +89,7 @@ impl Jobs {
                     source = ?source,
                     latency_ms,
                     plan = %describe(&outcome.plan),
+                    held = outcome.held.as_deref().unwrap_or_default(),
                     "converged"
                 );
                 Ok(())

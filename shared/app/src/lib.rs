@@ -8,6 +8,7 @@
 //! | [`jobs`] | the dispatcher: what each kind of job does (a new job kind goes here) |
 //! | [`worker`] | the workers: jobs off the queue, retries with backoff, dead letters |
 //! | [`access`] | Graph refuses (403): jobs parked, the refusal reported, resumed when it answers |
+//! | [`safety`] | the safety rails: pre-flight and the accidental-change threshold before any disable or delete |
 //! | [`admin`] | status, one guest's report, plan, sync |
 //! | [`build`] | [`App::build`]: the application from the settings and the chosen storage |
 //!
@@ -25,6 +26,7 @@ pub mod jobs;
 pub mod keeper;
 pub mod metrics;
 pub mod reconcile;
+pub mod safety;
 pub mod worker;
 
 pub use access::GraphAccess;
@@ -35,6 +37,7 @@ pub use jobs::Jobs;
 pub use keeper::{Ensured, KeeperConfig, SubscriptionKeeper};
 pub use metrics::{JobMetrics, MetricsSnapshot};
 pub use reconcile::{ManagedDirectory, Reconciler, Roles, RunReport};
+pub use safety::{Safety, SafetyLimits};
 pub use worker::{JobError, JobHandler, Settled, WorkerConfig};
 
 use shadowsync_core::{Clock, Policy};
@@ -82,6 +85,8 @@ pub struct Parts {
     pub clock: Arc<dyn Clock>,
     pub schedule: Schedule,
     pub workers: WorkerConfig,
+    /// The accidental-change threshold.
+    pub safety: SafetyLimits,
 }
 
 impl Parts {
@@ -101,6 +106,7 @@ impl Parts {
             clock: Arc::new(shadowsync_core::SystemClock),
             schedule: Schedule::default(),
             workers: WorkerConfig::default(),
+            safety: SafetyLimits::default(),
         }
     }
 
@@ -123,6 +129,11 @@ impl Parts {
         self.workers = workers;
         self
     }
+
+    pub fn safety(mut self, limits: SafetyLimits) -> Self {
+        self.safety = limits;
+        self
+    }
 }
 
 /// The application, built once per process. Cheap to share (`Arc` inside).
@@ -137,6 +148,8 @@ pub struct App {
     pub keeper: Option<Arc<SubscriptionKeeper>>,
     pub jobs: Arc<Jobs>,
     pub metrics: Arc<JobMetrics>,
+    /// The safety rails every converge asks before a disable or delete.
+    pub safety: Arc<Safety>,
     pub schedule: Schedule,
     pub workers: WorkerConfig,
     /// Woken by `missed` and `subscriptionRemoved`: a delta round now.
@@ -154,7 +167,17 @@ impl App {
             clock,
             schedule,
             workers,
+            safety,
         } = parts;
+        let safety = Arc::new(Safety::new(
+            graph.clone(),
+            state.clone(),
+            clock.clone(),
+            safety,
+            directory
+                .as_ref()
+                .and_then(|(_, policy)| policy.scope_group_id.clone()),
+        ));
         let converger = directory.as_ref().map(|(directory, policy)| {
             Arc::new(Converger {
                 graph: graph.clone(),
@@ -162,6 +185,7 @@ impl App {
                 state: state.clone(),
                 policy: policy.clone(),
                 clock: clock.clone(),
+                safety: safety.clone(),
             })
         });
         let access = Arc::new(GraphAccess {
@@ -202,6 +226,7 @@ impl App {
             keeper,
             jobs,
             metrics,
+            safety,
             schedule,
             workers,
             reconcile_now,

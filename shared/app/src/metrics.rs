@@ -18,6 +18,7 @@ pub struct JobMetrics {
     retries: AtomicU64,
     dead_letters: AtomicU64,
     parked: AtomicU64,
+    held: AtomicU64,
     latencies: Mutex<Vec<Duration>>,
 }
 
@@ -33,6 +34,8 @@ pub struct MetricsSnapshot {
     pub dead_letters: u64,
     /// Jobs Graph refused (403), kept until it answers again.
     pub parked: u64,
+    /// Disables and deletes the safety rails held.
+    pub held: u64,
 }
 
 impl MetricsSnapshot {
@@ -45,12 +48,13 @@ impl MetricsSnapshot {
             retries: self.retries.saturating_sub(earlier.retries),
             dead_letters: self.dead_letters.saturating_sub(earlier.dead_letters),
             parked: self.parked.saturating_sub(earlier.parked),
+            held: self.held.saturating_sub(earlier.held),
         }
     }
 
     /// Every counter with its published name (the metric name in CloudWatch, the field in the
     /// log line), in one place.
-    pub fn counters(&self) -> [(&'static str, u64); 6] {
+    pub fn counters(&self) -> [(&'static str, u64); 7] {
         [
             ("JobsApplied", self.applied),
             ("JobsUnchanged", self.unchanged),
@@ -58,6 +62,7 @@ impl MetricsSnapshot {
             ("Retries", self.retries),
             ("DeadLetters", self.dead_letters),
             ("JobsParked", self.parked),
+            ("ChangesHeld", self.held),
         ]
     }
 
@@ -102,6 +107,11 @@ impl JobMetrics {
         self.parked.fetch_add(1, Ordering::Relaxed);
     }
 
+    /// A disable or delete the safety rails held.
+    pub fn held(&self) {
+        self.held.fetch_add(1, Ordering::Relaxed);
+    }
+
     /// The counters since the process started.
     pub fn snapshot(&self) -> MetricsSnapshot {
         let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
@@ -112,6 +122,7 @@ impl JobMetrics {
             retries: get(&self.retries),
             dead_letters: get(&self.dead_letters),
             parked: get(&self.parked),
+            held: get(&self.held),
         }
     }
 

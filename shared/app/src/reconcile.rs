@@ -96,6 +96,8 @@ pub struct RunReport {
     pub sweep: Option<SweepReport>,
     /// Jobs parked while Graph refused access, back on the queue now that it answers.
     pub resumed: usize,
+    /// Guests whose held disable or delete is converged again (see [`Reconciler::recheck_held`]).
+    pub rechecked: usize,
 }
 
 pub struct Reconciler {
@@ -327,17 +329,16 @@ impl Reconciler {
                 }
             }
         }
-        if policy.scope_group_id.is_some() {
-            // Joining the scope group (directly or through a nested group) changes nothing on
-            // the user, so delta never reports it: look for guests that have no account yet.
-            // Converge checks the transitive membership.
-            let mut guests = Guests::new(self.graph.as_ref());
-            while let Some(page) = guests.next_page().await? {
-                for id in page {
-                    report.guests_checked += 1;
-                    if !anchored.contains(&id) {
-                        jobs.push(self.job(id, None)).await?;
-                    }
+        // Every guest without an account yet. Joining the scope group (directly or through a
+        // nested group) changes nothing on the user, so delta never reports it; and a guest
+        // invited while AD was down, whose jobs failed after the delta checkpoint moved on, is
+        // reported by nothing else either. Converge checks the scope.
+        let mut guests = Guests::new(self.graph.as_ref());
+        while let Some(page) = guests.next_page().await? {
+            for id in page {
+                report.guests_checked += 1;
+                if !anchored.contains(&id) {
+                    jobs.push(self.job(id, None)).await?;
                 }
             }
         }
@@ -378,21 +379,52 @@ impl Reconciler {
         roles: Roles,
         sweep_interval: Duration,
     ) -> Result<RunReport, AppError> {
-        let (delta, resumed) = match roles.delta {
-            true => {
-                let report = self.run_delta().await?;
-                (
+        // A failed delta round does not stop a sweep that is due: the sweep is the net under
+        // what the rounds miss, outages included. The round's error is reported after it.
+        let (delta, resumed, rechecked, delta_failed) = match roles.delta {
+            true => match self.run_delta().await {
+                Ok(report) => (
                     Some(report),
                     self.access.restored(self.queue.as_ref()).await?,
-                )
-            }
-            false => (None, 0),
+                    self.recheck_held().await?,
+                    None,
+                ),
+                Err(e) if GraphAccess::is_denied(&e) => return Err(e),
+                Err(e) => (None, 0, 0, Some(e)),
+            },
+            false => (None, 0, 0, None),
         };
+        let report = self
+            .sweep_if_due(roles, sweep_interval, delta, resumed, rechecked)
+            .await;
+        match delta_failed {
+            Some(e) => {
+                if let Ok(RunReport { sweep: Some(s), .. }) = &report {
+                    info!(
+                        jobs = s.jobs_enqueued,
+                        "swept although the delta round failed"
+                    );
+                }
+                Err(e)
+            }
+            None => report,
+        }
+    }
+
+    async fn sweep_if_due(
+        &self,
+        roles: Roles,
+        sweep_interval: Duration,
+        delta: Option<DeltaReport>,
+        resumed: usize,
+        rechecked: usize,
+    ) -> Result<RunReport, AppError> {
         if !roles.sweep {
             return Ok(RunReport {
                 delta,
                 sweep: None,
                 resumed,
+                rechecked,
             });
         }
         let last = get_json::<LastSweep>(self.state.as_ref(), CHECKPOINTS, LAST_SWEEP).await?;
@@ -417,6 +449,7 @@ impl Reconciler {
                 delta,
                 sweep: None,
                 resumed,
+                rechecked,
             });
         }
         let sweep = self.sweep().await?;
@@ -432,7 +465,28 @@ impl Reconciler {
             delta,
             sweep: Some(sweep),
             resumed,
+            rechecked,
         })
+    }
+
+    /// A change held by a failed pre-flight (a scope group deleted, another tenant) is
+    /// decided again each round, so that the list clears soon after the cause is fixed (its
+    /// guests then need no disable) instead of at the next sweep. Not while the threshold is
+    /// tripped: then an administrator decides.
+    pub async fn recheck_held(&self) -> Result<usize, AppError> {
+        let report = crate::safety::report(self.state.as_ref(), self.clock.now()).await?;
+        if report.held == 0 || report.tripped.is_some() {
+            return Ok(0);
+        }
+        let held = crate::safety::held_changes(self.state.as_ref()).await?;
+        let mut jobs = Batch::new(self.queue.as_ref());
+        let mut count = 0;
+        for change in held.into_iter().filter(|c| c.released_at.is_none()) {
+            jobs.push(self.job(change.object_id, None)).await?;
+            count += 1;
+        }
+        jobs.finish().await?;
+        Ok(count)
     }
 
     fn job(&self, user_id: ObjectId, change_type: Option<ChangeType>) -> Job {

@@ -3,14 +3,19 @@
 //! The queue hands out at most one job per user at a time, so per-user order holds however many
 //! workers run; different users are handled concurrently, up to `workers`. A job is
 //! acknowledged only after it was applied (or had nothing to do); a transient failure goes back
-//! on the queue with exponential backoff, a permanent one (or one that exhausted its attempts)
-//! is dead-lettered with the reason. Nothing is dropped.
+//! on the queue with exponential backoff until the job has waited `retry_for` (hours, not a
+//! handful of attempts), a permanent one is dead-lettered with the reason. Nothing is dropped.
+//!
+//! An outage (AD unreachable, Graph failing) would fail every job the same way, so the workers
+//! of a process back off together ([`Outage`]): after such a failure they pause, then send one
+//! job ahead as a probe, and resume in full when it succeeds. Then the dead letters an outage
+//! left (marked [`UNAVAILABLE`]) go back on the queue by themselves.
 
 use async_trait::async_trait;
 use shadowsync_core::Backoff;
 use shadowsync_queue::{Delivery, Disposition, Job, Queue};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 
@@ -21,6 +26,8 @@ pub struct JobError {
     pub reason: String,
     /// When to try again, where the failure knows (else the backoff decides).
     pub retry_in: Option<Duration>,
+    /// A dependency is down (see [`crate::AppError::is_unavailable`]).
+    pub unavailable: bool,
 }
 
 impl JobError {
@@ -30,6 +37,15 @@ impl JobError {
             retryable: true,
             reason: reason.into(),
             retry_in: None,
+            unavailable: false,
+        }
+    }
+
+    /// A dependency is down: every job would fail so now.
+    pub fn unavailable(reason: impl Into<String>) -> Self {
+        Self {
+            unavailable: true,
+            ..Self::retryable(reason)
         }
     }
 }
@@ -40,9 +56,14 @@ impl From<crate::AppError> for JobError {
             retryable: e.is_retryable(),
             reason: e.to_string(),
             retry_in: e.retry_in(),
+            unavailable: e.is_unavailable(),
         }
     }
 }
+
+/// Starts the reason of a job dead-lettered while a dependency was down: such a dead letter is
+/// put back on the queue once the dependency answers again.
+pub const UNAVAILABLE: &str = "dependency unavailable: ";
 
 /// What to do with each job.
 #[async_trait]
@@ -63,7 +84,16 @@ pub struct WorkerConfig {
     pub poll_interval: Duration,
     /// Delay before a failed job runs again.
     pub retry: Backoff,
+    /// How long a job is retried, from when it was queued, before it is dead-lettered.
+    pub retry_for: Duration,
+    /// The workers' pause after a failure for want of a dependency, growing while it lasts.
+    /// Capped short: once the dependency is back, work resumes within the cap.
+    pub outage: Backoff,
 }
+
+/// `[provisioner] retry_for`'s default: long enough for a domain controller's patch reboot or a
+/// Graph incident, short enough that a dead letter still means something.
+pub const DEFAULT_RETRY_FOR: Duration = Duration::from_secs(6 * 3600);
 
 impl Default for WorkerConfig {
     fn default() -> Self {
@@ -72,7 +102,58 @@ impl Default for WorkerConfig {
             visibility: Duration::from_secs(60),
             poll_interval: Duration::from_millis(50),
             retry: Backoff::new(Duration::from_secs(2), Duration::from_secs(300)),
+            retry_for: DEFAULT_RETRY_FOR,
+            outage: Backoff::new(Duration::from_secs(1), Duration::from_secs(30)),
         }
+    }
+}
+
+/// A dependency down, as the workers of one process see it: they pause together, then probe
+/// with one job. Shared by the workers (`Arc`).
+#[derive(Default)]
+pub struct Outage {
+    state: Mutex<OutageState>,
+}
+
+#[derive(Default)]
+struct OutageState {
+    /// Failures for want of a dependency since the last success.
+    failures: u32,
+    paused_until: Option<Instant>,
+}
+
+impl Outage {
+    /// A job failed for want of a dependency: pause (longer while it lasts).
+    pub fn failed(&self, backoff: &Backoff) {
+        let mut s = self.state.lock().unwrap();
+        s.failures += 1;
+        s.paused_until = Some(Instant::now() + backoff.delay(s.failures));
+        if s.failures == 1 {
+            tracing::warn!(
+                "a dependency is unavailable: the workers pause, then probe with one job"
+            );
+        }
+    }
+
+    /// A job succeeded. True if that ends an outage.
+    pub fn answered(&self) -> bool {
+        let mut s = self.state.lock().unwrap();
+        let ended = s.failures > 0;
+        *s = OutageState::default();
+        ended
+    }
+
+    /// How long the workers still pause, if they do.
+    pub fn pause(&self) -> Option<Duration> {
+        let s = self.state.lock().unwrap();
+        s.paused_until
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero())
+    }
+
+    /// During an outage, one job at a time goes ahead.
+    pub fn probing(&self) -> bool {
+        self.state.lock().unwrap().failures > 0
     }
 }
 
@@ -84,8 +165,21 @@ pub async fn run(
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(config.workers));
+    let outage = Arc::new(Outage::default());
     while !shutdown.is_cancelled() {
-        let free = slots.available_permits();
+        if let Some(pause) = outage.pause() {
+            idle(&shutdown, pause).await;
+            continue;
+        }
+        let free = match outage.probing() {
+            // One probe at a time: its outcome decides whether the others follow.
+            true if slots.available_permits() < config.workers => {
+                idle(&shutdown, config.poll_interval).await;
+                continue;
+            }
+            true => 1,
+            false => slots.available_permits(),
+        };
         if free == 0 {
             // Wait for a worker to finish (or for shutdown) before asking for more.
             tokio::select! {
@@ -109,8 +203,16 @@ pub async fn run(
         for delivery in deliveries {
             let permit = slots.clone().acquire_owned().await.expect("semaphore open");
             let (queue, handler, config) = (queue.clone(), handler.clone(), config.clone());
+            let outage = outage.clone();
             tokio::spawn(async move {
-                process(queue.as_ref(), handler.as_ref(), &config, delivery).await;
+                process_with(
+                    queue.as_ref(),
+                    handler.as_ref(),
+                    &config,
+                    delivery,
+                    Some(&outage),
+                )
+                .await;
                 drop(permit);
             });
         }
@@ -147,11 +249,22 @@ pub async fn process(
     config: &WorkerConfig,
     delivery: Delivery,
 ) -> Settled {
+    process_with(queue, handler, config, delivery, None).await
+}
+
+/// [`process`], telling `outage` how the job went (the workers' loop).
+pub async fn process_with(
+    queue: &dyn Queue,
+    handler: &dyn JobHandler,
+    config: &WorkerConfig,
+    delivery: Delivery,
+    outage: Option<&Outage>,
+) -> Settled {
     let Delivery {
         receipt,
         job,
         attempt,
-        ..
+        enqueued_at,
     } = delivery;
     let group = job.group();
     // Keep the job invisible while it runs, however long that takes.
@@ -168,19 +281,55 @@ pub async fn process(
         _ = keep_alive => unreachable!("the keep-alive loop never ends"),
     };
     let outcome = match result {
-        Ok(()) => queue.ack(&receipt).await.map(|_| Settled::Done),
+        Ok(()) => {
+            if outage.is_some_and(Outage::answered) {
+                redrive_unavailable(queue).await;
+            }
+            queue.ack(&receipt).await.map(|_| Settled::Done)
+        }
         Err(e) if e.retryable => {
-            let delay = e.retry_in.unwrap_or_else(|| config.retry.delay(attempt));
-            match queue.retry_later(&receipt, delay, &e.reason).await {
-                Ok(Disposition::Retrying { attempt }) => {
-                    tracing::warn!(%group, attempt, delay_ms = delay.as_millis() as u64, reason = %e.reason, "job failed; will retry");
-                    Ok(Settled::Retrying)
+            let reason = match e.unavailable {
+                true => format!("{UNAVAILABLE}{}", e.reason),
+                false => e.reason.clone(),
+            };
+            let waited = (chrono::Utc::now() - enqueued_at)
+                .to_std()
+                .unwrap_or_default();
+            if e.unavailable {
+                if let Some(outage) = outage {
+                    outage.failed(&config.outage);
                 }
-                Ok(Disposition::DeadLettered) => {
-                    tracing::error!(%group, attempt, reason = %e.reason, "job failed too often; dead-lettered");
-                    Ok(Settled::DeadLettered)
+            }
+            // While a dependency is down the workers pause together, so its jobs are tried
+            // again soon (within the outage backoff's cap) rather than after long backoffs:
+            // once it answers, everything converges within moments.
+            let backoff = match e.unavailable {
+                true => &config.outage,
+                false => &config.retry,
+            };
+            let delay = e.retry_in.unwrap_or_else(|| backoff.delay(attempt));
+            if waited >= config.retry_for {
+                tracing::error!(%group, attempt, reason = %e.reason, "job retried for {:?}; dead-lettered", config.retry_for);
+                let reason = format!(
+                    "retried for {}: {reason}",
+                    humantime::format_duration(config.retry_for)
+                );
+                queue
+                    .dead_letter(&receipt, &reason)
+                    .await
+                    .map(|_| Settled::DeadLettered)
+            } else {
+                match queue.retry_later(&receipt, delay, &reason).await {
+                    Ok(Disposition::Retrying { attempt }) => {
+                        tracing::warn!(%group, attempt, delay_ms = delay.as_millis() as u64, reason = %e.reason, "job failed; will retry");
+                        Ok(Settled::Retrying)
+                    }
+                    Ok(Disposition::DeadLettered) => {
+                        tracing::error!(%group, attempt, reason = %e.reason, "job failed too often; dead-lettered");
+                        Ok(Settled::DeadLettered)
+                    }
+                    Err(q) => Err(q),
                 }
-                Err(q) => Err(q),
             }
         }
         Err(e) => {
@@ -201,4 +350,38 @@ pub async fn process(
     };
     handler.settled(settled);
     settled
+}
+
+/// Puts back on the queue every dead letter an outage left (its reason starts with
+/// [`UNAVAILABLE`]): the dependency answers again.
+pub async fn redrive_unavailable(queue: &dyn Queue) -> usize {
+    let letters = match queue.dead_letters().await {
+        Ok(letters) => letters,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot list the dead letters to retry those of the outage");
+            return 0;
+        }
+    };
+    let mut redriven = 0;
+    for letter in letters.iter().filter(|l| is_unavailable(&l.reason)) {
+        match queue.redrive(&letter.id).await {
+            Ok(()) => redriven += 1,
+            Err(e) => tracing::warn!(id = %letter.id, error = %e, "could not retry a dead letter"),
+        }
+    }
+    if redriven > 0 {
+        tracing::warn!(
+            redriven,
+            "the dependency answers again: the outage's dead letters are back on the queue"
+        );
+    }
+    redriven
+}
+
+/// Whether a dead letter's reason says a dependency was down (possibly after "retried for…").
+fn is_unavailable(reason: &str) -> bool {
+    reason.starts_with(UNAVAILABLE)
+        || reason
+            .split_once(": ")
+            .is_some_and(|(_, rest)| rest.starts_with(UNAVAILABLE))
 }

@@ -8,7 +8,7 @@ use shadowsync_app::AppError;
 use shadowsync_core::account::uac;
 use shadowsync_core::{ObjectId, Operation};
 use shadowsync_queue::{Job, JobSource, Queue};
-use shadowsync_state::AccountStatus;
+use shadowsync_state::{AccountStatus, KeyValueStore};
 use shadowsync_testkit::GraphOp;
 use std::collections::BTreeMap;
 
@@ -258,4 +258,32 @@ async fn status_counts_accounts_and_lists_conflicts_from_state_alone() {
     assert_eq!(status.delta_checkpoint, Some(now(&w)));
     assert_eq!(status.queue, w.queue.stats().await.unwrap());
     assert_eq!(status.queue.depth, 4, "the delta round's jobs");
+}
+
+#[tokio::test]
+async fn a_damaged_record_is_listed_in_status_and_hides_nothing_else() {
+    let w = World::new();
+    let id = w.graph.invite_guest("a@fabrikam.com");
+    w.converge(&id).await;
+    w.store
+        .put(
+            shadowsync_state::records::GUESTS,
+            "4f8a2c1e-9b3d-4e5f-8a7b-6c5d4e3f2a1b",
+            b"{not json".to_vec(),
+            None,
+        )
+        .await
+        .unwrap();
+    let status = admin::status(w.store.as_ref(), w.queue.as_ref())
+        .await
+        .expect("status despite the damaged record");
+    assert_eq!(
+        status.accounts,
+        BTreeMap::from([("enabled".to_string(), 1), ("unreadable".to_string(), 1)])
+    );
+    assert!(
+        status.conflicts[0].1.contains("cannot be read"),
+        "{:?}",
+        status.conflicts
+    );
 }

@@ -246,7 +246,7 @@ async fn a_sweep_enqueues_every_anchored_account_and_reports_the_others() {
     let w = World::new();
     let enabled = w.graph.invite_guest("a@fabrikam.com");
     let disabled = w.graph.invite_guest("b@fabrikam.com");
-    w.graph.invite_guest("no-account@fabrikam.com");
+    let no_account = w.graph.invite_guest("no-account@fabrikam.com");
     w.converge(&enabled).await;
     w.converge(&disabled).await;
     w.graph.soft_delete(&disabled);
@@ -272,17 +272,61 @@ async fn a_sweep_enqueues_every_anchored_account_and_reports_the_others() {
     let before = w.directory.objects();
 
     let r = w.app.reconciler.sweep().await.unwrap();
-    assert_eq!((r.accounts, r.jobs_enqueued, r.guests_checked), (4, 2, 0));
+    assert_eq!((r.accounts, r.jobs_enqueued, r.guests_checked), (4, 3, 2));
     assert_eq!(r.unmanaged, vec![stray, bad]);
     assert_eq!(
         jobs(&w).await,
-        sorted(vec![enabled, disabled])
+        sorted(vec![enabled, disabled, no_account])
             .into_iter()
             .map(|id| (id, None))
-            .collect::<Vec<_>>()
+            .collect::<Vec<_>>(),
+        "every anchored account, and the guest without one (no scope group needed)"
     );
     assert_eq!(w.directory.objects(), before, "a sweep writes nothing");
-    assert_eq!(w.graph.call_count(GraphOp::Guests), 0, "no scope group");
+}
+
+#[tokio::test]
+async fn a_guest_invited_while_ad_was_down_gets_an_account_from_the_next_sweep() {
+    let w = World::new();
+    let reconciler = &w.app.reconciler;
+    reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
+    let late = w.graph.invite_guest("during-the-reboot@fabrikam.com");
+    // The round reports the guest; its job fails for good while the DC reboots (dead letter),
+    // and the checkpoint moves on: delta will not report the guest again.
+    w.clock.advance(Duration::hours(1));
+    assert_eq!(reconciler.run_delta().await.unwrap().jobs_enqueued, 1);
+    w.drain().await;
+    assert_eq!(
+        reconciler.run_delta().await.unwrap().jobs_enqueued,
+        0,
+        "delta is done with it"
+    );
+    w.clock.advance(Duration::days(1));
+    let r = reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
+    assert!(r.sweep.is_some());
+    let ids: Vec<_> = jobs(&w).await.into_iter().map(|(id, _)| id).collect();
+    assert!(ids.contains(&late), "{ids:?}");
+}
+
+#[tokio::test]
+async fn a_due_sweep_runs_even_when_the_delta_round_fails() {
+    let w = World::new();
+    let id = w.graph.invite_guest("a@fabrikam.com");
+    w.converge(&id).await;
+    w.graph.fail(GraphOp::UsersDelta, 1, || GraphError::Server {
+        status: 503,
+        code: "serviceUnavailable".into(),
+        message: "down".into(),
+    });
+    let e = w
+        .app
+        .reconciler
+        .scheduled_run(Roles::ALL, DAY)
+        .await
+        .unwrap_err();
+    assert!(e.to_string().contains("down"), "{e}");
+    let ids: Vec<_> = jobs(&w).await.into_iter().map(|(id, _)| id).collect();
+    assert_eq!(ids, vec![id], "swept although the round failed");
 }
 
 #[tokio::test]

@@ -42,6 +42,10 @@ struct Recorder {
     fail: Mutex<HashMap<String, u32>>,
     permanent: Vec<String>,
     delay: Duration,
+    /// Until then every job fails for want of a dependency.
+    down_until: Mutex<Option<std::time::Instant>>,
+    /// Jobs handed over while the dependency was down.
+    tried_while_down: Mutex<u32>,
 }
 
 #[async_trait]
@@ -65,11 +69,19 @@ impl JobHandler for Recorder {
         }
         tokio::time::sleep(self.delay).await;
         *self.running.lock().unwrap().get_mut(user_id).unwrap() -= 1;
+        if self
+            .down_until
+            .lock()
+            .unwrap()
+            .is_some_and(|t| std::time::Instant::now() < t)
+        {
+            *self.tried_while_down.lock().unwrap() += 1;
+            return Err(JobError::unavailable("directory: server down"));
+        }
         if self.permanent.contains(user_id) {
             return Err(JobError {
                 retryable: false,
-                reason: "cannot ever work".into(),
-                retry_in: None,
+                ..JobError::retryable("cannot ever work")
             });
         }
         if let Some(left) = self
@@ -80,11 +92,7 @@ impl JobHandler for Recorder {
             .filter(|n| **n > 0)
         {
             *left -= 1;
-            return Err(JobError {
-                retryable: true,
-                reason: "not yet".into(),
-                retry_in: None,
-            });
+            return Err(JobError::retryable("not yet"));
         }
         self.seen
             .lock()
@@ -100,6 +108,8 @@ fn config() -> WorkerConfig {
         visibility: Duration::from_secs(5),
         poll_interval: Duration::from_millis(10),
         retry: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
+        retry_for: Duration::from_secs(600),
+        outage: Backoff::new(Duration::from_millis(50), Duration::from_millis(200)),
     }
 }
 
@@ -224,4 +234,114 @@ fn backoff_grows_is_capped_and_never_comes_too_soon() {
             "attempt {attempt}: {d:?}"
         );
     }
+}
+
+#[tokio::test]
+async fn an_outage_loses_nothing_and_the_workers_wait_it_out_together() {
+    let dir = tempfile::tempdir().unwrap();
+    // A handful of attempts, as before this was fixed: the outage must not exhaust them.
+    let q = queue(&dir, 3).await;
+    let users: Vec<String> = (0..20).map(|n| format!("user{n}")).collect();
+    q.send_batch(users.iter().map(|u| job(u, 0)).collect())
+        .await
+        .unwrap();
+    let down = std::time::Instant::now() + Duration::from_millis(1500);
+    let handler = Arc::new(Recorder {
+        down_until: Mutex::new(Some(down)),
+        ..Default::default()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
+    until_empty(&q).await;
+    stop.cancel();
+    task.await.unwrap();
+
+    assert!(q.dead_letters().await.unwrap().is_empty(), "nothing lost");
+    let mut seen: Vec<String> = handler
+        .seen
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(u, _)| u.clone())
+        .collect();
+    seen.sort();
+    let mut expected: Vec<String> = users
+        .iter()
+        .map(|u| ObjectId::from_label(u).to_string())
+        .collect();
+    expected.sort();
+    assert_eq!(
+        seen, expected,
+        "every job applied once the dependency is back"
+    );
+    let tried = *handler.tried_while_down.lock().unwrap();
+    // Alone, 4 workers would try every job every backoff (60 tries and 20 dead letters);
+    // together they probe one job per pause.
+    assert!(tried <= 30, "{tried} jobs tried during the outage");
+}
+
+#[tokio::test]
+async fn dead_letters_of_an_outage_go_back_on_the_queue_once_it_is_over() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir, 1).await;
+    q.send_batch(vec![job("a", 0), job("broken", 0)])
+        .await
+        .unwrap();
+    let handler = Arc::new(Recorder {
+        down_until: Mutex::new(Some(std::time::Instant::now() + Duration::from_secs(60))),
+        permanent: vec!["broken".into()],
+        ..Default::default()
+    });
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
+    until_empty(&q).await;
+    let dead = q.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 2, "one attempt each: {dead:?}");
+    assert!(dead
+        .iter()
+        .all(|d| d.reason.starts_with(shadowsync_app::worker::UNAVAILABLE)));
+
+    // The dependency is back; a new job succeeds and ends the outage.
+    *handler.down_until.lock().unwrap() = None;
+    q.send_batch(vec![job("c", 0)]).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    until_empty(&q).await;
+    stop.cancel();
+    task.await.unwrap();
+    let dead = q.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    assert_eq!(
+        dead[0].reason, "cannot ever work",
+        "only the real failure stays"
+    );
+    let seen = handler.seen.lock().unwrap().clone();
+    assert!(seen.iter().any(|(u, _)| u == "a"), "{seen:?}");
+}
+
+#[tokio::test]
+async fn retries_are_bounded_by_the_jobs_age_not_a_handful_of_attempts() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = queue(&dir, 1000).await;
+    q.send_batch(vec![job("stubborn", 0)]).await.unwrap();
+    let handler = Arc::new(Recorder {
+        fail: Mutex::new(HashMap::from([("stubborn".to_string(), u32::MAX)])),
+        ..Default::default()
+    });
+    let config = WorkerConfig {
+        retry_for: Duration::from_millis(1200),
+        ..config()
+    };
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler, config, stop.clone()));
+    until_empty(&q).await;
+    stop.cancel();
+    task.await.unwrap();
+    let dead = q.dead_letters().await.unwrap();
+    assert_eq!(dead.len(), 1);
+    assert!(
+        dead[0].attempts > 3,
+        "more than a handful: {}",
+        dead[0].attempts
+    );
+    assert_eq!(dead[0].reason, "retried for 1s 200ms: not yet");
 }

@@ -7,10 +7,14 @@
 //! - [`secrets`]: `*_SECRET_ARN` variables swapped for their Secrets Manager values, once, at
 //!   cold start (so cached for the life of the execution environment); never logged.
 //! - [`emf`]: CloudWatch embedded-metric-format lines.
+//! - [`init_logging`]: the functions' logs, never below info for the Lambda crates.
 //! - [`LambdaError`]: the application's errors as the runtime's diagnostics, in one place.
 
 pub mod emf;
+mod logging;
 pub mod secrets;
+
+pub use logging::init_logging;
 
 use shadowsync_app::{App, AppError, Settings, Storage};
 use shadowsync_config::{ConfigError, ConnectorSection, EnvConfig, GraphCredential};
@@ -175,6 +179,7 @@ impl LambdaHost {
             subscription,
             provisioner: config.provisioner()?,
             reconciler: config.reconciler()?,
+            safety: config.safety()?,
         })
     }
 
@@ -250,11 +255,4 @@ pub async fn sdk_config(region: Option<String>) -> aws_config::SdkConfig {
         loader = loader.region(aws_config::Region::new(region));
     }
     loader.load().await
-}
-
-/// Logs as Lambda wants them: JSON when the function's log format is JSON (each line carrying
-/// the invocation's `requestId` from the runtime's span), level from `AWS_LAMBDA_LOG_LEVEL` or
-/// `RUST_LOG`.
-pub fn init_logging() {
-    lambda_runtime::tracing::init_default_subscriber();
 }

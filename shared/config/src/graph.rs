@@ -8,10 +8,8 @@ use std::path::PathBuf;
 use url::Url;
 use uuid::Uuid;
 
-/// The public-cloud identity platform.
-pub const DEFAULT_LOGIN_ENDPOINT: &str = "https://login.microsoftonline.com";
-/// The public-cloud Microsoft Graph.
-pub const DEFAULT_GRAPH_ENDPOINT: &str = "https://graph.microsoft.com";
+/// The public-cloud identity platform and Microsoft Graph: the client's defaults.
+pub use shadowsync_graph::{DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT};
 
 /// The validated `[graph]` section. `Debug` never shows the secret or the private key.
 #[derive(Debug, Clone)]
@@ -25,8 +23,9 @@ pub struct GraphSection {
     /// `certificate_file` + `private_key_file` (PEM files, readable at start); or a certificate
     /// the host gives in memory (the AWS functions read it from Secrets Manager).
     pub credential: GraphCredential,
-    /// `login_endpoint`, default `https://login.microsoftonline.com`: an http(s) URL with a host
-    /// and no query or fragment (national clouds and the test simulator use another).
+    /// `login_endpoint`, default `https://login.microsoftonline.com`: an https URL with a host
+    /// and no query or fragment (national clouds use another); `http://` only on loopback
+    /// (127.0.0.0/8, ::1, `localhost`), for the test simulator.
     pub login_endpoint: Url,
     /// `graph_endpoint`, default `https://graph.microsoft.com`, same rules. It also decides the
     /// token's scope.
@@ -85,17 +84,15 @@ impl GraphSection {
                 raw.certificate_file,
                 raw.private_key_file,
             )?,
-            login_endpoint: values::http_url(
+            login_endpoint: endpoint(
                 "graph.login_endpoint",
-                raw.login_endpoint
-                    .as_deref()
-                    .unwrap_or(DEFAULT_LOGIN_ENDPOINT),
+                raw.login_endpoint.as_deref(),
+                DEFAULT_LOGIN_ENDPOINT,
             )?,
-            graph_endpoint: values::http_url(
+            graph_endpoint: endpoint(
                 "graph.graph_endpoint",
-                raw.graph_endpoint
-                    .as_deref()
-                    .unwrap_or(DEFAULT_GRAPH_ENDPOINT),
+                raw.graph_endpoint.as_deref(),
+                DEFAULT_GRAPH_ENDPOINT,
             )?,
         })
     }
@@ -104,6 +101,16 @@ impl GraphSection {
     pub(crate) fn tenant_id_from_table(table: toml::Table) -> Result<Uuid, ConfigError> {
         let raw: Raw = values::raw("graph", table)?;
         tenant_id(raw.tenant_id)
+    }
+}
+
+/// The Graph client's rule (https; plain http only on loopback, for a simulator), checked here
+/// so that a bad value is reported with its key before anything starts.
+fn endpoint(key: &str, value: Option<&str>, default: &str) -> Result<Url, ConfigError> {
+    let url = values::http_url(key, value.unwrap_or(default))?;
+    match shadowsync_graph::endpoint_problem(&url) {
+        Some(problem) => Err(error(key, problem)),
+        None => Ok(url),
     }
 }
 

@@ -18,6 +18,7 @@ mod graph;
 mod policy;
 mod provisioner;
 mod reconciler;
+mod safety;
 mod sources;
 mod state;
 mod subscriptions;
@@ -31,6 +32,7 @@ pub use graph::{GraphCredential, GraphSection, DEFAULT_GRAPH_ENDPOINT, DEFAULT_L
 pub use policy::PolicySection;
 pub use provisioner::ProvisionerSection;
 pub use reconciler::ReconcilerSection;
+pub use safety::SafetySection;
 pub use secrecy::SecretString;
 pub use state::StateSection;
 pub use subscriptions::{SubscriptionsSection, MAX_SUBSCRIPTION_LIFETIME, SUBSCRIPTION_LIFETIME};
@@ -76,6 +78,8 @@ pub struct Config {
     pub admin: AdminSection,
     /// Optional section; defaults when absent.
     pub reconciler: ReconcilerSection,
+    /// Optional section; defaults when absent.
+    pub safety: SafetySection,
     /// Only for `shadowsync connector` ([`Config::connector`]): where the cloud deployment's
     /// queue and state are.
     pub connector: Option<ConnectorSection>,
@@ -130,6 +134,7 @@ impl Config {
             )?,
             admin: AdminSection::from_table(section("admin")?.unwrap_or_default())?,
             reconciler: ReconcilerSection::from_table(section("reconciler")?.unwrap_or_default())?,
+            safety: SafetySection::from_table(section("safety")?.unwrap_or_default())?,
             connector: section("connector")?
                 .map(ConnectorSection::from_table)
                 .transpose()?,
@@ -294,6 +299,10 @@ impl EnvConfig {
 
     pub fn reconciler(&self) -> Result<ReconcilerSection, ConfigError> {
         ReconcilerSection::from_table(self.section("reconciler"))
+    }
+
+    pub fn safety(&self) -> Result<SafetySection, ConfigError> {
+        SafetySection::from_table(self.section("safety"))
     }
 
     /// `[connector]`; required when asked for.

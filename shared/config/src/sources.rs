@@ -9,7 +9,7 @@ use std::path::Path;
 pub(crate) const PREFIX: &str = "SHADOWSYNC_";
 
 /// Every section, in the order they are converted (so the first error reported is stable).
-pub(crate) const SECTIONS: [&str; 10] = [
+pub(crate) const SECTIONS: [&str; 11] = [
     "graph",
     "webhook",
     "directory",
@@ -19,6 +19,7 @@ pub(crate) const SECTIONS: [&str; 10] = [
     "subscriptions",
     "admin",
     "reconciler",
+    "safety",
     "connector",
 ];
 

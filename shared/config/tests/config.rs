@@ -124,7 +124,8 @@ fn loads_with_defaults_and_env_secrets() {
     assert!(!c.policy.require_accepted);
     assert_eq!(c.policy.scope_group_id, None);
     assert_eq!(c.provisioner.workers, 4);
-    assert_eq!(c.provisioner.max_attempts, 8);
+    assert_eq!(c.provisioner.max_attempts, 100);
+    assert_eq!(c.provisioner.retry_for, hours(6));
     assert_eq!(
         c.graph.graph_endpoint.as_str(),
         "https://graph.microsoft.com/"
@@ -176,7 +177,10 @@ fn defaults_of_the_optional_sections() {
     assert_eq!(c.subscriptions.check_interval, hours(1));
     assert_eq!(c.reconciler.interval, mins(15));
     assert_eq!(c.reconciler.sweep_interval, days(1));
-    assert_eq!((c.provisioner.workers, c.provisioner.max_attempts), (4, 8));
+    assert_eq!(
+        (c.provisioner.workers, c.provisioner.max_attempts),
+        (4, 100)
+    );
     assert!(c.connector.is_none());
     // Without [webhook] listen either.
     let c = parse(
@@ -485,7 +489,13 @@ fn a_certificate_in_memory_is_the_only_credential() {
 fn graph_endpoints_are_bases() {
     for (value, ok) in [
         ("http://127.0.0.1:9/sim/", true),
+        ("http://[::1]:9/sim/", true),
+        ("http://localhost:9", true),
         ("https://graph.microsoft.us", true),
+        // Plain http only to a simulator on this machine: elsewhere the token and every
+        // guest's data would cross the network in the clear.
+        ("http://graph.microsoft.com", false),
+        ("http://10.1.2.3:8080", false),
         ("ftp://graph.example", false),
         ("https://graph.example/?a=b", false),
         ("https://graph.example/#frag", false),
@@ -703,14 +713,19 @@ fn provisioner_ranges() {
         ("max_attempts", "1001"),
         ("max_attempts", "4294967296"),
         ("max_attempts", "2.5"),
+        ("retry_for", "59s"),
+        ("retry_for", "15d"),
+        ("retry_for", "soon"),
     ] {
         let (got, reason) = key_error(provisioner(key, bad));
         assert_eq!(got, format!("provisioner.{key}"), "{bad}");
         assert!(reason.contains(bad), "{reason}");
     }
-    let file = plus("[provisioner]\nworkers = 16\nmax_attempts = 3");
+    assert_eq!(provisioner("retry_for", "30m").unwrap().retry_for, mins(30));
+    let file = plus("[provisioner]\nworkers = 16\nmax_attempts = 3\nretry_for = \"1d\"");
     let c = parse(&file, secrets()).unwrap();
     assert_eq!((c.provisioner.workers, c.provisioner.max_attempts), (16, 3));
+    assert_eq!(c.provisioner.retry_for, days(1));
 }
 
 // --- subscriptions ----------------------------------------------------------------------------
@@ -1052,7 +1067,8 @@ fn the_environment_alone_gives_each_section_with_its_errors() {
     assert_eq!(key_error(webhook.webhook()).0, "webhook.public_url");
     assert_eq!(webhook.reconciler().unwrap().interval, mins(15));
     assert_eq!(webhook.subscriptions().unwrap().renew_margin, hours(72));
-    assert_eq!(webhook.provisioner().unwrap().max_attempts, 8);
+    assert_eq!(webhook.provisioner().unwrap().max_attempts, 100);
+    assert_eq!(webhook.safety().unwrap().max_disables_per_hour, 100);
     assert_eq!(
         webhook.admin().unwrap().listen.to_string(),
         "127.0.0.1:7071"

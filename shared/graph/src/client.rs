@@ -32,6 +32,7 @@ struct Inner {
     auth: TokenProvider,
     graph: Url,
     client_id: String,
+    tenant: String,
     retry_budget: Duration,
     backoff: Backoff,
     server_clock: Arc<ServerClock>,
@@ -106,12 +107,21 @@ impl GraphClient {
                 auth,
                 graph: config.graph_endpoint,
                 client_id: config.client_id,
+                tenant: config.tenant_id,
                 retry_budget: config.retry_budget,
                 backoff: Backoff::new(config.base_backoff, config.max_backoff),
                 server_clock: Arc::default(),
                 throttled: Default::default(),
             }),
         })
+    }
+
+    /// The tenant and application this client is configured for.
+    pub fn identity(&self) -> shadowsync_ports::GraphIdentity {
+        shadowsync_ports::GraphIdentity {
+            tenant: self.inner.tenant.trim().to_lowercase(),
+            client_id: self.inner.client_id.trim().to_lowercase(),
+        }
     }
 
     pub fn graph_endpoint(&self) -> &Url {

@@ -4,7 +4,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use secrecy::SecretString;
-use url::Url;
+use url::{Host, Url};
 
 use crate::error::GraphError;
 
@@ -102,17 +102,39 @@ pub(crate) fn base_str(url: &Url) -> &str {
 }
 
 pub(crate) fn check_endpoint(url: &Url, what: &str) -> Result<(), GraphError> {
+    match endpoint_problem(url) {
+        Some(problem) => Err(GraphError::Config(format!("{what} {problem}"))),
+        None => Ok(()),
+    }
+}
+
+/// What is wrong with `url` as a login or Graph endpoint, or `None`. The one rule, which the
+/// configuration applies too (naming its key): an https URL with a host and no query or
+/// fragment; plain http only to this machine (a simulator), since the secret, the tokens and
+/// every guest's data would otherwise cross the network in the clear.
+pub fn endpoint_problem(url: &Url) -> Option<String> {
     if !matches!(url.scheme(), "https" | "http") || url.cannot_be_a_base() || url.host().is_none() {
-        return Err(GraphError::Config(format!(
-            "{what} must be an http(s) URL, got {url}"
-        )));
+        return Some(format!("must be an https URL, got {url}"));
+    }
+    if url.scheme() == "http" && !is_loopback(url) {
+        return Some(format!(
+            "must be an https URL (http only on loopback: 127.0.0.0/8, ::1, localhost), got {url}"
+        ));
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(GraphError::Config(format!(
-            "{what} must not have a query or fragment: {url}"
-        )));
+        return Some(format!("must not have a query or fragment: {url}"));
     }
-    Ok(())
+    None
+}
+
+fn is_loopback(url: &Url) -> bool {
+    match url.host() {
+        Some(Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(Host::Ipv6(ip)) => ip.is_loopback(),
+        // The URL parser lowercases domains.
+        Some(Host::Domain(name)) => name == "localhost",
+        None => false,
+    }
 }
 
 #[cfg(test)]
@@ -144,5 +166,34 @@ mod tests {
         assert!(check_endpoint(&Url::parse("ftp://x").unwrap(), "g").is_err());
         assert!(check_endpoint(&Url::parse("mailto:a@b").unwrap(), "g").is_err());
         assert!(check_endpoint(&Url::parse("https://x/?a=b").unwrap(), "g").is_err());
+    }
+
+    #[test]
+    fn plain_http_only_on_loopback() {
+        let check = |url: &str| check_endpoint(&Url::parse(url).unwrap(), "Graph endpoint");
+        for loopback in [
+            "http://127.0.0.1:9/sim/",
+            "http://127.255.0.1/",
+            "http://[::1]:9",
+            "http://localhost:9",
+            "http://LOCALHOST",
+        ] {
+            assert!(check(loopback).is_ok(), "{loopback}");
+        }
+        for remote in [
+            "http://graph.microsoft.com",
+            "http://10.0.0.1:9",
+            "http://0.0.0.0",
+            "http://[::]:9",
+            "http://[::ffff:10.0.0.1]",
+            "http://localhost.example.com",
+            "http://128.0.0.1",
+        ] {
+            let error = check(remote).expect_err(remote).to_string();
+            assert!(
+                error.contains("Graph endpoint") && error.contains("https"),
+                "{remote}: {error}"
+            );
+        }
     }
 }

@@ -20,7 +20,9 @@ mod subscriptions;
 mod users;
 
 pub use client::GraphClient;
-pub use config::{Credential, GraphConfig, DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT};
+pub use config::{
+    endpoint_problem, Credential, GraphConfig, DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT,
+};
 pub use error::GraphError;
 pub use reqwest::Method;
 pub use secrecy::SecretString;

@@ -5,7 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shadowsync_core::{Clock, GraphUser, ObjectId, UserLookup};
 use shadowsync_ports::{
-    DeltaCursor, DeltaItem, Graph, NewSubscription, Page, Subscription, SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphIdentity, NewSubscription, Page, Subscription,
+    SubscriptionId,
 };
 use std::sync::Arc;
 
@@ -21,6 +22,10 @@ impl Graph for GraphClient {
 
     async fn is_member_of(&self, user: &ObjectId, group: &ObjectId) -> Result<bool, GraphError> {
         GraphClient::is_member_of(self, user, group).await
+    }
+
+    async fn group_exists(&self, group: &ObjectId) -> Result<bool, GraphError> {
+        GraphClient::group_exists(self, group).await
     }
 
     async fn users_delta(&self, from: &DeltaCursor) -> Result<Page<DeltaItem>, GraphError> {
@@ -60,6 +65,10 @@ impl Graph for GraphClient {
 
     async fn delete_subscription(&self, id: &SubscriptionId) -> Result<(), GraphError> {
         GraphClient::delete_subscription(self, id).await
+    }
+
+    fn identity(&self) -> GraphIdentity {
+        GraphClient::identity(self)
     }
 
     fn clock(&self) -> Arc<dyn Clock> {

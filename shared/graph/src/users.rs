@@ -64,6 +64,20 @@ impl GraphClient {
         Ok(ids.value.iter().any(|g| g.eq_ignore_ascii_case(group)))
     }
 
+    /// Whether `group` exists (`GET /groups/{id}?$select=id`; 404: no).
+    pub async fn group_exists(&self, group: &ObjectId) -> Result<bool, GraphError> {
+        let mut url = self.segments_url(&["v1.0", "groups", group]);
+        url.set_query(Some("$select=id"));
+        match self
+            .execute_json::<serde_json::Value>(Method::GET, &url, None)
+            .await
+        {
+            Ok(_) => Ok(true),
+            Err(e) if e.is_not_found() => Ok(false),
+            Err(e) => Err(e),
+        }
+    }
+
     /// One page of users delta.
     pub async fn users_delta(&self, from: &DeltaCursor) -> Result<Page<DeltaItem>, GraphError> {
         let url = match from {

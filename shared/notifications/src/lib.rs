@@ -31,6 +31,10 @@ pub const LIFECYCLE_PATH: &str = "/api/lifecycle";
 /// Graph's batches are far smaller; anything bigger is not from Graph.
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
+/// Graph's validation tokens are short opaque strings. A longer one is not Graph's, and echoing
+/// it would make the webhook a mirror for whatever someone puts in a link.
+pub const MAX_VALIDATION_TOKEN_BYTES: usize = 1024;
+
 /// Graph counts a delivery as failed after 3 s and marks endpoints slower than 10 s for drop, so a
 /// stuck queue is answered with a 503 (Graph retries) well before either.
 pub const DEFAULT_ENQUEUE_TIMEOUT: Duration = Duration::from_millis(2500);
@@ -90,6 +94,14 @@ async fn handle(state: &WebhookState, endpoint: &'static str, request: Request) 
     // The handshake comes first and touches nothing else: Graph wants it within 10 s, and its
     // body (if any) is irrelevant.
     if let Some(token) = validation_token(request.uri()) {
+        if token.len() > MAX_VALIDATION_TOKEN_BYTES {
+            return refuse(
+                state,
+                endpoint,
+                StatusCode::BAD_REQUEST,
+                "validationToken too long",
+            );
+        }
         state.metrics.handshake();
         info!(endpoint, "answered Graph's validation handshake");
         return handshake(token);

@@ -15,6 +15,10 @@ use uuid::Uuid;
 
 const USER_ODATA_TYPE: &str = "#microsoft.graph.user";
 
+/// Graph's subscription ids are GUIDs (36 characters). A longer one is not Graph's; it would
+/// travel on in the job, the queue and the logs.
+const MAX_SUBSCRIPTION_ID_BYTES: usize = 64;
+
 /// The body of a delivery. Items stay raw so that one odd item is discarded alone instead of
 /// failing the whole batch.
 #[derive(Debug, Deserialize)]
@@ -136,6 +140,13 @@ pub(crate) fn classify(raw: serde_json::Value, expected: &Expected<'_>) -> Resul
         .or(item.organization_id.as_deref());
     if !tenant_matches(tenant, expected.tenant_id) {
         return Err(reject(RejectReason::WrongTenant));
+    }
+    if item
+        .subscription_id
+        .as_deref()
+        .is_some_and(|id| id.len() > MAX_SUBSCRIPTION_ID_BYTES)
+    {
+        return Err(reject(RejectReason::MalformedItem));
     }
 
     if let Some(event) = item.lifecycle_event.as_deref() {
@@ -375,6 +386,24 @@ mod tests {
         let mut wrong_type = user_item();
         wrong_type["resource"] = json!(42);
         assert_eq!(check(wrong_type), Err(RejectReason::MalformedItem));
+    }
+
+    #[test]
+    fn subscription_id_longer_than_a_guid_allows_is_malformed() {
+        let mut item = user_item();
+        item["subscriptionId"] = json!("s".repeat(MAX_SUBSCRIPTION_ID_BYTES));
+        assert!(check(item).is_ok());
+        for long in [
+            "s".repeat(MAX_SUBSCRIPTION_ID_BYTES + 1),
+            // Bytes, not characters: 33 two-byte characters are 66 bytes.
+            "é".repeat(33),
+        ] {
+            let mut item = user_item();
+            item["subscriptionId"] = json!(long);
+            assert_eq!(check(item.clone()), Err(RejectReason::MalformedItem));
+            item["lifecycleEvent"] = json!("missed");
+            assert_eq!(check(item), Err(RejectReason::MalformedItem));
+        }
     }
 
     #[test]

@@ -179,6 +179,66 @@ async fn handshake_never_touches_the_queue() {
 }
 
 #[tokio::test]
+async fn overlong_validation_token_is_400_and_never_echoed() {
+    let h = Harness::new();
+    // Graph's tokens are short opaque strings; a long one is someone using us as a mirror.
+    let at_limit = "t".repeat(1024);
+    let reply = h
+        .post(
+            &format!("/api/notifications?validationToken={at_limit}"),
+            None,
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, StatusCode::OK);
+    assert_eq!(reply.body, at_limit);
+
+    // Measured decoded: `%41` is one byte of token.
+    for token in ["t".repeat(1025), "%41".repeat(1025), "x".repeat(16 * 1024)] {
+        let reply = h
+            .post(&format!("/api/lifecycle?validationToken={token}"), None, "")
+            .await;
+        // Refused, and the token is not in the answer.
+        assert_eq!(
+            (reply.status, reply.body.as_str()),
+            (StatusCode::BAD_REQUEST, "validationToken too long")
+        );
+    }
+    let m = h.metrics();
+    assert_eq!((m.handshakes, m.requests_rejected), (1, 3));
+    assert_eq!(h.queue.stats().await.unwrap(), QueueStats::default());
+}
+
+#[tokio::test]
+async fn overlong_subscription_ids_are_never_enqueued() {
+    let h = Harness::new();
+    // Graph's subscription ids are GUIDs (36 characters); 65 is no id of Graph's.
+    let long = "7".repeat(65);
+    let body = serde_json::json!({"value": [
+        {"subscriptionId": long, "tenantId": TENANT, "clientState": CLIENT_STATE,
+         "changeType": "updated", "resource": "Users/8e52ba0a-7a33-4e58-b2b1-7f3f6a3c2d11"},
+        {"subscriptionId": long, "tenantId": TENANT, "clientState": CLIENT_STATE,
+         "lifecycleEvent": "missed"},
+        {"subscriptionId": SUB_A, "tenantId": TENANT, "clientState": CLIENT_STATE,
+         "changeType": "updated", "resource": "Users/0b6c7e58-3d2a-4d8e-9a41-5e0f2c7b9a03"},
+    ]});
+    let reply = h
+        .post("/api/notifications", Some(JSON), body.to_string())
+        .await;
+    assert_eq!(reply.status, StatusCode::ACCEPTED);
+    assert_eq!(
+        converge_parts(&h.drain().await),
+        vec![converge(
+            "0b6c7e58-3d2a-4d8e-9a41-5e0f2c7b9a03",
+            ChangeType::Updated,
+            SUB_A
+        )]
+    );
+    let m = h.metrics();
+    assert_eq!((m.rejected_malformed_item, m.jobs_enqueued), (2, 1));
+}
+
+#[tokio::test]
 async fn users_batch_is_enqueued_before_202() {
     let h = Harness::new();
     let reply = h

@@ -20,6 +20,10 @@ pub trait Graph: Send + Sync {
     /// Whether `user` is a member of `group`, directly or through nested groups.
     async fn is_member_of(&self, user: &ObjectId, group: &ObjectId) -> Result<bool, GraphError>;
 
+    /// Whether `group` exists. Graph's membership check answers "not a member" for a group
+    /// that does not exist, so a deleted or mistyped scope group must be asked about itself.
+    async fn group_exists(&self, group: &ObjectId) -> Result<bool, GraphError>;
+
     /// One page of users delta: the first page of a full round, or the page behind a link
     /// (a nextLink, or the deltaLink of the previous round).
     async fn users_delta(&self, from: &DeltaCursor) -> Result<Page<DeltaItem>, GraphError>;
@@ -54,6 +58,10 @@ pub trait Graph: Send + Sync {
     /// Deletes a subscription; one that is already gone is fine.
     async fn delete_subscription(&self, id: &SubscriptionId) -> Result<(), GraphError>;
 
+    /// The tenant and application this client is configured for: what shadowsync's accounts
+    /// were made from, and must not silently change.
+    fn identity(&self) -> GraphIdentity;
+
     /// Graph's clock: decisions about Graph's objects (is a subscription about to expire?)
     /// are made against Graph's time, not the local one.
     fn clock(&self) -> Arc<dyn Clock>;
@@ -61,6 +69,20 @@ pub trait Graph: Send + Sync {
     /// How many times Graph throttled since the last call (for metrics).
     fn take_throttled(&self) -> u64 {
         0
+    }
+}
+
+/// Who shadowsync is in Graph: the tenant it reads and the application it reads as.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct GraphIdentity {
+    /// The configured tenant (a GUID or a domain name).
+    pub tenant: String,
+    pub client_id: String,
+}
+
+impl fmt::Display for GraphIdentity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "tenant {}, application {}", self.tenant, self.client_id)
     }
 }
 

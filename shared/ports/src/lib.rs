@@ -15,7 +15,8 @@ pub mod graph;
 
 pub use directory::{ensure_owned, Directory, DirectoryError, DirectoryObject};
 pub use graph::{
-    DeltaCursor, DeltaItem, Graph, GraphError, NewSubscription, Page, Subscription, SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, NewSubscription, Page, Subscription,
+    SubscriptionId,
 };
 
 /// A boxed error cause, kept as the `source` of the errors here so no cause is lost to a string.

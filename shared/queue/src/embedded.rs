@@ -13,6 +13,9 @@
 //! - `queue_dedup` / `queue_dedup_expiry`: dedup keys sent within the window, and the same keys
 //!   ordered by time so that expired ones are purged without a scan.
 //! - `queue_dead`: seq → dead letter (JSON).
+//! - `queue_unreadable`: seq → a stored job that cannot be read (written by a later version,
+//!   or damaged), with the reason: taken out of its group so that it blocks nothing, kept for a
+//!   person, counted with the dead letters.
 //! - `queue_meta`: the sequence counter.
 //!
 //! Only group heads are ever in `queue_ready` or `queue_waiting`, so a later job of a group cannot
@@ -39,6 +42,7 @@ const WAITING: TableDefinition<(i64, u64), ()> = TableDefinition::new("queue_wai
 const DEDUP: TableDefinition<&str, i64> = TableDefinition::new("queue_dedup");
 const DEDUP_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("queue_dedup_expiry");
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_dead");
+const UNREADABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_unreadable");
 const META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
 
 const NEXT_SEQ: &str = "next_seq";
@@ -110,7 +114,17 @@ struct Tables<'t> {
     dedup: Table<'t, &'static str, i64>,
     dedup_expiry: Table<'t, (i64, &'static str), ()>,
     dead: Table<'t, u64, &'static [u8]>,
+    unreadable: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+}
+
+/// A stored job that cannot be read, as kept in `queue_unreadable`.
+#[derive(Debug, Serialize, Deserialize)]
+struct Unreadable {
+    reason: String,
+    /// The stored bytes, as text (lossy).
+    stored: String,
+    dead_at: DateTime<Utc>,
 }
 
 impl<'t> Tables<'t> {
@@ -123,8 +137,54 @@ impl<'t> Tables<'t> {
             dedup: tx.open_table(DEDUP)?,
             dedup_expiry: tx.open_table(DEDUP_EXPIRY)?,
             dead: tx.open_table(DEAD)?,
+            unreadable: tx.open_table(UNREADABLE)?,
             meta: tx.open_table(META)?,
         })
+    }
+
+    /// The job at `seq`, or `None` if there is none or it cannot be read; then it is moved to
+    /// `queue_unreadable` with the reason, and its group's next job is ready.
+    fn load_readable(
+        &mut self,
+        seq: u64,
+        now: DateTime<Utc>,
+    ) -> Result<Option<Record>, QueueError> {
+        let Some(raw) = self.jobs.get(seq)? else {
+            return Ok(None);
+        };
+        let stored = raw.value().to_vec();
+        drop(raw);
+        let error = match serde_json::from_slice::<Record>(&stored) {
+            Ok(record) => return Ok(Some(record)),
+            Err(e) => e,
+        };
+        let reason = format!("the stored job cannot be read: {error}");
+        tracing::error!(seq, %reason, "an unreadable job is set aside; it blocks nothing");
+        let group = self
+            .groups
+            .iter()?
+            .find_map(|entry| match entry {
+                Ok((k, _)) if k.value().1 == seq => Some(Ok(k.value().0.to_string())),
+                Ok(_) => None,
+                Err(e) => Some(Err(e)),
+            })
+            .transpose()?;
+        self.jobs.remove(seq)?;
+        self.ready.remove(seq)?;
+        if let Some(group) = group {
+            self.groups.remove((group.as_str(), seq))?;
+            if let Some(next) = self.group_head(&group)? {
+                self.ready.insert(next, ())?;
+            }
+        }
+        let kept = Unreadable {
+            reason,
+            stored: String::from_utf8_lossy(&stored).into_owned(),
+            dead_at: now,
+        };
+        self.unreadable
+            .insert(seq, serde_json::to_vec(&kept)?.as_slice())?;
+        Ok(None)
     }
 
     fn load(&self, seq: u64) -> Result<Option<Record>, QueueError> {
@@ -280,8 +340,8 @@ impl EmbeddedQueue {
     /// that died, so waiting for its visibility timeout would only delay those users. Jobs held
     /// back by `retry_later` keep their delay.
     pub async fn release_in_flight(&self) -> Result<usize, QueueError> {
-        self.write(|t, now| {
-            let now = micros(now);
+        self.write(|t, at| {
+            let now = micros(at);
             let invisible = t
                 .waiting
                 .range((now.saturating_add(1), 0)..)?
@@ -289,7 +349,8 @@ impl EmbeddedQueue {
                 .collect::<Result<Vec<_>, _>>()?;
             let mut released = 0;
             for (visible_at, seq) in invisible {
-                let Some(mut record) = t.load(seq)? else {
+                let Some(mut record) = t.load_readable(seq, at)? else {
+                    t.waiting.remove((visible_at, seq))?;
                     continue;
                 };
                 if record.receipt.is_none() {
@@ -399,8 +460,10 @@ impl Queue for EmbeddedQueue {
                 let Some(seq) = t.ready.pop_first()?.map(|(k, _)| k.value()) else {
                     break;
                 };
-                let Some(mut record) = t.load(seq)? else {
-                    continue; // an index entry without a job cannot be delivered
+                // An index entry without a job cannot be delivered; an unreadable job is set
+                // aside.
+                let Some(mut record) = t.load_readable(seq, now)? else {
+                    continue;
                 };
                 if record.attempt >= max_attempts {
                     // Received max_attempts times and never acknowledged nor handed back: the
@@ -489,14 +552,15 @@ impl Queue for EmbeddedQueue {
             for entry in waiting.range((micros(now).saturating_add(1), 0)..)? {
                 let seq = entry?.0.value().1;
                 if let Some(raw) = jobs.get(seq)? {
-                    let record: Record = serde_json::from_slice(raw.value())?;
-                    in_flight += u64::from(record.receipt.is_some());
+                    // One that cannot be read is set aside at its next receive.
+                    let record = serde_json::from_slice::<Record>(raw.value()).ok();
+                    in_flight += u64::from(record.is_some_and(|r| r.receipt.is_some()));
                 }
             }
             Ok(QueueStats {
                 depth: jobs.len()?,
                 in_flight,
-                dead_letters: tx.open_table(DEAD)?.len()?,
+                dead_letters: tx.open_table(DEAD)?.len()? + tx.open_table(UNREADABLE)?.len()?,
             })
         })
         .await

@@ -353,3 +353,41 @@ async fn release_in_flight_hands_out_jobs_of_a_dead_consumer_at_once() {
     );
     assert_eq!(again[0].attempt, 2);
 }
+
+#[tokio::test]
+async fn an_unreadable_job_is_set_aside_and_blocks_nothing() {
+    use shadowsync_state::redb::{ReadableTable, TableDefinition};
+    let dir = tempfile::tempdir().unwrap();
+    let (store, q) = open(&dir.path().join("q.redb"), 5);
+    q.send_batch(vec![job("a", 0), job("a", 1), job("b", 0)])
+        .await
+        .unwrap();
+    // The head of a's group becomes unreadable (a later version's kind of job, or damage).
+    let jobs: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_jobs");
+    let db = store.database();
+    let tx = db.begin_write().unwrap();
+    {
+        let mut table = tx.open_table(jobs).unwrap();
+        let first = table.first().unwrap().unwrap().0.value();
+        table
+            .insert(first, br#"{"job":{"kind":"from_the_future"}}"#.as_slice())
+            .unwrap();
+    }
+    tx.commit().unwrap();
+
+    let mut received = Vec::new();
+    for _ in 0..3 {
+        for d in q.receive(10, LONG).await.expect("receive goes on") {
+            received.push(d.job.clone());
+            q.ack(&d.receipt).await.unwrap();
+        }
+    }
+    assert_eq!(received.len(), 2, "a's next job and b's: {received:?}");
+    assert!(received.contains(&job("a", 1)) && received.contains(&job("b", 0)));
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.depth, stats.dead_letters),
+        (0, 1),
+        "kept and counted"
+    );
+}

@@ -5,6 +5,8 @@ use async_trait::async_trait;
 use redb::{Database, ReadableTable, TableDefinition, TableError};
 use std::path::Path;
 use std::sync::Arc;
+#[cfg(unix)]
+use tracing::warn;
 
 #[derive(Clone)]
 pub struct EmbeddedStore {
@@ -40,12 +42,18 @@ fn decode(raw: &[u8]) -> Versioned<Vec<u8>> {
 }
 
 impl EmbeddedStore {
-    /// Opens (or creates) the store file; the parent directory is created if needed.
+    /// Opens (or creates) the store file; the parent directory is created if needed. The file
+    /// is its owner's only (0600 on Unix), an existing one included.
     pub fn open(path: impl AsRef<Path>) -> Result<Self, StateError> {
         let path = path.as_ref();
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(storage)?;
         }
+        let in_file = |e: std::io::Error| StateError::Storage {
+            message: format!("{}: {e}", path.display()),
+            source: e.into(),
+        };
+        owner_only(path).map_err(in_file)?;
         let db = Database::create(path).map_err(|e| match e {
             redb::DatabaseError::DatabaseAlreadyOpen => {
                 StateError::InUse(path.display().to_string())
@@ -83,6 +91,46 @@ impl EmbeddedStore {
             .await
             .map_err(storage)?
     }
+}
+
+/// The store holds every guest's record and the queue's jobs: nobody but its owner (the
+/// service account) has any business reading them.
+#[cfg(unix)]
+const OWNER_ONLY: u32 = 0o600;
+
+/// Creates the file as 0600 before redb opens it, so that it never exists with the umask's
+/// wider mode, and tightens an existing file that others may read (an older version, a copy
+/// restored by hand).
+#[cfg(unix)]
+fn owner_only(path: &Path) -> std::io::Result<()> {
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+    let file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .mode(OWNER_ONLY)
+        .open(path)?;
+    let mode = file.metadata()?.permissions().mode() & 0o777;
+    if mode & 0o077 != 0 {
+        file.set_permissions(std::fs::Permissions::from_mode(OWNER_ONLY))
+            .map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("others may read it (mode {mode:o}) and it cannot be restricted to its owner: {e}"),
+                )
+            })?;
+        warn!(
+            path = %path.display(),
+            was = %format_args!("{mode:o}"),
+            "the state store could be read by others; restricted it to its owner (600)"
+        );
+    }
+    Ok(())
+}
+
+/// Elsewhere the file inherits its directory's access control list.
+#[cfg(not(unix))]
+fn owner_only(_: &Path) -> std::io::Result<()> {
+    Ok(())
 }
 
 fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {

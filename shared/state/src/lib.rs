@@ -8,7 +8,8 @@ pub mod records;
 
 pub use embedded::EmbeddedStore;
 pub use records::{
-    AccountStatus, DeltaCheckpoint, GraphAccessDenied, GuestRecord, LastSweep, SubscriptionRecord,
+    AccountStatus, DeltaCheckpoint, Destructive, GraphAccessDenied, GuestRecord, HeldChange,
+    LastSweep, RecordedIdentity, SafetyGuard, SubscriptionRecord, Tripped,
 };
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;

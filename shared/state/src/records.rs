@@ -23,6 +23,12 @@ pub const GRAPH_ACCESS: &str = "graph_access";
 /// Table of the jobs parked while Graph refuses access, keyed by the job's group (the user, or
 /// the subscription): one per group, the latest.
 pub const PARKED: &str = "parked";
+/// Table of the disables and deletes the safety rails hold, keyed by objectId: one per guest.
+pub const HELD: &str = "held";
+/// Key of [`SafetyGuard`] in [`CHECKPOINTS`].
+pub const SAFETY_GUARD: &str = "safety_guard";
+/// Key of [`RecordedIdentity`] in [`CHECKPOINTS`].
+pub const GRAPH_IDENTITY: &str = "graph_identity";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -172,4 +178,66 @@ pub struct GraphAccessDenied {
     pub message: String,
     /// Refusals since `since`.
     pub refusals: u64,
+}
+
+/// A change that cannot be undone by running shadowsync again: the safety rails count these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Destructive {
+    /// Locks a partner out of every on-premises application at once.
+    Disable,
+    /// Removes the account, its SID and every ACL entry naming it.
+    Delete,
+}
+
+impl Destructive {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Disable => "disable",
+            Self::Delete => "delete",
+        }
+    }
+}
+
+/// The accidental-change threshold's state ([`CHECKPOINTS`] / [`SAFETY_GUARD`]), shared by
+/// every host of a deployment: the destructive changes of the last hour, and whether the
+/// threshold tripped (then every disable and delete is held until an administrator acts).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SafetyGuard {
+    /// When each disable or delete of the last hour was let through.
+    pub recent: Vec<(DateTime<Utc>, Destructive)>,
+    pub tripped: Option<Tripped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Tripped {
+    pub at: DateTime<Utc>,
+    pub reason: String,
+}
+
+/// A disable or delete the safety rails hold ([`HELD`]): not applied, not dropped.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeldChange {
+    pub object_id: ObjectId,
+    pub user_principal_name: Option<String>,
+    /// The account it would change.
+    pub dn: Option<String>,
+    pub change: Destructive,
+    /// The plan, in words.
+    pub plan: String,
+    /// Why it is held.
+    pub reason: String,
+    /// When it was first held.
+    pub held_at: DateTime<Utc>,
+    /// When an administrator released it: the next converge of this guest applies it.
+    pub released_at: Option<DateTime<Utc>>,
+}
+
+/// The Graph tenant and application the accounts were made from ([`CHECKPOINTS`] /
+/// [`GRAPH_IDENTITY`]): a configuration pointed elsewhere must not disable them all.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RecordedIdentity {
+    pub tenant: String,
+    pub client_id: String,
+    pub since: DateTime<Utc>,
 }

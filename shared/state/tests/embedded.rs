@@ -75,3 +75,41 @@ async fn guest_record_round_trip() {
         "stale save must conflict"
     );
 }
+
+/// The store holds the queue's jobs and every guest's record: readable by its owner only.
+#[cfg(unix)]
+mod permissions {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+    use std::path::Path;
+
+    fn mode(path: &Path) -> String {
+        format!(
+            "{:o}",
+            std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+        )
+    }
+
+    #[test]
+    fn a_new_store_file_is_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        drop(EmbeddedStore::open(&path).unwrap());
+        assert_eq!(mode(&path), "600");
+    }
+
+    #[tokio::test]
+    async fn an_existing_store_file_open_to_others_is_tightened() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state.redb");
+        {
+            let store = EmbeddedStore::open(&path).unwrap();
+            store.put("t", "k", b"v".to_vec(), None).await.unwrap();
+        }
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+
+        let store = EmbeddedStore::open(&path).unwrap();
+        assert_eq!(mode(&path), "600");
+        assert_eq!(store.get("t", "k").await.unwrap().unwrap().value, b"v");
+    }
+}

@@ -11,7 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use shadowsync_core::{Clock, GraphUser, ManualClock, ObjectId, UserLookup};
 use shadowsync_ports::{
-    DeltaCursor, DeltaItem, Graph, GraphError, NewSubscription, Page, Subscription, SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, NewSubscription, Page, Subscription,
+    SubscriptionId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -31,6 +32,7 @@ pub enum GraphOp {
     User,
     UserByPrincipalName,
     IsMemberOf,
+    GroupExists,
     UsersDelta,
     Guests,
     CreateSubscription,
@@ -90,6 +92,7 @@ struct World {
     /// Users the replica that answers reads does not show yet (Entra is eventually consistent):
     /// reads of them answer as if they did not exist; lists and delta show them.
     lagging: BTreeSet<ObjectId>,
+    identity: GraphIdentity,
 }
 
 /// Microsoft Graph in memory. Cheap to share behind an `Arc`. The port's methods answer
@@ -143,6 +146,10 @@ impl FakeGraph {
                 lagging: BTreeSet::new(),
                 calls: Vec::new(),
                 throttled: 0,
+                identity: GraphIdentity {
+                    tenant: "8a3f6c2e-5b1d-4e7a-9c0f-2d4b6e8a1c3f".into(),
+                    client_id: "f1e2d3c4-b5a6-4978-8a9b-0c1d2e3f4a5b".into(),
+                },
             }),
             clock,
         }
@@ -282,6 +289,20 @@ impl FakeGraph {
             .get_mut(group)
             .unwrap_or_else(|| panic!("FakeGraph: no group {group}"));
         members.insert(member.clone());
+    }
+
+    /// Deletes `group` (its members stay; memberships in it end).
+    pub fn delete_group(&self, group: &ObjectId) {
+        let mut w = lock(&self.world);
+        w.groups.remove(group);
+        for members in w.groups.values_mut() {
+            members.remove(group);
+        }
+    }
+
+    /// Points this Graph at another tenant or application, as a changed configuration would.
+    pub fn set_identity(&self, identity: GraphIdentity) {
+        lock(&self.world).identity = identity;
     }
 
     pub fn remove_from_group(&self, group: &ObjectId, member: &ObjectId) {
@@ -733,6 +754,11 @@ impl Graph for FakeGraph {
         Ok(w.transitively_in(user, group))
     }
 
+    async fn group_exists(&self, group: &ObjectId) -> Result<bool, GraphError> {
+        let w = self.begin(GraphOp::GroupExists, group.as_str())?;
+        Ok(w.groups.contains_key(group))
+    }
+
     async fn users_delta(&self, from: &DeltaCursor) -> Result<Page<DeltaItem>, GraphError> {
         let arg = match from {
             DeltaCursor::Start => "start".to_string(),
@@ -880,6 +906,10 @@ impl Graph for FakeGraph {
         let mut w = self.begin(GraphOp::DeleteSubscription, id.as_str())?;
         w.subscriptions.remove(id.as_str());
         Ok(())
+    }
+
+    fn identity(&self) -> GraphIdentity {
+        lock(&self.world).identity.clone()
     }
 
     fn clock(&self) -> Arc<dyn Clock> {

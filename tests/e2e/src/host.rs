@@ -28,7 +28,9 @@ pub struct HostOptions<'a> {
     pub config: &'a str,
     /// Environment overrides, see [`crate::serve::Cli::env`].
     pub env: Vec<(String, Option<String>)>,
-    /// Waits until serve has created its subscription.
+    /// Waits until serve has created its subscription and finished its reconciliation at
+    /// start (a delta round and a sweep, which converges every guest then in Graph), so that
+    /// what a test does afterwards is what serve reacts to.
     pub wait_for_subscription: bool,
 }
 
@@ -89,6 +91,11 @@ impl Host {
             wait_until(SETTLE, || async { host.subscriptions().await.len() == 1 })
                 .await
                 .expect("serve creates the subscription at start");
+            wait_until(SETTLE, || async {
+                !host.status().await["last_sweep"].is_null()
+            })
+            .await
+            .expect("serve sweeps at start");
         }
         host
     }

@@ -16,6 +16,7 @@ use std::path::PathBuf;
 
 pub mod aws;
 pub mod host;
+pub mod outage;
 pub mod rig;
 pub mod serve;
 pub mod subscriptions;
@@ -100,7 +101,7 @@ pub struct World {
     pub samba: &'static Samba,
     pub sim: RunningSim,
     pub graph: SimClient,
-    pub converger: Converger,
+    pub converger: Arc<Converger>,
     pub probe: AdProbe,
     /// The converger's clock: starts now, moves only when a test moves it.
     pub clock: Arc<ManualClock>,
@@ -118,13 +119,15 @@ impl World {
         let graph = SimClient::new(sim.base_url(), sim.config());
         let state_dir = tempfile::tempdir()?;
         let clock = Arc::new(ManualClock::new(chrono::Utc::now()));
-        let converger = Converger {
-            graph: Arc::new(graph_client(&sim)?),
-            directory: Arc::new(LdapDirectory::connect(samba.directory_config(), &policy).await?),
-            state: Arc::new(EmbeddedStore::open(state_dir.path().join("state.redb"))?),
-            policy,
-            clock: clock.clone(),
-        };
+        let store = EmbeddedStore::open(state_dir.path().join("state.redb"))?;
+        let queue = Arc::new(shadowsync_queue::EmbeddedQueue::new(&store, 8)?);
+        let directory = Arc::new(LdapDirectory::connect(samba.directory_config(), &policy).await?);
+        let app = shadowsync_app::App::from_parts(
+            shadowsync_app::Parts::new(Arc::new(graph_client(&sim)?), Arc::new(store), queue)
+                .directory(directory, policy)
+                .clock(clock.clone()),
+        );
+        let converger = app.converger()?.clone();
         Ok(Self {
             samba,
             sim,

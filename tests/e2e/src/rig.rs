@@ -111,6 +111,7 @@ impl Rig {
             clock: options.clock,
             schedule: Schedule::default(),
             workers: WorkerConfig::default(),
+            safety: Default::default(),
         });
         Ok(Self {
             sim,

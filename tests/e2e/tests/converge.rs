@@ -406,10 +406,18 @@ async fn an_empty_state_store_is_rebuilt_from_the_anchor() {
     let (_, first) = w.probe.by_anchor(&id).await.unwrap().unwrap();
 
     let fresh = tempfile::tempdir().unwrap();
-    w.converger.state = std::sync::Arc::new(
-        shadowsync_state::EmbeddedStore::open(fresh.path().join("empty.redb")).unwrap(),
-    );
-    let out = w.converger.converge(&id, Hint::default()).await.unwrap();
+    let c = &w.converger;
+    let converger = shadowsync_app::Converger {
+        state: std::sync::Arc::new(
+            shadowsync_state::EmbeddedStore::open(fresh.path().join("empty.redb")).unwrap(),
+        ),
+        graph: c.graph.clone(),
+        directory: c.directory.clone(),
+        policy: c.policy.clone(),
+        clock: c.clock.clone(),
+        safety: c.safety.clone(),
+    };
+    let out = converger.converge(&id, Hint::default()).await.unwrap();
     assert!(out.plan.is_empty(), "{:?}", out.plan);
     let (_, second) = w.probe.by_anchor(&id).await.unwrap().unwrap();
     assert_eq!(usn(&first), usn(&second));

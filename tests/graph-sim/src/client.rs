@@ -323,6 +323,16 @@ impl SimClient {
         .await
     }
 
+    pub async fn delete_group(&self, group_id: &str) -> Result<()> {
+        self.graph_json(
+            Method::DELETE,
+            &format!("/v1.0/groups/{}", encode_segment(group_id)),
+            None,
+        )
+        .await
+        .map(drop)
+    }
+
     /// Adds a user or group to a group.
     pub async fn add_member(&self, group_id: &str, member_id: &str) -> Result<()> {
         let body = json!({ "@odata.id": format!("https://graph.microsoft.com/v1.0/directoryObjects/{member_id}") });

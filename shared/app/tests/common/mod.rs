@@ -6,7 +6,9 @@
 use async_trait::async_trait;
 use chrono::Duration;
 use secrecy::SecretString;
-use shadowsync_app::{App, Converger, KeeperConfig, Outcome, Parts, Schedule, WorkerConfig};
+use shadowsync_app::{
+    App, Converger, KeeperConfig, Outcome, Parts, SafetyLimits, Schedule, WorkerConfig,
+};
 use shadowsync_core::{ActualAccount, Backoff, Clock, ManualClock, ObjectId, Policy};
 use shadowsync_ports::Directory;
 use shadowsync_queue::{EmbeddedQueue, Job, Queue};
@@ -44,6 +46,7 @@ pub struct Setup {
     pub schedule: Schedule,
     /// Creates a group in Graph and makes it the policy's scope group.
     pub scope_group: bool,
+    pub safety: SafetyLimits,
 }
 
 impl Default for Setup {
@@ -55,6 +58,7 @@ impl Default for Setup {
             max_attempts: 3,
             schedule: Schedule::default(),
             scope_group: false,
+            safety: SafetyLimits::default(),
         }
     }
 }
@@ -116,6 +120,7 @@ impl Setup {
                 ),
                 ..WorkerConfig::default()
             },
+            safety: self.safety,
         });
         World {
             app,
