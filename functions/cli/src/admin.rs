@@ -15,13 +15,37 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
-use shadowsync_app::admin::{self, HeldSelection, StatusReport, UserReport};
+use shadowsync_app::admin::{self, HeldSelection, StatusReport, UserReport, WebhookReport};
 use shadowsync_app::{App, Outcome};
 use shadowsync_queue::DeadLetter;
 use shadowsync_state::HeldChange;
 use std::sync::Arc;
 
 type AdminState = Arc<App>;
+
+/// The running webhook's counters, and since when.
+#[derive(Clone)]
+pub struct WebhookCounters {
+    pub metrics: Arc<shadowsync_notifications::WebhookMetrics>,
+    pub since: chrono::DateTime<chrono::Utc>,
+}
+
+impl WebhookCounters {
+    fn report(&self) -> WebhookReport {
+        let now = self.metrics.snapshot();
+        WebhookReport {
+            since: self.since,
+            notifications_received: now.items_received,
+            jobs_enqueued: now.jobs_enqueued,
+            rejected: now
+                .counters()
+                .into_iter()
+                .filter(|(name, n)| *n > 0 && name.contains("Rejected"))
+                .map(|(name, n)| (name.to_string(), n))
+                .collect(),
+        }
+    }
+}
 
 struct ApiError(anyhow::Error);
 
@@ -74,7 +98,7 @@ pub fn write_token(path: &std::path::Path) -> Result<String> {
 }
 
 /// The admin API; `serve` binds it to loopback only, and every request must carry `token`.
-pub fn router(admin: AdminState, token: String) -> Router {
+pub fn router(admin: AdminState, token: String, webhook: WebhookCounters) -> Router {
     let expected = digest(&token);
     Router::new()
         .route("/admin/status", get(api_status))
@@ -87,6 +111,7 @@ pub fn router(admin: AdminState, token: String) -> Router {
         .route("/admin/held", get(api_held))
         .route("/admin/held/release", post(api_release))
         .route("/admin/held/discard", post(api_discard))
+        .layer(axum::Extension(webhook))
         .layer(axum::middleware::from_fn(
             move |request: Request, next: Next| {
                 let expected = expected.clone();
@@ -120,10 +145,13 @@ async fn authorized(request: Request, next: Next, expected: &[u8]) -> Response {
     }
 }
 
-async fn api_status(State(a): State<AdminState>) -> ApiResult<StatusReport> {
-    Ok(Json(
-        admin::status(a.state.as_ref(), a.queue.as_ref()).await?,
-    ))
+async fn api_status(
+    State(a): State<AdminState>,
+    axum::Extension(webhook): axum::Extension<WebhookCounters>,
+) -> ApiResult<StatusReport> {
+    let mut report = admin::status(a.state.as_ref(), a.queue.as_ref()).await?;
+    report.webhook = Some(webhook.report());
+    Ok(Json(report))
 }
 
 async fn api_user(State(a): State<AdminState>, Path(key): Path<String>) -> ApiResult<UserReport> {

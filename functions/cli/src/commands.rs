@@ -257,6 +257,19 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
             report.graph_access.parked_jobs
         );
     }
+    if let Some(w) = &report.webhook {
+        let rejected: u64 = w.rejected.values().sum();
+        println!(
+            "webhook        since {}: {} notifications, {} jobs enqueued, {} rejected",
+            w.since.to_rfc3339(),
+            w.notifications_received,
+            w.jobs_enqueued,
+            rejected
+        );
+        for (reason, n) in &w.rejected {
+            println!("REJECTED       {n} {reason}");
+        }
+    }
     let safety = &report.safety;
     println!(
         "safety         {} disables and {} deletes in the last hour",

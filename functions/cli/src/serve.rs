@@ -48,7 +48,11 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, notification_url = %config.webhook.notification_url(), "webhook listening");
     let token = crate::admin::write_token(&crate::admin::token_path(config.state_path()?))?;
-    let admin = crate::admin::router(app.clone(), token);
+    let counters = crate::admin::WebhookCounters {
+        metrics: webhook_metrics.clone(),
+        since: chrono::Utc::now(),
+    };
+    let admin = crate::admin::router(app.clone(), token, counters);
     let admin_server = serve_http(config.admin.listen, admin, &shutdown)
         .await
         .with_context(|| format!("admin API on {}", config.admin.listen))?;

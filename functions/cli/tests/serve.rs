@@ -100,6 +100,16 @@ async fn forged_notifications_change_nothing() {
         h.account(&id).await.is_none(),
         "a forged notification must not be acted on"
     );
+    // And an operator sees them: `status` says what the webhook rejected, and why.
+    let status = h.status().await;
+    let rejected = &status["webhook"]["rejected"];
+    assert_eq!(rejected["RejectedBadClientState"], 1, "{status}");
+    assert_eq!(rejected["RejectedWrongTenant"], 1, "{status}");
+    let text = h.serve.cli.run(&["status"], &[]).await.unwrap();
+    assert!(
+        text.contains("REJECTED       1 RejectedBadClientState"),
+        "{text}"
+    );
     // The same notification, genuine, is acted on: the negative result above means something.
     assert_eq!(h.post_notification(&id, CLIENT_STATE).await, 202);
     h.wait_for(&id, "genuine notification", h.enabled_in_guests())

@@ -41,6 +41,21 @@ pub struct StatusReport {
     /// The accidental-change threshold and the disables and deletes it holds.
     #[serde(default)]
     pub safety: SafetyReport,
+    /// What the running `serve`'s webhook received since it started; `None` when the command
+    /// read the store itself (no webhook runs).
+    #[serde(default)]
+    pub webhook: Option<WebhookReport>,
+}
+
+/// A running webhook's counters since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WebhookReport {
+    pub since: DateTime<Utc>,
+    pub notifications_received: u64,
+    pub jobs_enqueued: u64,
+    /// Discarded items and refused requests, by counter name (`RejectedBadClientState`,
+    /// `RejectedWrongTenant`, …); only those that happened.
+    pub rejected: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -122,6 +137,7 @@ pub async fn status(
         conflicts,
         graph_access: access::report(state).await?,
         safety: safety::report(state, Utc::now()).await?,
+        webhook: None,
     })
 }
 

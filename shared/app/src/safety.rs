@@ -31,7 +31,7 @@ use shadowsync_state::{
 };
 use std::sync::{Arc, Mutex};
 
-/// The threshold's window.
+/// The threshold's window, counted in whole minutes (see [`SafetyGuard`]).
 const WINDOW: Duration = Duration::hours(1);
 /// How long a pre-flight answer is trusted: destructive changes come in bursts (a sweep), and
 /// one check per minute is enough to notice a group deleted or restored.
@@ -65,10 +65,10 @@ impl From<&shadowsync_config::SafetySection> for SafetyLimits {
 }
 
 impl SafetyLimits {
-    fn of(&self, change: Destructive) -> usize {
+    fn of(&self, change: Destructive) -> u64 {
         match change {
-            Destructive::Disable => self.max_disables_per_hour as usize,
-            Destructive::Delete => self.max_deletes_per_hour as usize,
+            Destructive::Disable => u64::from(self.max_disables_per_hour),
+            Destructive::Delete => u64::from(self.max_deletes_per_hour),
         }
     }
 }
@@ -96,8 +96,8 @@ pub enum Verdict {
 pub struct SafetyReport {
     pub tripped: Option<Tripped>,
     pub held: usize,
-    pub disables_last_hour: usize,
-    pub deletes_last_hour: usize,
+    pub disables_last_hour: u64,
+    pub deletes_last_hour: u64,
 }
 
 pub struct Safety {
@@ -301,10 +301,7 @@ impl Safety {
                 return Ok(Verdict::Hold(tripped.reason.clone()));
             }
             let now = self.clock.now();
-            guard
-                .recent
-                .retain(|(at, _)| *at > now - WINDOW && *at <= now);
-            let done = guard.recent.iter().filter(|(_, c)| *c == change).count();
+            let done = guard.count(change, now - WINDOW);
             let limit = self.limits.of(change);
             let verdict = if done >= limit {
                 let reason = format!(
@@ -320,7 +317,7 @@ impl Safety {
                 });
                 Verdict::Hold(reason)
             } else {
-                guard.recent.push((now, change));
+                guard.add(change, now, now - WINDOW);
                 Verdict::Go
             };
             match put_json(&*self.state, CHECKPOINTS, SAFETY_GUARD, &guard, version).await {
@@ -407,13 +404,7 @@ pub async fn report(
         .await?
         .map(|g| g.value)
         .unwrap_or_default();
-    let recent = |c: Destructive| {
-        guard
-            .recent
-            .iter()
-            .filter(|(at, change)| *change == c && *at > now - WINDOW)
-            .count()
-    };
+    let recent = |c: Destructive| guard.count(c, now - WINDOW);
     let mut held = 0;
     let mut after: Option<String> = None;
     loop {

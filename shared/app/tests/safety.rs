@@ -412,10 +412,10 @@ async fn two_workers_counting_at_once_both_count() {
     }
     w.converge(&ids[0]).await;
     // Another worker counts a disable just before ours is written.
-    let theirs = SafetyGuard {
-        recent: vec![(now(&w), Destructive::Disable); 2],
-        tripped: None,
-    };
+    let mut theirs = SafetyGuard::default();
+    for _ in 0..2 {
+        theirs.add(Destructive::Disable, now(&w), now(&w) - Duration::hours(1));
+    }
     w.store.race_next_put(
         CHECKPOINTS,
         SAFETY_GUARD,

@@ -2,7 +2,7 @@
 //! Graph and in AD's anchors, and every record can be rebuilt from them.
 
 use crate::{get_json, put_json, KeyValueStore, StateError, Versioned};
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
 use shadowsync_core::ObjectId;
 
@@ -204,9 +204,55 @@ impl Destructive {
 /// threshold tripped (then every disable and delete is held until an administrator acts).
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SafetyGuard {
-    /// When each disable or delete of the last hour was let through.
-    pub recent: Vec<(DateTime<Utc>, Destructive)>,
+    /// The disables and deletes let through lately, per minute: at most an hour's worth of
+    /// entries whatever the limits (a DynamoDB item holds 400 KB at most).
+    pub minutes: Vec<MinuteCount>,
     pub tripped: Option<Tripped>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MinuteCount {
+    /// The minute's start.
+    pub minute: DateTime<Utc>,
+    pub disables: u64,
+    pub deletes: u64,
+}
+
+impl SafetyGuard {
+    /// The `change`s let through in the minutes that started after `since`.
+    pub fn count(&self, change: Destructive, since: DateTime<Utc>) -> u64 {
+        self.minutes
+            .iter()
+            .filter(|m| m.minute > since)
+            .map(|m| match change {
+                Destructive::Disable => m.disables,
+                Destructive::Delete => m.deletes,
+            })
+            .sum()
+    }
+
+    /// Counts one `change` at `at`, and forgets the minutes that started at or before `since`.
+    pub fn add(&mut self, change: Destructive, at: DateTime<Utc>, since: DateTime<Utc>) {
+        self.minutes.retain(|m| m.minute > since);
+        let minute = at
+            .duration_trunc(chrono::Duration::minutes(1))
+            .unwrap_or(at);
+        let entry = match self.minutes.iter_mut().find(|m| m.minute == minute) {
+            Some(entry) => entry,
+            None => {
+                self.minutes.push(MinuteCount {
+                    minute,
+                    disables: 0,
+                    deletes: 0,
+                });
+                self.minutes.last_mut().expect("just pushed")
+            }
+        };
+        match change {
+            Destructive::Disable => entry.disables += 1,
+            Destructive::Delete => entry.deletes += 1,
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -240,4 +286,35 @@ pub struct RecordedIdentity {
     pub tenant: String,
     pub client_id: String,
     pub since: DateTime<Utc>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_threshold_count_stays_small_whatever_the_limits() {
+        let start = DateTime::parse_from_rfc3339("2030-01-07T09:00:30Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let mut guard = SafetyGuard::default();
+        // 10,000 disables over two hours, one every 0.72 s.
+        for n in 0..10_000i64 {
+            let at = start + chrono::Duration::milliseconds(n * 720);
+            guard.add(Destructive::Disable, at, at - chrono::Duration::hours(1));
+        }
+        let end = start + chrono::Duration::milliseconds(9_999 * 720);
+        assert!(guard.minutes.len() <= 61, "{} entries", guard.minutes.len());
+        let last_hour = guard.count(Destructive::Disable, end - chrono::Duration::hours(1));
+        // Counted in whole minutes: the oldest, partial minute may be left out.
+        assert!((4_900..=5_000).contains(&last_hour), "{last_hour}");
+        assert_eq!(
+            guard.count(Destructive::Delete, end - chrono::Duration::hours(1)),
+            0
+        );
+        assert!(
+            serde_json::to_vec(&guard).unwrap().len() < 8_000,
+            "one small item"
+        );
+    }
 }
