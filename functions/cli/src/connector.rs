@@ -71,12 +71,17 @@ pub async fn connector(config: Config) -> Result<()> {
         "connector started: long-polling the job queue"
     );
 
-    let (a, stop) = (app.clone(), shutdown.clone());
-    let workers = tokio::spawn(async move { a.run_workers(stop).await });
+    // The last counters are logged once the workers have stopped: the jobs in hand count too.
+    let workers_stopped = CancellationToken::new();
+    let (a, stop, stopped) = (app.clone(), shutdown.clone(), workers_stopped.clone());
+    let workers = tokio::spawn(async move {
+        a.run_workers(stop).await;
+        stopped.cancel();
+    });
     // Delta rounds run in the cloud; `missed` waits for the next one.
     let (a, stop) = (app.clone(), shutdown.clone());
     let sweeps = tokio::spawn(async move { a.run_schedule(Roles::SWEEP, stop).await });
-    let (a, stop) = (app.clone(), shutdown.clone());
+    let (a, stop) = (app.clone(), workers_stopped);
     let metrics = tokio::spawn(async move {
         crate::metrics::log_periodically(&a, None, METRICS_EVERY, stop).await
     });

@@ -7,8 +7,9 @@ use shadowsync_notifications::WebhookMetrics;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Logs the jobs' counters (and the webhook's, where it runs) every `every`, and once more at
-/// shutdown.
+/// Logs the jobs' counters (and the webhook's, where it runs) every `every`, and once more when
+/// `shutdown` is cancelled (the hosts cancel it once their workers have stopped, so that the
+/// jobs finished during the shutdown are in the last line).
 pub async fn log_periodically(
     app: &App,
     webhook: Option<&WebhookMetrics>,

@@ -57,10 +57,14 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("admin API on {}", config.admin.listen))?;
 
+    // The last counters are logged once the workers have stopped: the jobs in hand count too.
+    let workers_stopped = CancellationToken::new();
+    let stopped = workers_stopped.clone();
     // The keeper starts once the webhook listens: creating a subscription makes Graph call it.
     let tasks = [
         spawn(&app, &shutdown, |app, stop| async move {
-            app.run_workers(stop).await
+            app.run_workers(stop).await;
+            stopped.cancel();
         }),
         spawn(&app, &shutdown, |app, stop| async move {
             app.keep_subscription(stop).await
@@ -68,7 +72,7 @@ pub async fn serve(config: Config) -> Result<()> {
         spawn(&app, &shutdown, |app, stop| async move {
             app.run_schedule(Roles::ALL, stop).await
         }),
-        spawn(&app, &shutdown, move |app, stop| async move {
+        spawn(&app, &workers_stopped, move |app, stop| async move {
             crate::metrics::log_periodically(&app, Some(&webhook_metrics), METRICS_EVERY, stop)
                 .await
         }),

@@ -394,6 +394,6 @@ async fn counters_are_published_in_the_log() {
     let jobs = events
         .iter()
         .find(|e| e["message"] == "job counters")
-        .expect("a job counters line");
+        .unwrap_or_else(|| panic!("a job counters line in {events:#?}"));
     assert_eq!(jobs["applied"], 1, "{jobs}");
 }
