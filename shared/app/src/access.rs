@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use shadowsync_core::Clock;
 use shadowsync_queue::{Job, Queue};
 use shadowsync_state::records::{CHECKPOINTS, GRAPH_ACCESS, PARKED};
-use shadowsync_state::{get_json, put_json, GraphAccessDenied, KeyValueStore};
+use shadowsync_state::{count_keys, get_json, put_json, GraphAccessDenied, KeyValueStore};
 use std::sync::Arc;
 
 /// Parked jobs read or re-sent per step.
@@ -135,14 +135,7 @@ pub async fn report(state: &dyn KeyValueStore) -> Result<AccessReport, AppError>
     let denied = get_json::<GraphAccessDenied>(state, CHECKPOINTS, GRAPH_ACCESS)
         .await?
         .map(|v| v.value);
-    let mut parked_jobs = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.scan(PARKED, after.as_deref(), 500).await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        parked_jobs += page.len();
-    }
+    let parked_jobs = count_keys(state, PARKED).await?;
     Ok(AccessReport {
         denied,
         parked_jobs,

@@ -154,30 +154,30 @@ impl HeldSelection {
         self.users.is_empty()
     }
 
-    fn picks(&self, change: &HeldChange) -> bool {
-        self.all()
-            || self.users.iter().any(|key| {
-                change.object_id.as_str().eq_ignore_ascii_case(key)
-                    || change
-                        .user_principal_name
-                        .as_deref()
-                        .is_some_and(|upn| upn.eq_ignore_ascii_case(key))
-            })
-    }
-
     /// The held changes chosen; an error naming a key that matches none.
     async fn chosen(&self, state: &dyn KeyValueStore) -> Result<Vec<HeldChange>, AppError> {
         let held = safety::held_changes(state).await?;
-        for key in &self.users {
-            let one = HeldSelection {
-                users: vec![key.clone()],
-            };
-            if !held.iter().any(|c| one.picks(c)) {
-                return Err(AppError::NotFound(format!("no held change for {key}")));
-            }
+        if let Some(key) = self
+            .users
+            .iter()
+            .find(|key| !held.iter().any(|c| names(c, key)))
+        {
+            return Err(AppError::NotFound(format!("no held change for {key}")));
         }
-        Ok(held.into_iter().filter(|c| self.picks(c)).collect())
+        Ok(held
+            .into_iter()
+            .filter(|c| self.all() || self.users.iter().any(|key| names(c, key)))
+            .collect())
     }
+}
+
+/// Whether `key` names the guest of `change` (objectId or userPrincipalName, any case).
+fn names(change: &HeldChange, key: &str) -> bool {
+    change.object_id.as_str().eq_ignore_ascii_case(key)
+        || change
+            .user_principal_name
+            .as_deref()
+            .is_some_and(|upn| upn.eq_ignore_ascii_case(key))
 }
 
 /// Lets the chosen held changes through: each is marked released and its guest converged

@@ -94,6 +94,8 @@ struct Situation {
     observation: Observation,
     record: Option<Versioned<GuestRecord>>,
     disabled_since: Option<DateTime<Utc>>,
+    /// Graph's time when the user was read: retention is judged, and counted from, by it.
+    graph_now: DateTime<Utc>,
     /// Set when a new account is needed but every `sAMAccountName` candidate is taken.
     names_taken: Option<Vec<String>>,
     /// The guest's change the safety rails hold, if any.
@@ -278,8 +280,6 @@ impl Converger {
             });
         }
         let now = self.clock.now();
-        // The time the retention counts from, on Graph's clock (see `observe`).
-        let graph_now = self.graph.clock().now();
         let record = GuestRecord {
             object_id: user_id.clone(),
             dn: after.as_ref().map(|a| a.dn.clone()),
@@ -287,7 +287,9 @@ impl Converger {
             sam_account_name: after.as_ref().map(|a| a.sam_account_name.clone()),
             status,
             disabled_at: match status {
-                AccountStatus::Disabled => Some(situation.disabled_since.unwrap_or(graph_now)),
+                AccountStatus::Disabled => {
+                    Some(situation.disabled_since.unwrap_or(situation.graph_now))
+                }
                 _ => None,
             },
             applied_fingerprint: match &situation.desired {
@@ -404,13 +406,11 @@ impl Converger {
         // planted) must not keep the guest's own account enabled: with exactly one account of
         // ours, disabling and deleting it go ahead and the other is left alone. Anything else
         // it might mean (which one is the guest's?) waits for a person, as a conflict.
-        let (ours, foreign): (Vec<_>, Vec<_>) = found
-            .iter()
-            .cloned()
-            .partition(|a| self.policy.manages(&a.dn));
-        let mut accounts = match (ours.len(), foreign.is_empty()) {
-            (1, false) => ours,
-            _ => found.clone(),
+        let (ours, foreign): (Vec<_>, Vec<_>) =
+            found.into_iter().partition(|a| self.policy.manages(&a.dn));
+        let (mut accounts, set_aside) = match (ours.len(), foreign.is_empty()) {
+            (1, false) => (ours, foreign),
+            _ => (ours.into_iter().chain(foreign).collect(), Vec::new()),
         };
         // Retention is judged by Graph's clock, like subscription expiry: a local clock jumping
         // forward must not delete anything. It counts from when shadowsync disabled the
@@ -434,11 +434,11 @@ impl Converger {
             disabled_since,
             graph_now,
         );
-        if accounts.len() < found.len() {
+        if !set_aside.is_empty() {
             match &desired {
-                DesiredState::Enabled(_) => accounts = found,
+                DesiredState::Enabled(_) => accounts.extend(set_aside),
                 _ => tracing::warn!(%user_id,
-                    foreign = ?foreign.iter().map(|a| a.dn.as_str()).collect::<Vec<_>>(),
+                    foreign = ?set_aside.iter().map(|a| a.dn.as_str()).collect::<Vec<_>>(),
                     "objects outside the managed OUs carry this guest's anchor; left alone"),
             }
         }
@@ -474,6 +474,7 @@ impl Converger {
             observation,
             record,
             disabled_since,
+            graph_now,
             names_taken,
             held,
         })

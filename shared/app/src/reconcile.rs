@@ -474,8 +474,8 @@ impl Reconciler {
     /// guests then need no disable) instead of at the next sweep. Not while the threshold is
     /// tripped: then an administrator decides.
     pub async fn recheck_held(&self) -> Result<usize, AppError> {
-        let report = crate::safety::report(self.state.as_ref(), self.clock.now()).await?;
-        if report.held == 0 || report.tripped.is_some() {
+        let guard = crate::safety::load_guard(self.state.as_ref()).await?;
+        if guard.is_some_and(|g| g.value.tripped.is_some()) {
             return Ok(0);
         }
         let held = crate::safety::held_changes(self.state.as_ref()).await?;

@@ -26,8 +26,8 @@ use shadowsync_core::{Clock, ObjectId, Operation, Plan};
 use shadowsync_ports::{Graph, GraphIdentity};
 use shadowsync_state::records::{CHECKPOINTS, GRAPH_IDENTITY, HELD, SAFETY_GUARD};
 use shadowsync_state::{
-    get_json, put_json, Destructive, HeldChange, KeyValueStore, RecordedIdentity, SafetyGuard,
-    Tripped, Versioned,
+    count_keys, get_json, put_json, Destructive, HeldChange, KeyValueStore, RecordedIdentity,
+    SafetyGuard, Tripped, Versioned,
 };
 use std::sync::{Arc, Mutex};
 
@@ -190,7 +190,7 @@ impl Safety {
         if let Err(reason) = self.preflight(false).await? {
             return Ok(Some(reason));
         }
-        let guard = self.guard().await?;
+        let guard = load_guard(&*self.state).await?;
         Ok(guard.and_then(|g| g.value.tripped).map(|t| t.reason))
     }
 
@@ -264,29 +264,12 @@ impl Safety {
 
     /// Records the configured tenant and application as the ones the accounts belong to.
     async fn record_identity(&self) -> Result<(), AppError> {
-        let identity = self.graph.identity();
-        let current = self.state.get(CHECKPOINTS, GRAPH_IDENTITY).await?;
-        let record = RecordedIdentity {
-            tenant: identity.tenant,
-            client_id: identity.client_id,
-            since: self.clock.now(),
-        };
-        match put_json(
-            &*self.state,
-            CHECKPOINTS,
-            GRAPH_IDENTITY,
-            &record,
-            current.map(|c| c.version),
-        )
-        .await
-        {
-            Err(e) if e.is_conflict() => Ok(()),
-            other => Ok(other.map(|_| ())?),
+        let now = self.clock.now();
+        match accept_identity(&*self.state, self.graph.identity(), now).await {
+            // Another worker recorded it first: the same identity.
+            Err(AppError::State(e)) if e.is_conflict() => Ok(()),
+            other => other,
         }
-    }
-
-    async fn guard(&self) -> Result<Option<Versioned<SafetyGuard>>, AppError> {
-        Ok(get_json(&*self.state, CHECKPOINTS, SAFETY_GUARD).await?)
     }
 
     /// Counts one `change` against the hour's limit, or trips the threshold.
@@ -294,7 +277,7 @@ impl Safety {
         let mut attempts = 0;
         loop {
             attempts += 1;
-            let stored = self.guard().await?;
+            let stored = load_guard(&*self.state).await?;
             let version = stored.as_ref().map(|s| s.version);
             let mut guard = stored.map(|s| s.value).unwrap_or_default();
             if let Some(tripped) = &guard.tripped {
@@ -395,24 +378,24 @@ pub async fn held_changes(state: &dyn KeyValueStore) -> Result<Vec<HeldChange>, 
     Ok(changes)
 }
 
+/// The threshold's state as stored (`None`: nothing counted, not tripped).
+pub(crate) async fn load_guard(
+    state: &dyn KeyValueStore,
+) -> Result<Option<Versioned<SafetyGuard>>, AppError> {
+    Ok(get_json(state, CHECKPOINTS, SAFETY_GUARD).await?)
+}
+
 /// The threshold and the held changes, for `status` (read from state alone).
 pub async fn report(
     state: &dyn KeyValueStore,
     now: DateTime<Utc>,
 ) -> Result<SafetyReport, AppError> {
-    let guard = get_json::<SafetyGuard>(state, CHECKPOINTS, SAFETY_GUARD)
+    let guard = load_guard(state)
         .await?
         .map(|g| g.value)
         .unwrap_or_default();
     let recent = |c: Destructive| guard.count(c, now - WINDOW);
-    let mut held = 0;
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.scan(HELD, after.as_deref(), PAGE).await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        held += page.len();
-    }
+    let held = count_keys(state, HELD).await?;
     Ok(SafetyReport {
         disables_last_hour: recent(Destructive::Disable),
         deletes_last_hour: recent(Destructive::Delete),

@@ -288,37 +288,35 @@ pub async fn process_with(
             queue.ack(&receipt).await.map(|_| Settled::Done)
         }
         Err(e) if e.retryable => {
-            let reason = match e.unavailable {
-                true => format!("{UNAVAILABLE}{}", e.reason),
-                false => e.reason.clone(),
+            // While a dependency is down the workers pause together, so its jobs are tried
+            // again soon (within the outage backoff's cap) rather than after long backoffs:
+            // once it answers, everything converges within moments.
+            let (backoff, marker) = match e.unavailable {
+                true => {
+                    if let Some(outage) = outage {
+                        outage.failed(&config.outage);
+                    }
+                    (&config.outage, UNAVAILABLE)
+                }
+                false => (&config.retry, ""),
             };
             let waited = (chrono::Utc::now() - enqueued_at)
                 .to_std()
                 .unwrap_or_default();
-            if e.unavailable {
-                if let Some(outage) = outage {
-                    outage.failed(&config.outage);
-                }
-            }
-            // While a dependency is down the workers pause together, so its jobs are tried
-            // again soon (within the outage backoff's cap) rather than after long backoffs:
-            // once it answers, everything converges within moments.
-            let backoff = match e.unavailable {
-                true => &config.outage,
-                false => &config.retry,
-            };
-            let delay = e.retry_in.unwrap_or_else(|| backoff.delay(attempt));
             if waited >= config.retry_for {
                 tracing::error!(%group, attempt, reason = %e.reason, "job retried for {:?}; dead-lettered", config.retry_for);
                 let reason = format!(
-                    "retried for {}: {reason}",
-                    humantime::format_duration(config.retry_for)
+                    "{marker}retried for {}: {}",
+                    humantime::format_duration(config.retry_for),
+                    e.reason
                 );
                 queue
                     .dead_letter(&receipt, &reason)
                     .await
                     .map(|_| Settled::DeadLettered)
             } else {
+                let delay = e.retry_in.unwrap_or_else(|| backoff.delay(attempt));
+                let reason = format!("{marker}{}", e.reason);
                 match queue.retry_later(&receipt, delay, &reason).await {
                     Ok(Disposition::Retrying { attempt }) => {
                         tracing::warn!(%group, attempt, delay_ms = delay.as_millis() as u64, reason = %e.reason, "job failed; will retry");
@@ -363,7 +361,7 @@ pub async fn redrive_unavailable(queue: &dyn Queue) -> usize {
         }
     };
     let mut redriven = 0;
-    for letter in letters.iter().filter(|l| is_unavailable(&l.reason)) {
+    for letter in letters.iter().filter(|l| l.reason.starts_with(UNAVAILABLE)) {
         match queue.redrive(&letter.id).await {
             Ok(()) => redriven += 1,
             Err(e) => tracing::warn!(id = %letter.id, error = %e, "could not retry a dead letter"),
@@ -376,12 +374,4 @@ pub async fn redrive_unavailable(queue: &dyn Queue) -> usize {
         );
     }
     redriven
-}
-
-/// Whether a dead letter's reason says a dependency was down (possibly after "retried for…").
-fn is_unavailable(reason: &str) -> bool {
-    reason.starts_with(UNAVAILABLE)
-        || reason
-            .split_once(": ")
-            .is_some_and(|(_, rest)| rest.starts_with(UNAVAILABLE))
 }

@@ -118,6 +118,15 @@ async fn queue(dir: &tempfile::TempDir, max_attempts: u32) -> Arc<EmbeddedQueue>
     Arc::new(EmbeddedQueue::new(&store, max_attempts).unwrap())
 }
 
+/// Runs the workers on `q` until it is empty, then stops them.
+async fn run_until_empty(q: &Arc<EmbeddedQueue>, handler: Arc<Recorder>, config: WorkerConfig) {
+    let stop = CancellationToken::new();
+    let task = tokio::spawn(run(q.clone(), handler, config, stop.clone()));
+    until_empty(q).await;
+    stop.cancel();
+    task.await.unwrap();
+}
+
 async fn until_empty(q: &EmbeddedQueue) {
     for _ in 0..400 {
         if q.stats().await.unwrap().depth == 0 {
@@ -145,11 +154,7 @@ async fn users_run_concurrently_each_in_order_and_failures_are_retried_or_dead_l
         permanent: vec!["broken".into()],
         ..Default::default()
     });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
-    until_empty(&q).await;
-    stop.cancel();
-    task.await.unwrap();
+    run_until_empty(&q, handler.clone(), config()).await;
 
     let seen = handler.seen.lock().unwrap().clone();
     for user in ["a", "b", "c", "flaky"] {
@@ -189,11 +194,7 @@ async fn a_job_failing_every_time_is_dead_lettered_after_max_attempts() {
         fail: Mutex::new(HashMap::from([("stubborn".to_string(), u32::MAX)])),
         ..Default::default()
     });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run(q.clone(), handler, config(), stop.clone()));
-    until_empty(&q).await;
-    stop.cancel();
-    task.await.unwrap();
+    run_until_empty(&q, handler, config()).await;
     let dead = q.dead_letters().await.unwrap();
     assert_eq!(
         (dead.len(), dead[0].attempts, dead[0].reason.as_str()),
@@ -250,11 +251,7 @@ async fn an_outage_loses_nothing_and_the_workers_wait_it_out_together() {
         down_until: Mutex::new(Some(down)),
         ..Default::default()
     });
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run(q.clone(), handler.clone(), config(), stop.clone()));
-    until_empty(&q).await;
-    stop.cancel();
-    task.await.unwrap();
+    run_until_empty(&q, handler.clone(), config()).await;
 
     assert!(q.dead_letters().await.unwrap().is_empty(), "nothing lost");
     let mut seen: Vec<String> = handler
@@ -331,11 +328,7 @@ async fn retries_are_bounded_by_the_jobs_age_not_a_handful_of_attempts() {
         retry_for: Duration::from_millis(1200),
         ..config()
     };
-    let stop = CancellationToken::new();
-    let task = tokio::spawn(run(q.clone(), handler, config, stop.clone()));
-    until_empty(&q).await;
-    stop.cancel();
-    task.await.unwrap();
+    run_until_empty(&q, handler, config).await;
     let dead = q.dead_letters().await.unwrap();
     assert_eq!(dead.len(), 1);
     assert!(

@@ -152,12 +152,13 @@ impl<'t> Tables<'t> {
         let Some(raw) = self.jobs.get(seq)? else {
             return Ok(None);
         };
-        let stored = raw.value().to_vec();
-        drop(raw);
-        let error = match serde_json::from_slice::<Record>(&stored) {
+        let error = match serde_json::from_slice::<Record>(raw.value()) {
             Ok(record) => return Ok(Some(record)),
             Err(e) => e,
         };
+        // Copied only now, to be kept: the tables change below.
+        let stored = raw.value().to_vec();
+        drop(raw);
         let reason = format!("the stored job cannot be read: {error}");
         tracing::error!(seq, %reason, "an unreadable job is set aside; it blocks nothing");
         let group = self

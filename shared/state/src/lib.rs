@@ -132,6 +132,21 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     }))
 }
 
+/// How many keys `table` holds, a page at a time.
+pub async fn count_keys(store: &dyn KeyValueStore, table: &str) -> Result<usize, StateError> {
+    const PAGE: usize = 500;
+    let mut count = 0;
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(table, after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(count);
+        };
+        after = Some(last.clone());
+        count += page.len();
+    }
+}
+
 /// Writes a JSON record with compare-and-set on `expected`.
 pub async fn put_json<T: serde::Serialize>(
     store: &dyn KeyValueStore,
