@@ -37,6 +37,7 @@ impl WebhookCounters {
             since: self.since,
             notifications_received: now.items_received,
             jobs_enqueued: now.jobs_enqueued,
+            folded: now.folded,
             rejected: now
                 .counters()
                 .into_iter()

@@ -260,10 +260,11 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
     if let Some(w) = &report.webhook {
         let rejected: u64 = w.rejected.values().sum();
         println!(
-            "webhook        since {}: {} notifications, {} jobs enqueued, {} rejected",
+            "webhook        since {}: {} notifications, {} jobs enqueued, {} folded into waiting jobs, {} rejected",
             w.since.to_rfc3339(),
             w.notifications_received,
             w.jobs_enqueued,
+            w.folded,
             rejected
         );
         for (reason, n) in &w.rejected {

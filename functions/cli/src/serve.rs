@@ -37,6 +37,7 @@ pub async fn serve(config: Config) -> Result<()> {
 
     let mut webhook = WebhookState::new(
         app.queue.clone(),
+        app.pending.clone(),
         config.webhook.client_state.clone(),
         config.graph.tenant_id,
     );

@@ -18,10 +18,7 @@ async fn main() -> Result<(), Error> {
     let host = LambdaHost::from_env().await?;
     let settings = host.settings()?;
     let queue = host.queue(settings.provisioner.max_attempts)?;
-    let storage = Storage {
-        state: host.store()?,
-        queue: queue.clone(),
-    };
+    let storage = Storage::shared(host.store()?, queue.clone());
     let app = App::build(&settings, storage).await?;
     let handler = SqsBatchHandler {
         queue,

@@ -13,7 +13,7 @@ use shadowsync_e2e::serve::CLIENT_STATE;
 use shadowsync_e2e::{aws, graph_client, invite_guest, is_enabled, samba, text, AdProbe};
 use shadowsync_notifications::WebhookState;
 use shadowsync_provisioner::SqsBatchHandler;
-use shadowsync_queue::Queue;
+use shadowsync_queue::{PendingJobs, Queue};
 use shadowsync_queue_sqs::SqsQueue;
 use shadowsync_state_dynamodb::DynamoStore;
 use std::sync::Arc;
@@ -52,8 +52,11 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
 
     // The webhook function behind API Gateway.
     let tenant = sim.config().tenant_id.parse().unwrap();
+    // The webhook marks waiting jobs in the state table; the provisioner clears them.
+    let pending = Arc::new(PendingJobs::new(store.clone()));
     let webhook = shadowsync_notifications::router(WebhookState::new(
         queue(1),
+        pending.clone(),
         SecretString::from(CLIENT_STATE),
         tenant,
     ));
@@ -77,6 +80,7 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
         schedule: Schedule::default(),
         workers: WorkerConfig::default(),
         safety: Default::default(),
+        pending,
     });
     // The subscription keeper creates the subscription: Graph's validation handshake goes
     // through API Gateway to the webhook function.

@@ -4,6 +4,7 @@
 
 use shadowsync_aws::{emf, LambdaHost};
 use shadowsync_notifications::{MetricsSnapshot, WebhookState};
+use shadowsync_queue::PendingJobs;
 use std::sync::{Arc, Mutex};
 
 #[tokio::main]
@@ -13,7 +14,9 @@ async fn main() -> Result<(), lambda_http::Error> {
     // The webhook only sends: max_attempts is the provisioner's business.
     let queue = host.queue(1)?;
     let (client_state, previous) = host.config.client_states()?;
-    let mut state = WebhookState::new(queue, client_state, host.config.tenant_id()?);
+    // Marks of waiting jobs, in the state table the provisioner clears them from.
+    let pending = Arc::new(PendingJobs::new(host.store()?));
+    let mut state = WebhookState::new(queue, pending, client_state, host.config.tenant_id()?);
     state.previous_client_state = previous;
     let (metrics, published) = (
         state.metrics.clone(),

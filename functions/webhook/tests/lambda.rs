@@ -6,8 +6,9 @@ use secrecy::SecretString;
 use serde_json::Value;
 use shadowsync_e2e::aws;
 use shadowsync_notifications::WebhookState;
-use shadowsync_queue::{Job, Queue};
+use shadowsync_queue::{Job, PendingJobs, Queue};
 use shadowsync_queue_sqs::SqsQueue;
+use shadowsync_state_dynamodb::DynamoStore;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,8 +29,14 @@ async fn webhook() -> (axum::Router, Arc<SqsQueue>) {
         5,
         Duration::ZERO,
     ));
+    let table = aws::state_table("webhook-lambda").await.unwrap();
+    let store = Arc::new(DynamoStore::new(
+        aws_sdk_dynamodb::Client::new(&aws::sdk_config().await),
+        &table,
+    ));
     let router = shadowsync_notifications::router(WebhookState::new(
         queue.clone(),
+        Arc::new(PendingJobs::new(store)),
         SecretString::from(CLIENT_STATE),
         TENANT.parse().unwrap(),
     ));
@@ -60,11 +67,17 @@ async fn a_notification_is_stored_in_the_fifo_queue_before_the_202() {
         .await
         .unwrap();
     assert_eq!(response["statusCode"], 202, "{response}");
-    // Graph delivers again (say, our 202 was lost): SQS deduplicates it.
+    // Graph delivers again (say, our 202 came after its 3 s): the job has not started, so the
+    // repeat is folded into it (the mark is in DynamoDB, where the provisioner clears it).
     let again = aws::invoke_http(router, event).await.unwrap();
     assert_eq!(again["statusCode"], 202);
+    assert_eq!(
+        queue.stats().await.unwrap().depth,
+        1,
+        "one job for two deliveries"
+    );
     let jobs = queue.receive(10, Duration::from_secs(30)).await.unwrap();
-    assert_eq!(jobs.len(), 1, "one job for two deliveries");
+    assert_eq!(jobs.len(), 1);
     match &jobs[0].job {
         Job::Converge { user_id, .. } => {
             assert_eq!(user_id, "2d2c5a1e-0b4f-4a8e-9d61-0c7f8a3b5e11")

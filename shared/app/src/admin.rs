@@ -53,6 +53,9 @@ pub struct WebhookReport {
     pub since: DateTime<Utc>,
     pub notifications_received: u64,
     pub jobs_enqueued: u64,
+    /// Repeats folded into the job that waited for the same change (Graph's redeliveries).
+    #[serde(default)]
+    pub folded: u64,
     /// Discarded items and refused requests, by counter name (`RejectedBadClientState`,
     /// `RejectedWrongTenant`, …); only those that happened.
     pub rejected: BTreeMap<String, u64>,

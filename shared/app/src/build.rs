@@ -11,7 +11,7 @@ use shadowsync_core::{Policy, SystemClock};
 use shadowsync_directory::{DirectoryConfig, LdapDirectory};
 use shadowsync_graph::{Credential, GraphClient, GraphConfig};
 use shadowsync_ports::Directory;
-use shadowsync_queue::{EmbeddedQueue, Queue};
+use shadowsync_queue::{EmbeddedQueue, PendingJobs, Queue};
 use shadowsync_state::{EmbeddedStore, KeyValueStore};
 use std::path::Path;
 use std::sync::Arc;
@@ -77,9 +77,21 @@ impl Settings {
 pub struct Storage {
     pub state: Arc<dyn KeyValueStore>,
     pub queue: Arc<dyn Queue>,
+    /// Where the marks of waiting jobs live (see [`PendingJobs`]).
+    pub pending: Arc<PendingJobs>,
 }
 
 impl Storage {
+    /// State and queue shared by several hosts (the AWS deployment): the marks of waiting jobs
+    /// live in the state store, where the webhook and every worker see them.
+    pub fn shared(state: Arc<dyn KeyValueStore>, queue: Arc<dyn Queue>) -> Self {
+        Self {
+            pending: Arc::new(PendingJobs::new(state.clone())),
+            state,
+            queue,
+        }
+    }
+
     /// The embedded store and queue, in one redb file (`serve`, the admin commands). The queue
     /// is returned as itself too: its only consumer may release what a dead run held.
     pub fn embedded(
@@ -88,9 +100,13 @@ impl Storage {
     ) -> Result<(Self, Arc<EmbeddedQueue>), AppError> {
         let store = EmbeddedStore::open(path)?;
         let queue = Arc::new(EmbeddedQueue::new(&store, max_attempts)?);
+        // One process holds the webhook and the workers: the marks need no disk (a crash loses
+        // them with the starts they record, which costs at most a duplicate).
+        let marks = EmbeddedStore::in_memory()?;
         let storage = Self {
             state: Arc::new(store),
             queue: queue.clone(),
+            pending: Arc::new(PendingJobs::new(Arc::new(marks))),
         };
         Ok((storage, queue))
     }
@@ -124,6 +140,7 @@ impl App {
                 ..WorkerConfig::default()
             },
             safety: (&settings.safety).into(),
+            pending: storage.pending,
         }))
     }
 }

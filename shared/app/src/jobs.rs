@@ -10,7 +10,7 @@ use crate::worker::{JobError, JobHandler, Settled};
 use crate::AppError;
 use async_trait::async_trait;
 use chrono::Utc;
-use shadowsync_queue::{ChangeType, Job, JobSource, LifecycleEvent};
+use shadowsync_queue::{ChangeType, Job, JobSource, LifecycleEvent, PendingJobs};
 use std::sync::Arc;
 use tokio::sync::Notify;
 
@@ -26,6 +26,8 @@ pub struct Jobs {
     pub metrics: Arc<JobMetrics>,
     /// Where jobs Graph refuses (403) wait.
     pub access: Arc<GraphAccess>,
+    /// Marks of waiting jobs: a job's is removed as it starts, before anything is read.
+    pub pending: Arc<PendingJobs>,
 }
 
 #[async_trait]
@@ -35,6 +37,8 @@ impl JobHandler for Jobs {
     }
 
     async fn handle(&self, job: &Job) -> Result<(), JobError> {
+        // From here on, a repeat of this job's notification needs a job of its own.
+        self.pending.started(job).await.map_err(AppError::from)?;
         match self.dispatch(job).await {
             Ok(()) => Ok(()),
             // A refusal is not an answer: keep the job until Graph answers again.

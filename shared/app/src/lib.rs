@@ -42,7 +42,7 @@ pub use worker::{JobError, JobHandler, Settled, WorkerConfig};
 
 use shadowsync_core::{Clock, Policy};
 use shadowsync_ports::{Directory, Graph};
-use shadowsync_queue::Queue;
+use shadowsync_queue::{PendingJobs, Queue};
 use shadowsync_state::KeyValueStore;
 use std::sync::Arc;
 use std::time::Duration;
@@ -87,6 +87,9 @@ pub struct Parts {
     pub workers: WorkerConfig,
     /// The accidental-change threshold.
     pub safety: SafetyLimits,
+    /// Marks of jobs made from notifications that wait, shared with the webhook that folds
+    /// repeats into them.
+    pub pending: Arc<PendingJobs>,
 }
 
 impl Parts {
@@ -99,7 +102,6 @@ impl Parts {
     ) -> Self {
         Self {
             graph,
-            state,
             queue,
             directory: None,
             keeper: None,
@@ -107,6 +109,8 @@ impl Parts {
             schedule: Schedule::default(),
             workers: WorkerConfig::default(),
             safety: SafetyLimits::default(),
+            pending: Arc::new(PendingJobs::new(state.clone())),
+            state,
         }
     }
 
@@ -154,6 +158,8 @@ pub struct App {
     pub workers: WorkerConfig,
     /// Woken by `missed` and `subscriptionRemoved`: a delta round now.
     reconcile_now: Arc<Notify>,
+    /// Hand it to the webhook of the same deployment, so that it folds repeats.
+    pub pending: Arc<PendingJobs>,
 }
 
 impl App {
@@ -168,6 +174,7 @@ impl App {
             schedule,
             workers,
             safety,
+            pending,
         } = parts;
         let safety = Arc::new(Safety::new(
             graph.clone(),
@@ -216,6 +223,7 @@ impl App {
             reconcile_now: Some(reconcile_now.clone()),
             metrics: metrics.clone(),
             access,
+            pending: pending.clone(),
         });
         Self {
             graph,
@@ -230,6 +238,7 @@ impl App {
             schedule,
             workers,
             reconcile_now,
+            pending,
         }
     }
 

@@ -432,3 +432,32 @@ async fn a_refused_credential_parks_jobs_too() {
         .unwrap();
     assert_eq!(run_one(&w).await, Settled::Retrying);
 }
+
+#[tokio::test]
+async fn a_job_starting_takes_its_mark_so_the_next_notification_is_queued() {
+    let w = World::new();
+    let id = w.graph.invite_guest("alice@fabrikam.com");
+    let pending = &w.app.pending;
+    let first = pending
+        .send(w.queue.as_ref(), vec![converge_job(&w, &id)])
+        .await
+        .unwrap();
+    let repeat = pending
+        .send(w.queue.as_ref(), vec![converge_job(&w, &id)])
+        .await
+        .unwrap();
+    assert_eq!((first.sent, repeat.folded), (1, 1), "folded while it waits");
+
+    assert_eq!(run_one(&w).await, Settled::Done);
+    // A later notification (the queue's own deduplication keys on the time received).
+    w.advance(Duration::seconds(1));
+    let after = pending
+        .send(w.queue.as_ref(), vec![converge_job(&w, &id)])
+        .await
+        .unwrap();
+    assert_eq!(
+        after.sent, 1,
+        "the dispatcher cleared the mark as the job started"
+    );
+    assert_eq!(w.queue.stats().await.unwrap().depth, 1);
+}

@@ -185,10 +185,7 @@ impl LambdaHost {
 
     /// SQS and DynamoDB, where a function's state and jobs live.
     pub fn storage(&self, max_attempts: u32) -> Result<Storage, AwsError> {
-        Ok(Storage {
-            state: self.store()?,
-            queue: self.queue(max_attempts)?,
-        })
+        Ok(Storage::shared(self.store()?, self.queue(max_attempts)?))
     }
 
     /// The application, as this function's environment configures it.
@@ -218,10 +215,7 @@ pub async fn connector_storage(
         aws_sdk_dynamodb::Client::new(&sdk),
         &section.table_name,
     ));
-    let storage = Storage {
-        state,
-        queue: queue.clone(),
-    };
+    let storage = Storage::shared(state, queue.clone());
     (storage, queue)
 }
 

@@ -2,7 +2,7 @@
 //!
 //! It answers the validation handshake, authenticates each item (`clientState`, `tenantId`),
 //! turns the good ones into jobs and stores them with one durable `send_batch` before it answers
-//! `202`. It never calls Graph or LDAP: the provisioner re-reads the user, so a notification is
+//! `202`; a notification whose job still waits, not started, is folded into it ([`PendingJobs`]). It never calls Graph or LDAP: the provisioner re-reads the user, so a notification is
 //! only a hint. An axum [`Router`], so the same code serves a local listener and Lambda.
 
 mod metrics;
@@ -18,7 +18,7 @@ use axum::routing::post;
 use axum::Router;
 use chrono::Utc;
 use secrecy::SecretString;
-use shadowsync_queue::Queue;
+use shadowsync_queue::{PendingJobs, Queue};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -45,6 +45,8 @@ const MAX_REJECTION_WARNINGS: usize = 10;
 
 pub struct WebhookState {
     pub queue: Arc<dyn Queue>,
+    /// Folds a redelivered notification into the job that waits for it.
+    pub pending: Arc<PendingJobs>,
     /// The `clientState` our subscriptions are created with.
     pub client_state: SecretString,
     /// The `clientState` being rotated out: accepted too while set, so that notifications of
@@ -57,9 +59,15 @@ pub struct WebhookState {
 }
 
 impl WebhookState {
-    pub fn new(queue: Arc<dyn Queue>, client_state: SecretString, tenant_id: Uuid) -> Self {
+    pub fn new(
+        queue: Arc<dyn Queue>,
+        pending: Arc<PendingJobs>,
+        client_state: SecretString,
+        tenant_id: Uuid,
+    ) -> Self {
         Self {
             queue,
+            pending,
             client_state,
             previous_client_state: None,
             tenant_id,
@@ -180,12 +188,15 @@ async fn handle(state: &WebhookState, endpoint: &'static str, request: Request) 
     }
 
     let count = jobs.len();
-    match tokio::time::timeout(state.enqueue_timeout, state.queue.send_batch(jobs)).await {
-        Ok(Ok(())) => {
-            state.metrics.jobs_enqueued(count);
+    let send = state.pending.send(&*state.queue, jobs);
+    match tokio::time::timeout(state.enqueue_timeout, send).await {
+        Ok(Ok(sent)) => {
+            state.metrics.jobs_enqueued(sent.sent);
+            state.metrics.folded(sent.folded);
             info!(
                 endpoint,
-                count,
+                count = sent.sent,
+                folded = sent.folded,
                 ?subscriptions,
                 "enqueued notification batch"
             );

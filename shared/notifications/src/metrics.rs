@@ -52,6 +52,7 @@ pub struct WebhookMetrics {
     rejected_unknown_lifecycle_event: AtomicU64,
     enqueue_failures: AtomicU64,
     items_not_enqueued: AtomicU64,
+    folded: AtomicU64,
 }
 
 /// A point-in-time copy of [`WebhookMetrics`].
@@ -74,6 +75,8 @@ pub struct MetricsSnapshot {
     pub enqueue_failures: u64,
     /// Valid items in those failed batches.
     pub items_not_enqueued: u64,
+    /// Valid items folded into a job that waits for the same change (a redelivery).
+    pub folded: u64,
 }
 
 impl MetricsSnapshot {
@@ -104,12 +107,13 @@ impl MetricsSnapshot {
             ),
             enqueue_failures: d(self.enqueue_failures, earlier.enqueue_failures),
             items_not_enqueued: d(self.items_not_enqueued, earlier.items_not_enqueued),
+            folded: d(self.folded, earlier.folded),
         }
     }
 
     /// Every counter with its published name (the metric name in CloudWatch, the field in
     /// `serve`'s log line), in one place.
-    pub fn counters(&self) -> [(&'static str, u64); 11] {
+    pub fn counters(&self) -> [(&'static str, u64); 12] {
         [
             ("Handshakes", self.handshakes),
             ("RequestsRejected", self.requests_rejected),
@@ -128,6 +132,7 @@ impl MetricsSnapshot {
             ),
             ("EnqueueFailures", self.enqueue_failures),
             ("NotificationsNotEnqueued", self.items_not_enqueued),
+            ("NotificationsFolded", self.folded),
         ]
     }
 
@@ -161,6 +166,10 @@ impl WebhookMetrics {
         add(&self.jobs_enqueued, n as u64);
     }
 
+    pub(crate) fn folded(&self, n: usize) {
+        add(&self.folded, n as u64);
+    }
+
     pub(crate) fn enqueue_failed(&self, items: usize) {
         add(&self.enqueue_failures, 1);
         add(&self.items_not_enqueued, items as u64);
@@ -191,6 +200,7 @@ impl WebhookMetrics {
             rejected_unknown_lifecycle_event: get(&self.rejected_unknown_lifecycle_event),
             enqueue_failures: get(&self.enqueue_failures),
             items_not_enqueued: get(&self.items_not_enqueued),
+            folded: get(&self.folded),
         }
     }
 }

@@ -9,7 +9,7 @@ use secrecy::SecretString;
 use shadowsync_notifications::{router, MetricsSnapshot, WebhookMetrics, WebhookState};
 use shadowsync_queue::{
     ChangeType, DeadLetter, Delivery, Disposition, EmbeddedQueue, Job, JobSource, LifecycleEvent,
-    Queue, QueueError, QueueStats, Receipt,
+    PendingJobs, Queue, QueueError, QueueStats, Receipt,
 };
 use shadowsync_state::EmbeddedStore;
 use std::sync::Arc;
@@ -31,13 +31,22 @@ fn fixture(name: &str) -> String {
 struct Harness {
     app: Router,
     queue: Arc<EmbeddedQueue>,
+    pending: Arc<PendingJobs>,
     metrics: Arc<WebhookMetrics>,
     _dir: TempDir,
 }
 
-fn state(queue: Arc<dyn Queue>) -> WebhookState {
+/// As `serve` has it: the marks of waiting jobs in memory.
+fn marks() -> Arc<PendingJobs> {
+    Arc::new(PendingJobs::new(Arc::new(
+        EmbeddedStore::in_memory().unwrap(),
+    )))
+}
+
+fn state(queue: Arc<dyn Queue>, pending: Arc<PendingJobs>) -> WebhookState {
     let mut state = WebhookState::new(
         queue,
+        pending,
         SecretString::from(CLIENT_STATE),
         TENANT.parse().unwrap(),
     );
@@ -51,11 +60,13 @@ impl Harness {
         let dir = tempfile::tempdir().unwrap();
         let store = EmbeddedStore::open(dir.path().join("state.redb")).unwrap();
         let queue = Arc::new(EmbeddedQueue::new(&store, 5).unwrap());
-        let state = state(queue.clone());
+        let pending = marks();
+        let state = state(queue.clone(), pending.clone());
         let metrics = state.metrics.clone();
         Self {
             app: router(state),
             queue,
+            pending,
             metrics,
             _dir: dir,
         }
@@ -172,7 +183,7 @@ async fn handshake_echoes_the_decoded_token_as_plain_text() {
 
 #[tokio::test]
 async fn handshake_never_touches_the_queue() {
-    let app = router(state(Arc::new(FailingQueue)));
+    let app = router(state(Arc::new(FailingQueue), marks()));
     let reply = send(&app, "/api/notifications?validationToken=abc", None, "").await;
     assert_eq!(reply.status, StatusCode::OK);
     assert_eq!(reply.body, "abc");
@@ -275,6 +286,48 @@ async fn users_batch_is_enqueued_before_202() {
     );
     let m = h.metrics();
     assert_eq!((m.items_received, m.jobs_enqueued), (3, 3));
+}
+
+#[tokio::test]
+async fn a_redelivered_notification_leaves_one_job_until_that_job_starts() {
+    let h = Harness::new();
+    let deliver = || {
+        h.post(
+            "/api/notifications",
+            Some(JSON),
+            fixture("users_batch.json"),
+        )
+    };
+    assert_eq!(deliver().await.status, StatusCode::ACCEPTED);
+    // Graph delivers the batch again (our 202 came after its 3 s): the jobs wait, not started.
+    assert_eq!(deliver().await.status, StatusCode::ACCEPTED);
+    assert_eq!(h.queue.stats().await.unwrap().depth, 3, "one job per item");
+    let m = h.metrics();
+    assert_eq!((m.jobs_enqueued, m.folded), (3, 3));
+
+    // A worker starts one: it reads Graph from now on, so a later change needs a job of its own.
+    let started = h.queue.receive(1, Duration::from_secs(60)).await.unwrap();
+    h.pending.started(&started[0].job).await.unwrap();
+    assert_eq!(deliver().await.status, StatusCode::ACCEPTED);
+    assert_eq!(h.queue.stats().await.unwrap().depth, 4);
+    assert_eq!(h.metrics().folded, 5);
+}
+
+#[tokio::test]
+async fn a_failed_enqueue_leaves_no_mark_so_graph_s_retry_is_queued() {
+    let pending = marks();
+    let failing = router(state(Arc::new(FailingQueue), pending.clone()));
+    let delivery = || fixture("users_batch.json");
+    let reply = send(&failing, "/api/notifications", Some(JSON), delivery()).await;
+    assert_eq!(reply.status, StatusCode::SERVICE_UNAVAILABLE);
+
+    let dir = tempfile::tempdir().unwrap();
+    let store = EmbeddedStore::open(dir.path().join("state.redb")).unwrap();
+    let queue = Arc::new(EmbeddedQueue::new(&store, 5).unwrap());
+    let working = router(state(queue.clone(), pending));
+    let retry = send(&working, "/api/notifications", Some(JSON), delivery()).await;
+    assert_eq!(retry.status, StatusCode::ACCEPTED);
+    assert_eq!(queue.stats().await.unwrap().depth, 3);
 }
 
 #[tokio::test]
@@ -462,7 +515,7 @@ async fn malformed_json_or_no_value_array_is_400() {
 
 #[tokio::test]
 async fn failed_enqueue_is_503_so_graph_retries() {
-    let state = state(Arc::new(FailingQueue));
+    let state = state(Arc::new(FailingQueue), marks());
     let metrics = state.metrics.clone();
     let app = router(state);
     let reply = send(

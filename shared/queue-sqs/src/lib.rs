@@ -4,9 +4,10 @@
 //! Mapping:
 //! - `send_batch`: `SendMessageBatch` in chunks of 10. `MessageGroupId` = [`Job::group`] (one
 //!   group per user: per-user order); `MessageDeduplicationId` = hex SHA-256 of
-//!   [`Job::dedup_key`], so a notification Graph redelivers within SQS's 5-minute
-//!   deduplication interval is accepted but not queued twice. Any failed entry fails the call
-//!   (the webhook then answers 5xx and Graph retries; the retry is deduplicated).
+//!   [`Job::dedup_key`] (the job as made, time received included), so a batch sent again after
+//!   a failed entry within SQS's 5-minute interval is not queued twice. Any failed entry fails
+//!   the call (the webhook then answers 5xx and Graph retries). A *redelivered* notification is
+//!   another job by that key; [`shadowsync_queue::PendingJobs`] folds it before it is sent.
 //! - `receive`: `ReceiveMessage`, attempt = `ApproximateReceiveCount`.
 //! - `ack`: `DeleteMessage`; `extend` and `retry_later`: `ChangeMessageVisibility` (a delayed
 //!   job stays in flight, which keeps its group blocked: later jobs of the user wait behind it,

@@ -7,8 +7,10 @@
 
 pub mod conformance;
 mod embedded;
+mod pending;
 
 pub use embedded::{EmbeddedQueue, DEDUP_WINDOW};
+pub use pending::{PendingJobs, Sent, FOLD_WINDOW, PENDING};
 
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
@@ -75,8 +77,9 @@ impl Job {
         }
     }
 
-    /// Identifies a job's content, so that a redelivery of the same notification is not queued
-    /// twice (used as the SQS `MessageDeduplicationId`).
+    /// Identifies one job as made (the time received included), so that the same job sent
+    /// again (a resent batch) is stored once (used as the SQS `MessageDeduplicationId`). A
+    /// redelivered notification makes another job: [`PendingJobs`] folds those.
     pub fn dedup_key(&self) -> String {
         match self {
             Job::Converge {

@@ -189,8 +189,11 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let store = EmbeddedStore::open(dir.path().join("state.redb"))?;
     let queue = Arc::new(EmbeddedQueue::new(&store, 8)?);
     let stop = CancellationToken::new();
+    // As `serve` has it: the marks of waiting jobs in memory.
+    let marks = Arc::new(EmbeddedStore::in_memory()?);
     let webhook = shadowsync_notifications::router(shadowsync_notifications::WebhookState::new(
         queue.clone(),
+        Arc::new(shadowsync_queue::PendingJobs::new(marks)),
         SecretString::from(CLIENT_STATE),
         tenant.parse().context("tenant id")?,
     ));

@@ -17,8 +17,8 @@ use shadowsync_app::{App, Converger, Jobs, Parts, Reconciler, Schedule, WorkerCo
 use shadowsync_core::account::uac;
 use shadowsync_core::{dn, Backoff, Clock, ObjectId, Policy, SystemClock};
 use shadowsync_directory::LdapDirectory;
-use shadowsync_queue::{EmbeddedQueue, Queue};
-use shadowsync_state::EmbeddedStore;
+use shadowsync_queue::{EmbeddedQueue, PendingJobs, Queue};
+use shadowsync_state::{EmbeddedStore, KeyValueStore};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -102,9 +102,11 @@ impl Rig {
         let store = EmbeddedStore::open(dir.path().join("state.redb"))?;
         let queue = Arc::new(EmbeddedQueue::new(&store, MAX_ATTEMPTS)?);
         let directory = Arc::new(LdapDirectory::connect(samba.directory_config(), &policy).await?);
+        let store: Arc<dyn KeyValueStore> = Arc::new(store);
         let app = App::from_parts(Parts {
             graph: Arc::new(crate::graph_client(&sim)?),
-            state: Arc::new(store),
+            pending: Arc::new(PendingJobs::new(store.clone())),
+            state: store,
             queue: queue.clone(),
             directory: Some((directory, policy.clone())),
             keeper: None,

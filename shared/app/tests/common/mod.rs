@@ -11,7 +11,7 @@ use shadowsync_app::{
 };
 use shadowsync_core::{ActualAccount, Backoff, Clock, ManualClock, ObjectId, Policy};
 use shadowsync_ports::Directory;
-use shadowsync_queue::{EmbeddedQueue, Job, Queue};
+use shadowsync_queue::{EmbeddedQueue, Job, PendingJobs, Queue};
 use shadowsync_state::{EmbeddedStore, GuestRecord, KeyValueStore, StateError, Versioned};
 use shadowsync_testkit::{epoch, FakeDirectory, FakeGraph};
 use std::sync::{Arc, Mutex};
@@ -121,6 +121,7 @@ impl Setup {
                 ..WorkerConfig::default()
             },
             safety: self.safety,
+            pending: Arc::new(PendingJobs::new(store.clone())),
         });
         World {
             app,
