@@ -8,7 +8,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{json, Value};
 use tokio::sync::Mutex;
 
-use crate::faults::FaultRule;
+use crate::faults::{FaultRule, FaultStats};
 use crate::state::{RetryAfterStyle, StaleDeltaTokens, Switches};
 use crate::SimConfig;
 
@@ -374,6 +374,12 @@ impl SimClient {
             )
             .await?;
         v["id"].as_u64().context("fault id")
+    }
+
+    /// Injected faults so far, and retries that came before their `Retry-After`.
+    pub async fn fault_stats(&self) -> Result<FaultStats> {
+        let v = self.control(Method::GET, "/_sim/faults/stats", None).await?;
+        Ok(serde_json::from_value(v)?)
     }
 
     pub async fn clear_faults(&self) -> Result<()> {

@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 
 use crate::clock::graph_time_precise;
 use crate::error::{GraphError, GraphResult};
-use crate::faults::FaultRule;
+use crate::faults::{FaultRule, FaultStats};
 use crate::query::QueryOptions;
 use crate::state::Switches;
 use crate::Sim;
@@ -26,6 +26,7 @@ pub fn routes() -> Router<Arc<Sim>> {
             "/_sim/faults",
             get(list_faults).post(add_fault).delete(clear_faults),
         )
+        .route("/_sim/faults/stats", get(fault_stats))
         .route("/_sim/faults/{id}", delete(remove_fault))
         .route("/_sim/users/bulk", post(bulk_users))
         .route("/_sim/users/{id}", get(raw_user))
@@ -66,6 +67,10 @@ async fn advance(State(sim): State<Arc<Sim>>, Json(body): Json<Value>) -> GraphR
 async fn list_faults(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let f = sim.faults.lock().unwrap_or_else(|e| e.into_inner());
     Json(json!({ "value": f.rules }))
+}
+
+async fn fault_stats(State(sim): State<Arc<Sim>>) -> Json<FaultStats> {
+    Json(sim.faults.lock().unwrap_or_else(|e| e.into_inner()).stats)
 }
 
 async fn add_fault(State(sim): State<Arc<Sim>>, Json(rule): Json<FaultRule>) -> Response {

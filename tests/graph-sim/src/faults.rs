@@ -2,8 +2,9 @@
 //! pattern, for the next N requests or at random with a seeded generator. `/_sim` is never
 //! affected.
 
+use std::collections::HashMap;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use axum::extract::{Request, State};
 use axum::http::{header, StatusCode};
@@ -176,6 +177,23 @@ pub struct Faults {
     rng: StdRng,
     seed: u64,
     next_id: u64,
+    /// Per request (method and path with query): until when its `Retry-After` said to wait.
+    waits: HashMap<String, Instant>,
+    /// What the injector answered, and how clients behaved (`GET /_sim/faults/stats`).
+    pub stats: FaultStats,
+}
+
+/// Counters of injected faults and of retries that came before their `Retry-After`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FaultStats {
+    /// Requests answered with an injected status.
+    pub injected: u64,
+    /// Of those, answers that carried a `Retry-After`.
+    pub with_retry_after: u64,
+    /// Requests repeated before the `Retry-After` their previous answer gave. Graph answers
+    /// them 429 again (retrying early extends the throttling), and so does the simulator.
+    pub early_retries: u64,
 }
 
 impl Faults {
@@ -185,6 +203,27 @@ impl Faults {
             rng: StdRng::seed_from_u64(seed),
             seed,
             next_id: 0,
+            waits: HashMap::new(),
+            stats: FaultStats::default(),
+        }
+    }
+
+    /// How long a repeat of `request` must still wait, if its last answer said to wait.
+    fn too_early(&mut self, request: &str, now: Instant) -> Option<Duration> {
+        let until = self.waits.get(request).copied()?;
+        if now >= until {
+            self.waits.remove(request);
+            return None;
+        }
+        self.stats.early_retries += 1;
+        Some(until - now)
+    }
+
+    fn answered(&mut self, request: String, retry_after: Option<Duration>, now: Instant) {
+        self.stats.injected += 1;
+        if let Some(wait) = retry_after {
+            self.stats.with_retry_after += 1;
+            self.waits.insert(request, now + wait);
         }
     }
 
@@ -201,9 +240,11 @@ impl Faults {
         before != self.rules.len()
     }
 
-    /// Removes all rules and restarts the random sequence (so runs are reproducible).
+    /// Removes all rules and restarts the random sequence (so runs are reproducible); the
+    /// counters stay, for whoever reads them after the faults.
     pub fn clear(&mut self) {
         self.rules.clear();
+        self.waits.clear();
         self.rng = StdRng::seed_from_u64(self.seed);
     }
 
@@ -264,13 +305,29 @@ pub async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Re
     if path.starts_with("/_sim") {
         return next.run(req).await;
     }
-    let rule = sim
-        .faults
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .take(req.method().as_str(), &path);
-    let Some(rule) = rule else {
-        return next.run(req).await;
+    let request = format!(
+        "{} {}",
+        req.method(),
+        req.uri().path_and_query().map_or(path.as_str(), |p| p.as_str())
+    );
+    let now = Instant::now();
+    let enforced = !sim.world().switches.early_retries_allowed;
+    let (early, rule) = {
+        let mut faults = sim.faults.lock().unwrap_or_else(|e| e.into_inner());
+        match faults.too_early(&request, now).filter(|_| enforced) {
+            Some(left) => (Some(left), None),
+            None => (None, faults.take(req.method().as_str(), &path)),
+        }
+    };
+    // A retry before its Retry-After: throttled again, for what is left of the wait.
+    let rule = match (early, rule) {
+        (Some(left), _) => FaultRule {
+            status: Some(429),
+            retry_after_ms: Some(left.as_millis().max(1) as u64),
+            ..FaultRule::default()
+        },
+        (None, Some(rule)) => rule,
+        (None, None) => return next.run(req).await,
     };
     if let Some(ms) = rule.latency_ms {
         tokio::time::sleep(Duration::from_millis(ms)).await;
@@ -304,10 +361,24 @@ pub async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Re
         };
         GraphError::new(status, code, message).into_response()
     };
+    let wait = retry_after.as_deref().and_then(parse_seconds);
+    sim.faults
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .answered(request, wait, now);
     if let Some(s) = retry_after {
         if let Ok(v) = s.parse() {
             response.headers_mut().insert(header::RETRY_AFTER, v);
         }
     }
     response
+}
+
+/// `"2.128"` → 2.128 s.
+fn parse_seconds(value: &str) -> Option<Duration> {
+    value
+        .parse::<f64>()
+        .ok()
+        .filter(|s| s.is_finite() && *s >= 0.0)
+        .map(Duration::from_secs_f64)
 }

@@ -35,7 +35,7 @@ use axum::Router;
 use chrono::Duration as ChronoDuration;
 
 pub use client::{DeltaQuirks, SimClient};
-pub use faults::FaultRule;
+pub use faults::{FaultRule, FaultStats};
 pub use state::{RetryAfterStyle, StaleDeltaTokens, Switches};
 
 use crate::clock::SimClock;

@@ -331,6 +331,11 @@ pub struct Switches {
     /// issued.
     #[serde(default)]
     pub permission_removed: bool,
+    /// A request repeated before the `Retry-After` of its last answer is served like any other.
+    /// Off (the default), it is throttled again for the rest of the wait, as Graph does (and
+    /// counted in `GET /_sim/faults/stats`).
+    #[serde(default)]
+    pub early_retries_allowed: bool,
 }
 
 #[derive(Debug, Default)]

@@ -13,6 +13,8 @@ use serde_json::Value;
 #[tokio::test]
 async fn throttles_the_next_n_matching_requests_with_retry_after() {
     let (_sim, client) = start_sim(SimConfig::default()).await;
+    // The rules' answers one after another, not how a client waits.
+    allow_early_retries(&client).await;
     let id = client.invite("t@fabrikam.com", "T").await.unwrap()["id"]
         .as_str()
         .unwrap()
@@ -155,6 +157,8 @@ async fn random_faults_are_reproducible_by_seed() {
 #[tokio::test]
 async fn token_endpoint_can_be_throttled_too() {
     let (_sim, client) = start_sim(SimConfig::default()).await;
+    // The rules' answers one after another, not how a client waits.
+    allow_early_retries(&client).await;
     client
         .set_fault(FaultRule::throttle_next("/*/oauth2/v2.0/token", 3, 1))
         .await
@@ -218,6 +222,8 @@ async fn retry_after_of(client: &graph_sim::SimClient, status: u16) -> Option<St
 #[tokio::test]
 async fn retry_after_can_be_fractional_or_missing() {
     let (_sim, client) = start_sim(SimConfig::default()).await;
+    // The rules' answers one after another, not how a client waits.
+    allow_early_retries(&client).await;
     let throttle = |secs| FaultRule::throttle_next("/v1.0/users", secs, 1);
     let unavailable = FaultRule {
         retry_after_seconds: Some(2),
@@ -298,6 +304,8 @@ async fn retry_after_can_be_fractional_or_missing() {
 #[tokio::test]
 async fn fault_rules_take_fractional_retry_after_seconds() {
     let (_sim, client) = start_sim(SimConfig::default()).await;
+    // The rules' answers one after another, not how a client waits.
+    allow_early_retries(&client).await;
     let post = |rule: Value| {
         let client = &client;
         async move {
@@ -377,6 +385,7 @@ async fn switches_merge_and_typed_helpers_change_only_their_own() {
     assert_eq!(
         raw,
         serde_json::json!({
+            "earlyRetriesAllowed": false,
             "notificationsLost": true,
             "duplicateNotifications": false,
             "reorderNotifications": false,
@@ -415,4 +424,27 @@ async fn switches_merge_and_typed_helpers_change_only_their_own() {
     let all = client.switches().await.unwrap();
     assert!(!all.notifications_lost && !all.delta_empty_pages);
     assert_eq!(all.retry_after, RetryAfterStyle::Seconds);
+}
+
+#[tokio::test]
+async fn a_retry_before_retry_after_is_throttled_again_and_counted() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    client
+        .set_fault(FaultRule {
+            retry_after_ms: Some(400),
+            ..FaultRule::fail_next("/v1.0/users", 503, 1)
+        })
+        .await
+        .unwrap();
+    assert_eq!(retry_after_of(&client, 503).await.as_deref(), Some("0.4"));
+    // At once: throttled again, told to wait what is left.
+    let left = retry_after_of(&client, 429).await.unwrap();
+    assert!(left.parse::<f64>().unwrap() <= 0.4, "{left}");
+    tokio::time::sleep(Duration::from_millis(450)).await;
+    assert_eq!(retry_after_of(&client, 200).await, None);
+    let stats = client.fault_stats().await.unwrap();
+    assert_eq!(
+        (stats.injected, stats.with_retry_after, stats.early_retries),
+        (2, 2, 1)
+    );
 }

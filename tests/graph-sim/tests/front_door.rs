@@ -67,6 +67,7 @@ fn assert_length_required(status: u16, body: &str) {
 #[tokio::test]
 async fn bodiless_post_without_content_length_is_411_on_the_wire() {
     let (sim, client) = start_sim(fast_config()).await;
+    allow_early_retries(&client).await;
     let rx = start_receiver().await;
     let (_, sub) = subscribe(&client, &rx, 60).await;
     let id = sub["id"].as_str().unwrap().to_string();

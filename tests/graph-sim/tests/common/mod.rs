@@ -235,3 +235,12 @@ pub async fn sim_subscription(client: &graph_sim::SimClient, id: &str) -> serde_
         .find(|s| s["id"] == id)
         .expect("subscription listed")
 }
+
+/// For tests of what the simulator answers in a row, not of how a client waits: a request
+/// repeated before its `Retry-After` is served like any other.
+pub async fn allow_early_retries(client: &graph_sim::SimClient) {
+    client
+        .set_switches(serde_json::json!({"earlyRetriesAllowed": true}))
+        .await
+        .unwrap();
+}
