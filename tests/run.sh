@@ -31,6 +31,8 @@ trap 'exit 143' TERM
 trap 'exit 129' HUP
 
 bash tests/samba/samba-dc.sh ensure >/dev/null
+# The chaos suite jumps serve's clock with libfaketime.
+bash tests/faketime.sh ensure
 if $own_moto; then
   # Started once here rather than by the first AWS test, so that this script knows to stop it.
   endpoint="$(bash tests/moto/moto.sh ensure)"

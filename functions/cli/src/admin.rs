@@ -152,6 +152,7 @@ async fn api_status(
 ) -> ApiResult<StatusReport> {
     let mut report = admin::status(a.state.as_ref(), a.queue.as_ref()).await?;
     report.webhook = Some(webhook.report());
+    report.clock_offset_seconds = admin::clock_offset(a.graph.clock().now(), chrono::Utc::now());
     Ok(Json(report))
 }
 

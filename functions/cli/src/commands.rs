@@ -271,6 +271,17 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
             println!("REJECTED       {n} {reason}");
         }
     }
+    if let Some(offset) = report.clock_offset_seconds {
+        let (ahead, by) = if offset < 0 {
+            ("ahead of", -offset)
+        } else {
+            ("behind", offset)
+        };
+        println!(
+            "CLOCK          this host's clock is {} {ahead} Microsoft Graph's: retention and subscriptions follow Graph's clock; set the host's time right (NTP)",
+            humantime::format_duration(std::time::Duration::from_secs(by as u64))
+        );
+    }
     let safety = &report.safety;
     println!(
         "safety         {} disables and {} deletes in the last hour",

@@ -211,8 +211,42 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("shadowsync: {e:#}");
+            eprintln!("shadowsync: {}", message(&e));
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+/// The error and its causes, each said once: the application's errors already include their
+/// cause's words, which `{:#}` would repeat.
+fn message(error: &anyhow::Error) -> String {
+    let mut message = String::new();
+    for cause in error.chain() {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            if !message.is_empty() {
+                message.push_str(": ");
+            }
+            message.push_str(&text);
+        }
+    }
+    message
+}
+
+#[cfg(test)]
+mod tests {
+    use super::message;
+
+    #[test]
+    fn each_cause_is_said_once() {
+        let graph = std::io::Error::other("403: Authorization_RequestDenied");
+        let error =
+            anyhow::Error::new(graph).context("listing guests: 403: Authorization_RequestDenied");
+        assert_eq!(
+            message(&error),
+            "listing guests: 403: Authorization_RequestDenied"
+        );
+        let error = anyhow::anyhow!("disk full").context("writing the token");
+        assert_eq!(message(&error), "writing the token: disk full");
     }
 }

@@ -185,7 +185,8 @@ async fn post_notification(
         "00000000-0000-0000-0000-000000000001",
         &sim.config().tenant_id,
     );
-    shadowsync_e2e::serve::post_notification(serve.listen, sub, user_id, CLIENT_STATE, tenant)
+    let change = (user_id, shadowsync_e2e::serve::Change::Updated);
+    shadowsync_e2e::serve::post_notification(serve.listen, sub, change, CLIENT_STATE, tenant)
         .await
         .unwrap()
 }

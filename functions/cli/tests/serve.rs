@@ -4,7 +4,7 @@
 use graph_sim::{FaultRule, RunningSim, SimClient, SimConfig};
 use serde_json::{json, Value};
 use shadowsync_e2e::host::{Host, SETTLE};
-use shadowsync_e2e::serve::{wait_until, CLIENT_STATE};
+use shadowsync_e2e::serve::{wait_until, Change, CLIENT_STATE};
 use shadowsync_e2e::{samba, text, AdProbe};
 use std::path::Path;
 use std::time::Duration;
@@ -87,7 +87,7 @@ async fn forged_notifications_change_nothing() {
         shadowsync_e2e::serve::post_notification(
             h.serve.listen,
             h.subscriptions().await[0]["id"].as_str().unwrap(),
-            &id,
+            (&id, Change::Updated),
             CLIENT_STATE,
             "11111111-2222-3333-4444-555555555555"
         )

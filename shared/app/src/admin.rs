@@ -45,6 +45,16 @@ pub struct StatusReport {
     /// read the store itself (no webhook runs).
     #[serde(default)]
     pub webhook: Option<WebhookReport>,
+    /// Microsoft Graph's clock minus this host's, in seconds, when they differ by a minute or
+    /// more (what the running `serve` last saw in Graph's `Date` header; `None` otherwise).
+    #[serde(default)]
+    pub clock_offset_seconds: Option<i64>,
+}
+
+/// The offset worth reporting between Graph's clock and the local one: a minute or more.
+pub fn clock_offset(graph_now: DateTime<Utc>, local_now: DateTime<Utc>) -> Option<i64> {
+    let seconds = (graph_now - local_now).num_seconds();
+    (seconds.abs() >= 60).then_some(seconds)
 }
 
 /// A running webhook's counters since it started.
@@ -141,6 +151,7 @@ pub async fn status(
         graph_access: access::report(state).await?,
         safety: safety::report(state, Utc::now()).await?,
         webhook: None,
+        clock_offset_seconds: None,
     })
 }
 

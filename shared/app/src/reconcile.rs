@@ -144,6 +144,13 @@ impl Reconciler {
                     version = None;
                     format!("delta token expired ({e})")
                 }
+                // The link was kept from the Graph endpoint configured before: stale here.
+                Err(e) if e.graph_error().is_some_and(|g| g.is_foreign_link()) => {
+                    warn!(error = %e, "the delta link belongs to another Graph endpoint (the configuration changed); starting a full sync");
+                    self.state.delete(CHECKPOINTS, USERS_DELTA, version).await?;
+                    version = None;
+                    format!("the delta link belongs to another Graph endpoint ({e})")
+                }
                 Err(e) => return Err(e),
             },
         };

@@ -287,3 +287,22 @@ async fn a_damaged_record_is_listed_in_status_and_hides_nothing_else() {
         status.conflicts
     );
 }
+
+#[test]
+fn a_clock_offset_is_reported_from_a_minute_on() {
+    use shadowsync_app::admin::clock_offset;
+    let graph = chrono::Utc::now();
+    assert_eq!(
+        clock_offset(graph, graph + chrono::Duration::seconds(59)),
+        None
+    );
+    assert_eq!(
+        clock_offset(graph, graph + chrono::Duration::days(365)),
+        Some(-365 * 24 * 3600),
+        "the host a year ahead"
+    );
+    assert_eq!(
+        clock_offset(graph + chrono::Duration::minutes(2), graph),
+        Some(120)
+    );
+}

@@ -8,7 +8,7 @@ use shadowsync_app::{AppError, Roles};
 use shadowsync_ports::GraphError;
 use shadowsync_queue::{ChangeType, Job, JobSource};
 use shadowsync_state::records::{CHECKPOINTS, USERS_DELTA};
-use shadowsync_state::{get_json, DeltaCheckpoint, Versioned};
+use shadowsync_state::{get_json, put_json, DeltaCheckpoint, Versioned};
 use shadowsync_testkit::GraphOp;
 
 const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
@@ -188,6 +188,38 @@ async fn an_expired_delta_token_starts_a_full_round_and_says_why() {
     w.clock.advance(Duration::minutes(1));
     let r = w.app.reconciler.run_delta().await.unwrap();
     assert!(r.full && r.reason_for_full.unwrap().contains("410"));
+}
+
+#[tokio::test]
+async fn a_delta_link_of_another_graph_endpoint_starts_a_full_round() {
+    let w = World::new();
+    let a = w.graph.invite_guest("a@fabrikam.com");
+    w.app.reconciler.run_delta().await.unwrap();
+    w.drain().await;
+    // The configuration moved to another endpoint (another tenant's simulator, a national
+    // cloud): the kept link is not sent the token, and is no use there.
+    let kept = checkpoint(&w).await.unwrap();
+    let mut moved = kept.value.clone();
+    moved.delta_link = "https://graph.elsewhere.test/v1.0/users/delta?$deltatoken=1".into();
+    put_json(
+        w.store.as_ref(),
+        CHECKPOINTS,
+        USERS_DELTA,
+        &moved,
+        Some(kept.version),
+    )
+    .await
+    .unwrap();
+    w.clock.advance(Duration::minutes(1));
+    let r = w.app.reconciler.run_delta().await.unwrap();
+    assert!(r.full, "{r:?}");
+    assert!(
+        r.reason_for_full
+            .unwrap()
+            .contains("another Graph endpoint"),
+        "the reason says why"
+    );
+    assert_eq!(jobs(&w).await, vec![(a, Some(ChangeType::Updated))]);
 }
 
 #[tokio::test]

@@ -161,10 +161,10 @@ impl GraphClient {
             let url = Url::parse(url_or_path)
                 .map_err(|e| GraphError::Config(format!("invalid URL {url_or_path:?}: {e}")))?;
             if url.origin() != graph.origin() || !url.path().starts_with(graph.path()) {
-                return Err(GraphError::Config(format!(
-                    "refusing to send the Graph token to {}, which is not under {graph}",
-                    url.origin().ascii_serialization()
-                )));
+                return Err(GraphError::ForeignLink {
+                    origin: url.origin().ascii_serialization(),
+                    endpoint: graph.to_string(),
+                });
             }
             return Ok(url);
         }
@@ -395,7 +395,7 @@ mod tests {
         assert_eq!(c.resolve(next).unwrap().as_str(), next);
         assert!(matches!(
             c.resolve("https://evil.example/v1.0/users"),
-            Err(GraphError::Config(_))
+            Err(GraphError::ForeignLink { .. })
         ));
         let sub = client("http://127.0.0.1:9/sim/");
         assert_eq!(

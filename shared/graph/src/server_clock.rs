@@ -28,10 +28,15 @@ impl ServerClock {
             return;
         };
         let offset = (date.with_timezone(&Utc) - Utc::now()).num_milliseconds();
-        self.offset_ms.store(
-            if offset.abs() < 2_000 { 0 } else { offset },
-            Ordering::Relaxed,
-        );
+        let offset = if offset.abs() < 2_000 { 0 } else { offset };
+        let before = self.offset_ms.swap(offset, Ordering::Relaxed);
+        // Said once per change of a minute or more, not at every response.
+        if offset.abs() >= 60_000 && (offset - before).abs() >= 60_000 {
+            tracing::warn!(
+                graph_minus_local_seconds = offset / 1000,
+                "this host's clock differs from Microsoft Graph's; decisions about time follow Graph's clock"
+            );
+        }
     }
 }
 

@@ -415,7 +415,7 @@ async fn full_urls_on_the_graph_endpoint_are_followed_as_given() {
     let foreign = client
         .get_json::<Value>("https://attacker.example/v1.0/script")
         .await;
-    assert!(matches!(foreign, Err(GraphError::Config(_))));
+    assert!(matches!(foreign, Err(GraphError::ForeignLink { .. })));
     assert_eq!(sim.graph_requests(), 1);
 }
 

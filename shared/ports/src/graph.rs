@@ -264,9 +264,14 @@ pub enum GraphError {
     /// A success response whose body could not be decoded.
     #[error("could not decode the response: {0}")]
     Decode(#[source] crate::BoxError),
-    /// Bad configuration (unreadable certificate or key, invalid endpoint, foreign nextLink…).
+    /// Bad configuration (unreadable certificate or key, invalid endpoint…).
     #[error("Graph client configuration error: {0}")]
     Config(String),
+    /// A link (a delta or next link, kept or received) outside the configured Graph endpoint:
+    /// the token is never sent there. A kept delta link of an endpoint configured before is
+    /// only stale.
+    #[error("refusing to send the Graph token to {origin}, which is not under {endpoint}")]
+    ForeignLink { origin: String, endpoint: String },
 }
 
 impl GraphError {
@@ -280,7 +285,10 @@ impl GraphError {
                 Some(s) => *s == 429 || is_retryable_server_status(*s),
                 None => false,
             },
-            GraphError::Client { .. } | GraphError::Decode(_) | GraphError::Config(_) => false,
+            GraphError::Client { .. }
+            | GraphError::Decode(_)
+            | GraphError::Config(_)
+            | GraphError::ForeignLink { .. } => false,
         }
     }
 
@@ -330,6 +338,11 @@ impl GraphError {
                 c.eq_ignore_ascii_case("syncStateNotFound")
                     || c.eq_ignore_ascii_case("resyncRequired")
             })
+    }
+
+    /// A link outside the configured endpoint ([`GraphError::ForeignLink`]).
+    pub fn is_foreign_link(&self) -> bool {
+        matches!(self, GraphError::ForeignLink { .. })
     }
 
     /// `Server`, `Client` or `Throttled` from a non-success Graph response and its body

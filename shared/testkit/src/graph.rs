@@ -780,6 +780,13 @@ impl Graph for FakeGraph {
                 Ok(w.delta_round(remaining, end, now))
             }
             DeltaCursor::Link(link) => {
+                // As the real client: the token goes nowhere but the configured endpoint.
+                if !link.starts_with(LINKS) {
+                    return Err(GraphError::ForeignLink {
+                        origin: link.split("/v1.0").next().unwrap_or(link).to_string(),
+                        endpoint: LINKS.to_string(),
+                    });
+                }
                 if let Some(token) = token_in(link, "$deltatoken") {
                     let Some(t) = w.delta_tokens.get(token) else {
                         return Err(sync_state_not_found());

@@ -1,7 +1,7 @@
 //! A `shadowsync serve` host for end-to-end tests: its own simulator, its own managed OUs in
 //! the test DC, a probe to read AD, and the waits the tests share.
 
-use crate::serve::{wait_until, ServeProcess, CLIENT_STATE};
+use crate::serve::{wait_until, Change, ServeProcess, CLIENT_STATE};
 use crate::{samba, text, unique, AdProbe, RawEntry};
 use graph_sim::{RunningSim, SimClient, SimConfig};
 use serde_json::Value;
@@ -141,6 +141,12 @@ impl Host {
     /// Posts a notification for `user_id` straight to the webhook, with `client_state`;
     /// returns the HTTP status.
     pub async fn post_notification(&self, user_id: &str, client_state: &str) -> u16 {
+        self.post_change(user_id, Change::Updated, client_state)
+            .await
+    }
+
+    /// The same, for any `change`.
+    pub async fn post_change(&self, user_id: &str, change: Change, client_state: &str) -> u16 {
         // Through the control API: Graph's may be refusing (a removed permission).
         let sub = self.sim_subscriptions().await[0]["id"]
             .as_str()
@@ -149,7 +155,7 @@ impl Host {
         crate::serve::post_notification(
             self.serve.listen,
             &sub,
-            user_id,
+            (user_id, change),
             client_state,
             &self.sim.config().tenant_id,
         )

@@ -206,9 +206,16 @@ impl AdProbe {
     /// Entries matching a raw filter anywhere in the domain, with all user and operational
     /// attributes.
     pub async fn search(&mut self, filter: &str) -> Result<Vec<(String, RawEntry)>> {
+        let base = self.base_dn.clone();
+        self.search_in(&base, filter).await
+    }
+
+    /// The same under `base` only: a domain-wide search stops at the DC's size limit (1,000)
+    /// once the tests have made more accounts than that.
+    pub async fn search_in(&mut self, base: &str, filter: &str) -> Result<Vec<(String, RawEntry)>> {
         let (entries, _) = self
             .ldap
-            .search(&self.base_dn, Scope::Subtree, filter, vec!["*", "+"])
+            .search(base, Scope::Subtree, filter, vec!["*", "+"])
             .await?
             .success()?;
         Ok(entries

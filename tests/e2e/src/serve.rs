@@ -252,19 +252,37 @@ impl ServeProcess {
     }
 }
 
+/// What a notification reports about a user.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Change {
+    Created,
+    Updated,
+    Deleted,
+}
+
+impl Change {
+    fn as_str(self) -> &'static str {
+        match self {
+            Change::Created => "created",
+            Change::Updated => "updated",
+            Change::Deleted => "deleted",
+        }
+    }
+}
+
 /// POSTs a users change notification for `user_id` to the webhook, in Graph's shape; returns
 /// the HTTP status.
 pub async fn post_notification(
     listen: SocketAddr,
     subscription_id: &str,
-    user_id: &str,
+    (user_id, change): (&str, Change),
     client_state: &str,
     tenant_id: &str,
 ) -> Result<u16> {
     let body = serde_json::json!({"value": [{
         "subscriptionId": subscription_id,
         "subscriptionExpirationDateTime": "2030-01-01T00:00:00Z",
-        "changeType": "updated",
+        "changeType": change.as_str(),
         "resource": format!("Users/{user_id}"),
         "resourceData": {"@odata.type": "#Microsoft.Graph.User", "@odata.id": format!("Users/{user_id}"), "id": user_id},
         "clientState": client_state,

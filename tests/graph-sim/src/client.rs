@@ -378,7 +378,9 @@ impl SimClient {
 
     /// Injected faults so far, and retries that came before their `Retry-After`.
     pub async fn fault_stats(&self) -> Result<FaultStats> {
-        let v = self.control(Method::GET, "/_sim/faults/stats", None).await?;
+        let v = self
+            .control(Method::GET, "/_sim/faults/stats", None)
+            .await?;
         Ok(serde_json::from_value(v)?)
     }
 

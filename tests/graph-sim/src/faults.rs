@@ -308,7 +308,9 @@ pub async fn inject(State(sim): State<Arc<Sim>>, req: Request, next: Next) -> Re
     let request = format!(
         "{} {}",
         req.method(),
-        req.uri().path_and_query().map_or(path.as_str(), |p| p.as_str())
+        req.uri()
+            .path_and_query()
+            .map_or(path.as_str(), |p| p.as_str())
     );
     let now = Instant::now();
     let enforced = !sim.world().switches.early_retries_allowed;
