@@ -109,6 +109,17 @@ impl SimClient {
         path: &str,
         body: Option<&Value>,
     ) -> Result<reqwest::Response> {
+        self.graph_with_headers(method, path, body, &[]).await
+    }
+
+    /// [`SimClient::graph`] with extra request headers (such as `ConsistencyLevel: eventual`).
+    pub async fn graph_with_headers(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<&Value>,
+        headers: &[(&str, &str)],
+    ) -> Result<reqwest::Response> {
         for attempt in 0..2 {
             let token = self.token().await?;
             let url = if path.starts_with("http") {
@@ -117,6 +128,9 @@ impl SimClient {
                 format!("{}{}", self.base, path)
             };
             let mut req = self.http.request(method.clone(), url).bearer_auth(&token);
+            for (name, value) in headers {
+                req = req.header(*name, *value);
+            }
             if let Some(b) = body {
                 req = req.json(b);
             } else if matches!(method, Method::POST | Method::PUT | Method::PATCH) {
@@ -213,6 +227,131 @@ impl SimClient {
             None,
         )
         .await
+    }
+
+    /// Invites an internal (member) user to B2B collaboration in place (`POST /invitations` with
+    /// `invitedUser.id`, no invitation mail); returns the invitation. The user's `mail` must
+    /// already be `email`, as Graph requires; `userType` is not changed (PATCH it separately).
+    pub async fn invite_internal(&self, id: &str, email: &str) -> Result<Value> {
+        self.graph_json(
+            Method::POST,
+            "/v1.0/invitations",
+            Some(&json!({
+                "invitedUserEmailAddress": email,
+                "inviteRedirectUrl": "https://myapps.microsoft.com",
+                "sendInvitationMessage": false,
+                "invitedUser": { "id": id },
+            })),
+        )
+        .await
+    }
+
+    /// Resets a B2B user's redemption so it redeems again with `email`, the way Microsoft's
+    /// "Reset redemption status" procedure goes: first, unless `email` is already on the user,
+    /// `PATCH` its `mail` and `otherMails` to `email` (Graph refuses a reset to an address the
+    /// user object does not carry); then `POST /invitations` with `resetRedemption: true`.
+    /// Returns the invitation; the user is back to `PendingAcceptance`, same object id.
+    pub async fn reset_redemption(&self, id: &str, email: &str) -> Result<Value> {
+        let user = self.sim_user(id).await?;
+        let on_user = user["mail"]
+            .as_str()
+            .is_some_and(|m| m.eq_ignore_ascii_case(email))
+            || user["otherMails"].as_array().is_some_and(|all| {
+                all.iter()
+                    .filter_map(Value::as_str)
+                    .any(|m| m.eq_ignore_ascii_case(email))
+            });
+        if !on_user {
+            self.patch_user(id, json!({ "mail": email, "otherMails": [email] }))
+                .await?;
+        }
+        self.graph_json(
+            Method::POST,
+            "/v1.0/invitations",
+            Some(&json!({
+                "invitedUserEmailAddress": email,
+                "inviteRedirectUrl": "https://myapps.microsoft.com",
+                "sendInvitationMessage": false,
+                "resetRedemption": true,
+                "invitedUser": { "id": id },
+            })),
+        )
+        .await
+    }
+
+    /// Creates a user as Microsoft Entra Connect would (`POST /_sim/users/synced`):
+    /// `onPremisesSyncEnabled: true`, its immutable id, sAMAccountName and the rest of `spec`.
+    /// Returns every stored property.
+    pub async fn create_synced_user(&self, spec: &crate::synced::SyncedUser) -> Result<Value> {
+        self.control(
+            Method::POST,
+            "/_sim/users/synced",
+            Some(&serde_json::to_value(spec)?),
+        )
+        .await
+    }
+
+    /// Applies a change made in AD to a synced user, as the next sync cycle would
+    /// (`PATCH /_sim/users/{id}/synced`): AD-mastered and `onPremises*` properties, `userType`,
+    /// `otherMails`. Returns every stored property.
+    pub async fn update_synced_user(&self, id: &str, changes: Value) -> Result<Value> {
+        self.control(
+            Method::PATCH,
+            &format!("/_sim/users/{}/synced", encode_segment(id)),
+            Some(&changes),
+        )
+        .await
+    }
+
+    /// `GET /users?$filter=<filter>&$select=<select>`, following `@odata.nextLink` to the end;
+    /// with `advanced`, as an advanced query (`ConsistencyLevel: eventual` and `$count=true`,
+    /// which some filters need). Returns all matching users.
+    pub async fn find_users(
+        &self,
+        filter: &str,
+        select: &str,
+        advanced: bool,
+    ) -> Result<Vec<Value>> {
+        let mut url = format!(
+            "/v1.0/users?$filter={}&$select={}",
+            encode_segment(filter),
+            encode_segment(select)
+        );
+        if advanced {
+            url.push_str("&$count=true");
+        }
+        let headers: &[(&str, &str)] = if advanced {
+            &[("ConsistencyLevel", "eventual")]
+        } else {
+            &[]
+        };
+        let mut users = Vec::new();
+        loop {
+            let resp = self
+                .graph_with_headers(Method::GET, &url, None, headers)
+                .await?;
+            let page = json_or_error(resp, "GET users").await?;
+            users.extend(page["value"].as_array().cloned().unwrap_or_default());
+            match page["@odata.nextLink"].as_str() {
+                Some(next) => url = next.to_string(),
+                None => return Ok(users),
+            }
+        }
+    }
+
+    /// `GET /users/{id}?$select=<select>`; `None` on 404.
+    pub async fn get_user_select(&self, id: &str, select: &str) -> Result<Option<Value>> {
+        let resp = self
+            .graph(
+                Method::GET,
+                &format!("/v1.0/users/{}?$select={select}", encode_segment(id)),
+                None,
+            )
+            .await?;
+        if resp.status() == StatusCode::NOT_FOUND {
+            return Ok(None);
+        }
+        json_or_error(resp, "GET user").await.map(Some)
     }
 
     /// Creates many users at once (`POST /_sim/users/bulk`); returns their ids.

@@ -1,12 +1,13 @@
 //! `/_sim`: the control API for what Graph has no API for — simulated time, faults, accepting
-//! invitations, lifecycle events, the unkind switches, the delivery log, reset. No auth.
+//! invitations, users synced from on-premises AD, lifecycle events, the unkind switches, the
+//! delivery log, reset. No auth.
 
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{delete, get, patch, post};
 use axum::{Json, Router};
 use serde_json::{json, Value};
 
@@ -15,6 +16,7 @@ use crate::error::{GraphError, GraphResult};
 use crate::faults::{FaultRule, FaultStats};
 use crate::query::QueryOptions;
 use crate::state::Switches;
+use crate::synced::SyncedUser;
 use crate::Sim;
 
 pub fn routes() -> Router<Arc<Sim>> {
@@ -29,6 +31,8 @@ pub fn routes() -> Router<Arc<Sim>> {
         .route("/_sim/faults/stats", get(fault_stats))
         .route("/_sim/faults/{id}", delete(remove_fault))
         .route("/_sim/users/bulk", post(bulk_users))
+        .route("/_sim/users/synced", post(create_synced_user))
+        .route("/_sim/users/{id}/synced", patch(sync_user))
         .route("/_sim/users/{id}", get(raw_user))
         .route("/_sim/users/{id}/accept-invitation", post(accept))
         .route("/_sim/switches", get(get_switches).post(set_switches))
@@ -124,6 +128,28 @@ async fn bulk_users(
     Json(spec): Json<crate::users::BulkUsers>,
 ) -> Json<crate::users::BulkCreated> {
     Json(crate::users::bulk_create(&sim, &spec))
+}
+
+/// `POST /_sim/users/synced`: a user as Entra Connect provisions it (see [`SyncedUser`]) → 201
+/// with every stored property.
+async fn create_synced_user(
+    State(sim): State<Arc<Sim>>,
+    Json(spec): Json<SyncedUser>,
+) -> GraphResult<Response> {
+    let user = crate::synced::create_synced_user(&sim, &spec)?;
+    Ok((StatusCode::CREATED, Json(user)).into_response())
+}
+
+/// `PATCH /_sim/users/{id}/synced`: an AD change arriving with the next sync cycle.
+async fn sync_user(
+    State(sim): State<Arc<Sim>>,
+    Path(id): Path<String>,
+    Json(body): Json<Value>,
+) -> GraphResult<Json<Value>> {
+    let changes = body
+        .as_object()
+        .ok_or_else(|| GraphError::bad_request("Body must be a JSON object."))?;
+    crate::synced::apply_sync_update(&sim, &id, changes).map(Json)
 }
 
 async fn accept(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphResult<Json<Value>> {

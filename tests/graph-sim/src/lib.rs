@@ -18,9 +18,11 @@ pub mod delivery;
 pub mod delta;
 pub mod error;
 pub mod faults;
+pub mod invitations;
 pub mod query;
 pub mod state;
 pub mod subscriptions;
+pub mod synced;
 pub mod users;
 
 use std::net::SocketAddr;
@@ -37,6 +39,7 @@ use chrono::Duration as ChronoDuration;
 pub use client::{DeltaQuirks, SimClient};
 pub use faults::{FaultRule, FaultStats};
 pub use state::{RetryAfterStyle, StaleDeltaTokens, Switches};
+pub use synced::SyncedUser;
 
 use crate::clock::SimClock;
 use crate::error::GraphError;

@@ -4,6 +4,7 @@
 
 use std::collections::HashMap;
 
+use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
 use crate::error::{GraphError, GraphResult};
@@ -49,106 +50,261 @@ impl QueryOptions {
         }
         Ok(Some(fields))
     }
+
+    /// Graph's *advanced query parameters*: the `ConsistencyLevel: eventual` header and
+    /// `$count=true`, both required to unlock the advanced `$filter` operators and properties.
+    /// `$count=true` without the header is silently ignored, as Graph documents.
+    pub fn advanced_query(&self, headers: &HeaderMap) -> bool {
+        let eventual = headers
+            .get("consistencylevel")
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case("eventual"));
+        let count = self
+            .get("$count")
+            .is_some_and(|c| c.eq_ignore_ascii_case("true"));
+        eventual && count
+    }
 }
 
-/// One `property eq 'value'` clause (or `eq true/false/null`).
+/// User properties whose `eq` and `startsWith` filters Graph serves only as advanced queries
+/// (the "Requires advanced query parameters" cells of Graph's filter table for users).
+pub const ADVANCED_ONLY_FILTER_PROPERTIES: &[&str] = &[
+    "companyName",
+    "mobilePhone",
+    "officeLocation",
+    "onPremisesSamAccountName",
+    "preferredLanguage",
+];
+
+/// Multi-valued user properties: filtered only through a lambda (`otherMails/any(x:x eq 'a')`).
+const COLLECTION_PROPERTIES: &[&str] = &["businessPhones", "otherMails"];
+
+/// One `property op value` comparison.
 #[derive(Debug, Clone)]
 pub struct EqClause {
     pub property: String,
     pub value: Value,
 }
 
-/// Parses `$filter` expressions of the form `a eq 'x' and b eq true`, plus
-/// `startswith(prop,'x')`. Anything else is rejected the way Graph rejects unsupported queries.
-pub fn parse_filter(filter: &str) -> GraphResult<Vec<Filter>> {
-    let mut clauses = Vec::new();
-    for part in split_and(filter) {
-        let part = part.trim();
-        if let Some(inner) = part
-            .strip_prefix("startswith(")
-            .or_else(|| part.strip_prefix("startsWith("))
-            .and_then(|p| p.strip_suffix(')'))
-        {
-            let (prop, val) = inner.split_once(',').ok_or_else(|| unsupported(filter))?;
-            let val = parse_literal(val.trim()).ok_or_else(|| unsupported(filter))?;
-            clauses.push(Filter::StartsWith(EqClause {
-                property: canonical_property(prop.trim())?,
-                value: val,
-            }));
-            continue;
-        }
-        let mut it = part.splitn(3, ' ');
-        let (Some(prop), Some(op), Some(val)) = (it.next(), it.next(), it.next()) else {
-            return Err(unsupported(filter));
-        };
-        if !op.eq_ignore_ascii_case("eq") {
-            return Err(unsupported(filter));
-        }
-        let value = parse_literal(val.trim()).ok_or_else(|| unsupported(filter))?;
-        clauses.push(Filter::Eq(EqClause {
-            property: canonical_property(prop)?,
-            value,
-        }));
-    }
-    Ok(clauses)
-}
-
+/// One clause of a `$filter`.
 #[derive(Debug, Clone)]
 pub enum Filter {
+    /// `prop eq 'x'` (or `eq true/false/null`).
     Eq(EqClause),
+    /// `prop ne 'x'` (advanced queries only).
+    Ne(EqClause),
+    /// `startsWith(prop,'x')`.
     StartsWith(EqClause),
+    /// `endsWith(prop,'x')` (advanced queries only).
+    EndsWith(EqClause),
+    /// `prop/any(x:x eq 'v')` on a collection.
+    AnyEq(EqClause),
+}
+
+/// A parsed `$filter`: clauses joined by `and`, those groups joined by `or` (`and` binds
+/// tighter, as in OData).
+#[derive(Debug, Clone, Default)]
+pub struct FilterExpr {
+    pub any_of: Vec<Vec<Filter>>,
+}
+
+impl FilterExpr {
+    pub fn matches(&self, props: &Map<String, Value>) -> bool {
+        self.any_of.is_empty()
+            || self
+                .any_of
+                .iter()
+                .any(|group| group.iter().all(|f| f.matches(props)))
+    }
+
+    /// The error Graph answers when a clause needs the advanced query parameters and the
+    /// request lacks them; `None` when every clause works by default.
+    pub fn advanced_requirement(&self) -> Option<GraphError> {
+        self.any_of
+            .iter()
+            .flatten()
+            .find_map(Filter::advanced_requirement)
+    }
+}
+
+/// Parses `$filter` expressions of the form `a eq 'x' and b eq true or c ne null`, plus
+/// `startsWith(prop,'x')`, `endsWith(prop,'x')` and `coll/any(x:x eq 'v')`. Anything else is
+/// rejected the way Graph rejects unsupported queries.
+pub fn parse_filter(filter: &str) -> GraphResult<FilterExpr> {
+    let mut any_of = Vec::new();
+    for alternative in split_outside(filter, " or ") {
+        let mut group = Vec::new();
+        for part in split_outside(&alternative, " and ") {
+            group.push(parse_clause(part.trim(), filter)?);
+        }
+        any_of.push(group);
+    }
+    Ok(FilterExpr { any_of })
+}
+
+fn parse_clause(part: &str, filter: &str) -> GraphResult<Filter> {
+    if let Some((name, args)) = function_call(part) {
+        let (prop, val) = args.split_once(',').ok_or_else(|| unsupported(filter))?;
+        let clause = EqClause {
+            property: scalar_property(prop.trim(), filter)?,
+            value: parse_literal(val.trim()).ok_or_else(|| unsupported(filter))?,
+        };
+        return match name.to_ascii_lowercase().as_str() {
+            "startswith" => Ok(Filter::StartsWith(clause)),
+            "endswith" => Ok(Filter::EndsWith(clause)),
+            _ => Err(unsupported(filter)),
+        };
+    }
+    if let Some(clause) = parse_lambda(part, filter)? {
+        return Ok(Filter::AnyEq(clause));
+    }
+    let mut it = part.splitn(3, ' ');
+    let (Some(prop), Some(op), Some(val)) = (it.next(), it.next(), it.next()) else {
+        return Err(unsupported(filter));
+    };
+    let clause = EqClause {
+        property: scalar_property(prop, filter)?,
+        value: parse_literal(val.trim()).ok_or_else(|| unsupported(filter))?,
+    };
+    match op.to_ascii_lowercase().as_str() {
+        "eq" => Ok(Filter::Eq(clause)),
+        "ne" => Ok(Filter::Ne(clause)),
+        _ => Err(unsupported(filter)),
+    }
+}
+
+/// `name(args)` for the string functions Graph supports on users.
+fn function_call(part: &str) -> Option<(&str, &str)> {
+    let (name, rest) = part.split_once('(')?;
+    let name = name.trim();
+    let known = ["startswith", "endswith"]
+        .iter()
+        .any(|f| f.eq_ignore_ascii_case(name));
+    known.then_some(())?;
+    Some((name, rest.strip_suffix(')')?))
+}
+
+/// `coll/any(x:x eq 'v')` (any variable name, optional spaces). `Ok(None)` when `part` is not
+/// a lambda at all.
+fn parse_lambda(part: &str, filter: &str) -> GraphResult<Option<EqClause>> {
+    let lower = part.to_ascii_lowercase();
+    let Some(at) = lower.find("/any(") else {
+        return Ok(None);
+    };
+    let property = canonical_property(part[..at].trim())?;
+    if !COLLECTION_PROPERTIES.contains(&property.as_str()) {
+        return Err(unsupported(filter));
+    }
+    let inner = part[at + "/any(".len()..]
+        .strip_suffix(')')
+        .ok_or_else(|| unsupported(filter))?;
+    let (var, body) = inner.split_once(':').ok_or_else(|| unsupported(filter))?;
+    let mut it = body.trim().splitn(3, ' ');
+    let (Some(lhs), Some(op), Some(val)) = (it.next(), it.next(), it.next()) else {
+        return Err(unsupported(filter));
+    };
+    if lhs != var.trim() || !op.eq_ignore_ascii_case("eq") {
+        return Err(unsupported(filter));
+    }
+    let value = parse_literal(val.trim()).ok_or_else(|| unsupported(filter))?;
+    Ok(Some(EqClause { property, value }))
 }
 
 impl Filter {
     pub fn matches(&self, props: &Map<String, Value>) -> bool {
         match self {
-            Filter::Eq(c) => {
-                let actual = props.get(&c.property).unwrap_or(&Value::Null);
-                match (actual, &c.value) {
-                    (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
-                    (a, b) => a == b,
-                }
-            }
-            Filter::StartsWith(c) => match (props.get(&c.property), &c.value) {
-                (Some(Value::String(a)), Value::String(b)) => {
-                    a.to_ascii_lowercase().starts_with(&b.to_ascii_lowercase())
-                }
-                _ => false,
-            },
+            Filter::Eq(c) => equal(props.get(&c.property).unwrap_or(&Value::Null), &c.value),
+            Filter::Ne(c) => !equal(props.get(&c.property).unwrap_or(&Value::Null), &c.value),
+            Filter::StartsWith(c) => string_test(props, c, |a, b| a.starts_with(b)),
+            Filter::EndsWith(c) => string_test(props, c, |a, b| a.ends_with(b)),
+            Filter::AnyEq(c) => props
+                .get(&c.property)
+                .and_then(Value::as_array)
+                .is_some_and(|items| items.iter().any(|item| equal(item, &c.value))),
         }
+    }
+
+    /// Graph's answer to this clause without the advanced query parameters, if it needs them:
+    /// `ne` and `endsWith` always do; so do `null` comparisons and the properties in
+    /// [`ADVANCED_ONLY_FILTER_PROPERTIES`].
+    fn advanced_requirement(&self) -> Option<GraphError> {
+        let (operator, clause) = match self {
+            Filter::Ne(_) => return Some(operator_needs_advanced("ne")),
+            Filter::EndsWith(_) => return Some(operator_needs_advanced("endsWith")),
+            Filter::AnyEq(_) => return None,
+            Filter::Eq(c) => ("eq", c),
+            Filter::StartsWith(c) => ("startsWith", c),
+        };
+        let advanced_property = ADVANCED_ONLY_FILTER_PROPERTIES.contains(&clause.property.as_str());
+        (clause.value.is_null() || advanced_property).then(|| {
+            GraphError::new(
+                StatusCode::BAD_REQUEST,
+                "Request_UnsupportedQuery",
+                format!(
+                    "Unsupported or invalid query filter clause specified for property '{}' of resource 'User'. Operator '{operator}' on it requires advanced query parameters: $count=true and ConsistencyLevel:eventual.",
+                    clause.property
+                ),
+            )
+        })
     }
 }
 
-fn split_and(filter: &str) -> Vec<String> {
-    // Split on " and " outside quotes.
+/// The documented answer to an advanced-only operator sent without `$count=true` and
+/// `ConsistencyLevel: eventual`.
+fn operator_needs_advanced(operator: &str) -> GraphError {
+    GraphError::new(
+        StatusCode::BAD_REQUEST,
+        "Request_UnsupportedQuery",
+        format!(
+            "Operator '{operator}' is not supported because the required parameters might be missing. Try adding $count=true query parameter and ConsistencyLevel:eventual header. Refer to https://aka.ms/graph-docs/advanced-queries for more information"
+        ),
+    )
+}
+
+/// Directory string comparisons are case-insensitive.
+fn equal(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::String(a), Value::String(b)) => a.eq_ignore_ascii_case(b),
+        (a, b) => a == b,
+    }
+}
+
+fn string_test(props: &Map<String, Value>, c: &EqClause, test: fn(&str, &str) -> bool) -> bool {
+    match (props.get(&c.property), &c.value) {
+        (Some(Value::String(a)), Value::String(b)) => {
+            test(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
+        }
+        _ => false,
+    }
+}
+
+/// Splits on `separator` (matched case-insensitively) outside quotes and parentheses.
+fn split_outside(filter: &str, separator: &str) -> Vec<String> {
     let mut parts = Vec::new();
     let mut current = String::new();
     let mut in_quote = false;
-    let chars: Vec<char> = filter.chars().collect();
-    let mut i = 0;
-    while i < chars.len() {
-        let c = chars[i];
-        if c == '\'' {
-            in_quote = !in_quote;
-        }
-        if !in_quote
-            && filter[byte_index(&chars, i)..]
-                .to_ascii_lowercase()
-                .starts_with(" and ")
-        {
+    let mut depth = 0usize;
+    let mut rest = filter;
+    while let Some(c) = rest.chars().next() {
+        let at_separator = rest
+            .get(..separator.len())
+            .is_some_and(|s| s.eq_ignore_ascii_case(separator));
+        if !in_quote && depth == 0 && at_separator {
             parts.push(std::mem::take(&mut current));
-            i += 5;
+            rest = &rest[separator.len()..];
             continue;
         }
+        match c {
+            '\'' => in_quote = !in_quote,
+            '(' if !in_quote => depth += 1,
+            ')' if !in_quote => depth = depth.saturating_sub(1),
+            _ => {}
+        }
         current.push(c);
-        i += 1;
+        rest = &rest[c.len_utf8()..];
     }
     parts.push(current);
     parts
-}
-
-fn byte_index(chars: &[char], i: usize) -> usize {
-    chars[..i].iter().map(|c| c.len_utf8()).sum()
 }
 
 fn parse_literal(val: &str) -> Option<Value> {
@@ -175,9 +331,18 @@ fn canonical_property(p: &str) -> GraphResult<String> {
         })
 }
 
+/// A single-valued property: collections compare only through `any`.
+fn scalar_property(p: &str, filter: &str) -> GraphResult<String> {
+    let property = canonical_property(p)?;
+    if COLLECTION_PROPERTIES.contains(&property.as_str()) {
+        return Err(unsupported(filter));
+    }
+    Ok(property)
+}
+
 fn unsupported(filter: &str) -> GraphError {
     GraphError::new(
-        axum::http::StatusCode::BAD_REQUEST,
+        StatusCode::BAD_REQUEST,
         "Request_UnsupportedQuery",
         format!("Unsupported query: '{filter}'."),
     )

@@ -50,6 +50,13 @@ pub const USER_ALL_PROPERTIES: &[&str] = &[
     "mailNickname",
     "mobilePhone",
     "officeLocation",
+    "onPremisesDistinguishedName",
+    "onPremisesDomainName",
+    "onPremisesImmutableId",
+    "onPremisesLastSyncDateTime",
+    "onPremisesSamAccountName",
+    "onPremisesSyncEnabled",
+    "onPremisesUserPrincipalName",
     "otherMails",
     "preferredLanguage",
     "surname",
@@ -82,6 +89,42 @@ pub const USER_WRITABLE_PROPERTIES: &[&str] = &[
     "userType",
 ];
 
+/// Properties Microsoft Entra Connect writes from on-premises AD: for a user with
+/// `onPremisesSyncEnabled: true`, a Graph `PATCH` naming any of them is refused (the next sync
+/// would overwrite the change). `userType`, `otherMails` and `usageLocation` stay writable, as
+/// Entra Connect's default rules do not flow them.
+pub const USER_SYNC_MASTERED_PROPERTIES: &[&str] = &[
+    "accountEnabled",
+    "businessPhones",
+    "city",
+    "companyName",
+    "country",
+    "department",
+    "displayName",
+    "employeeId",
+    "givenName",
+    "jobTitle",
+    "mail",
+    "mailNickname",
+    "mobilePhone",
+    "officeLocation",
+    "preferredLanguage",
+    "surname",
+    "userPrincipalName",
+];
+
+/// The `onPremises*` properties only Entra Connect writes (read-only in Graph; the control API's
+/// synced-user routes set them).
+pub const USER_ON_PREMISES_PROPERTIES: &[&str] = &[
+    "onPremisesDistinguishedName",
+    "onPremisesDomainName",
+    "onPremisesImmutableId",
+    "onPremisesLastSyncDateTime",
+    "onPremisesSamAccountName",
+    "onPremisesSyncEnabled",
+    "onPremisesUserPrincipalName",
+];
+
 #[derive(Debug, Clone)]
 pub struct UserRecord {
     pub props: Map<String, Value>,
@@ -103,6 +146,41 @@ impl UserRecord {
             .get("userPrincipalName")
             .and_then(Value::as_str)
             .unwrap_or("")
+    }
+
+    /// Kept in step from on-premises AD by Entra Connect (`onPremisesSyncEnabled: true`).
+    pub fn is_synced(&self) -> bool {
+        self.props.get("onPremisesSyncEnabled") == Some(&Value::Bool(true))
+    }
+
+    /// A B2B collaboration user: invited, or converted by an invitation (`externalUserState`
+    /// set), whatever its `userType`.
+    pub fn is_external(&self) -> bool {
+        self.props
+            .get("externalUserState")
+            .is_some_and(|s| !s.is_null())
+    }
+
+    /// Whether `address` is the user's `mail` (case-insensitive, as Entra compares addresses).
+    pub fn has_mail(&self, address: &str) -> bool {
+        self.props
+            .get("mail")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.eq_ignore_ascii_case(address))
+    }
+
+    /// Whether `address` is the user's `mail` or one of its `otherMails`.
+    pub fn has_address(&self, address: &str) -> bool {
+        self.has_mail(address)
+            || self
+                .props
+                .get("otherMails")
+                .and_then(Value::as_array)
+                .is_some_and(|all| {
+                    all.iter()
+                        .filter_map(Value::as_str)
+                        .any(|m| m.eq_ignore_ascii_case(address))
+                })
     }
 }
 

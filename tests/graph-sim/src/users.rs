@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, RawQuery, State};
-use axum::http::StatusCode;
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
@@ -12,16 +12,19 @@ use uuid::Uuid;
 
 use crate::clock::graph_time;
 use crate::error::{GraphError, GraphResult};
-use crate::query::{parse_filter, QueryOptions};
+use crate::query::{parse_filter, FilterExpr, QueryOptions};
 use crate::state::{
     blank_user, project_user, ChangeKind, GroupRecord, UserRecord, World, USER_ALL_PROPERTIES,
-    USER_WRITABLE_PROPERTIES,
+    USER_SYNC_MASTERED_PROPERTIES, USER_WRITABLE_PROPERTIES,
 };
 use crate::Sim;
 
 pub fn routes() -> Router<Arc<Sim>> {
     Router::new()
-        .route("/v1.0/invitations", post(create_invitation))
+        .route(
+            "/v1.0/invitations",
+            post(crate::invitations::create_invitation),
+        )
         .route("/v1.0/users", get(list_users).post(create_user))
         .route(
             "/v1.0/users/{id}",
@@ -57,7 +60,7 @@ pub fn routes() -> Router<Arc<Sim>> {
         )
 }
 
-fn context(sim: &Sim, fragment: &str) -> String {
+pub(crate) fn context(sim: &Sim, fragment: &str) -> String {
     format!("{}/v1.0/$metadata#{fragment}", sim.base_url)
 }
 
@@ -70,7 +73,7 @@ fn user_entity(sim: &Sim, props: &Map<String, Value>, select: Option<&[String]>)
     Value::Object(out)
 }
 
-fn body_object(body: Option<Json<Value>>) -> GraphResult<Map<String, Value>> {
+pub(crate) fn body_object(body: Option<Json<Value>>) -> GraphResult<Map<String, Value>> {
     match body {
         Some(Json(Value::Object(m))) => Ok(m),
         _ => Err(GraphError::new(
@@ -81,123 +84,41 @@ fn body_object(body: Option<Json<Value>>) -> GraphResult<Map<String, Value>> {
     }
 }
 
-fn str_field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
+pub(crate) fn str_field<'a>(m: &'a Map<String, Value>, name: &str) -> Option<&'a str> {
     m.get(name)
         .and_then(Value::as_str)
         .filter(|s| !s.trim().is_empty())
 }
 
-/// `POST /v1.0/invitations`: creates a B2B guest the way Entra ID does.
-async fn create_invitation(
-    State(sim): State<Arc<Sim>>,
-    body: Option<Json<Value>>,
-) -> GraphResult<Response> {
-    let body = body_object(body)?;
-    let email = str_field(&body, "invitedUserEmailAddress")
-        .ok_or_else(|| {
-            GraphError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "Invitation cannot be created without invitedUserEmailAddress.",
-            )
-        })?
-        .trim()
-        .to_string();
-    if !email.contains('@') || email.starts_with('@') || email.ends_with('@') {
-        return Err(GraphError::new(
-            StatusCode::BAD_REQUEST,
-            "BadRequest",
-            "The invited user email address is invalid.",
-        ));
-    }
-    let redirect = str_field(&body, "inviteRedirectUrl")
-        .ok_or_else(|| {
-            GraphError::new(
-                StatusCode::BAD_REQUEST,
-                "BadRequest",
-                "InviteRedirectUrl is required.",
-            )
-        })?
-        .to_string();
-    let display_name = str_field(&body, "invitedUserDisplayName").map(String::from);
-    let user_type = str_field(&body, "invitedUserType")
-        .unwrap_or("Guest")
-        .to_string();
-    let send_message = body
-        .get("sendInvitationMessage")
-        .and_then(Value::as_bool)
-        .unwrap_or(false);
-
-    let now = sim.now();
-    let mut w = sim.world();
-    // Inviting the same address again re-sends the invitation for the existing guest.
-    let existing = w
-        .live_users_sorted()
-        .into_iter()
-        .find(|u| {
-            u.props.get("creationType") == Some(&json!("Invitation"))
-                && u.props
-                    .get("mail")
-                    .and_then(Value::as_str)
-                    .is_some_and(|m| m.eq_ignore_ascii_case(&email))
-        })
-        .map(|u| u.id().to_string());
-    let user_id = match existing {
-        Some(id) => id,
-        None => {
-            let id = Uuid::new_v4().to_string();
-            let flattened = email.replace('@', "_");
-            let mut props = blank_user(&id, now);
-            props.insert(
-                "userPrincipalName".into(),
-                json!(format!("{flattened}#EXT#@{}", sim.config.tenant_domain)),
-            );
-            props.insert(
-                "displayName".into(),
-                json!(display_name.clone().unwrap_or_else(|| email
-                    .split('@')
-                    .next()
-                    .unwrap_or(&email)
-                    .to_string())),
-            );
-            props.insert("mail".into(), json!(email));
-            props.insert("otherMails".into(), json!([email]));
-            props.insert("mailNickname".into(), json!(format!("{flattened}#EXT#")));
-            props.insert("userType".into(), json!(user_type));
-            props.insert("externalUserState".into(), json!("PendingAcceptance"));
-            props.insert(
-                "externalUserStateChangeDateTime".into(),
-                json!(graph_time(now)),
-            );
-            props.insert("creationType".into(), json!("Invitation"));
-            insert_user(&mut w, props, now, &sim.config.tenant_id);
-            id
-        }
-    };
-    drop(w);
-    sim.wakeup.notify_one();
-    let body = json!({
-        "@odata.context": context(&sim, "invitations/$entity"),
-        "id": Uuid::new_v4().to_string(),
-        "inviteRedeemUrl": format!(
-            "https://login.microsoftonline.com/redeem?rd=https%3a%2f%2finvitations.microsoft.com%2fredeem%2f%3ftenant%3d{}%26user%3d{}",
-            sim.config.tenant_id, user_id
-        ),
-        "invitedUserDisplayName": display_name,
-        "invitedUserType": user_type,
-        "invitedUserEmailAddress": email,
-        "sendInvitationMessage": send_message,
-        "resetRedemption": false,
-        "inviteRedirectUrl": redirect,
-        "status": "PendingAcceptance",
-        "invitedUserMessageInfo": {
-            "messageLanguage": null,
-            "ccRecipients": [{"emailAddress": {"name": null, "address": null}}],
-            "customizedMessageBody": null
-        },
-        "invitedUser": { "id": user_id },
-    });
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+/// A guest as an invitation creates it: UPN `<address with _ for @>#EXT#@<tenant domain>`,
+/// `mail` = `otherMails[0]` = the address, `externalUserState` PendingAcceptance, `creationType`
+/// Invitation.
+pub(crate) fn new_guest(
+    sim: &Sim,
+    id: &str,
+    email: &str,
+    display_name: &str,
+    user_type: &str,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Map<String, Value> {
+    let flattened = email.replace('@', "_");
+    let mut props = blank_user(id, now);
+    props.insert(
+        "userPrincipalName".into(),
+        json!(format!("{flattened}#EXT#@{}", sim.config.tenant_domain)),
+    );
+    props.insert("displayName".into(), json!(display_name));
+    props.insert("mail".into(), json!(email));
+    props.insert("otherMails".into(), json!([email]));
+    props.insert("mailNickname".into(), json!(format!("{flattened}#EXT#")));
+    props.insert("userType".into(), json!(user_type));
+    props.insert("externalUserState".into(), json!("PendingAcceptance"));
+    props.insert(
+        "externalUserStateChangeDateTime".into(),
+        json!(graph_time(now)),
+    );
+    props.insert("creationType".into(), json!("Invitation"));
+    props
 }
 
 fn all_property_names() -> Vec<String> {
@@ -280,32 +201,13 @@ pub fn bulk_create(sim: &Sim, spec: &BulkUsers) -> BulkCreated {
         if is_guest {
             let n = created.guests.len();
             let email = format!("g{n}.{}@{}", spec.prefix, spec.domain);
-            let flattened = email.replace('@', "_");
-            props.insert(
-                "userPrincipalName".into(),
-                json!(format!("{flattened}#EXT#@{}", sim.config.tenant_domain)),
-            );
-            props.insert(
-                "displayName".into(),
-                json!(format!("Guest {n} {}", spec.prefix)),
-            );
+            let name = format!("Guest {n} {}", spec.prefix);
+            props = new_guest(sim, &id, &email, &name, "Guest", now);
             props.insert("givenName".into(), json!("Guest"));
             props.insert("surname".into(), json!(format!("{n} {}", spec.prefix)));
-            props.insert("mail".into(), json!(email));
-            props.insert("otherMails".into(), json!([email]));
-            props.insert("mailNickname".into(), json!(format!("{flattened}#EXT#")));
-            props.insert("userType".into(), json!("Guest"));
-            let state = if spec.accepted {
-                "Accepted"
-            } else {
-                "PendingAcceptance"
-            };
-            props.insert("externalUserState".into(), json!(state));
-            props.insert(
-                "externalUserStateChangeDateTime".into(),
-                json!(graph_time(now)),
-            );
-            props.insert("creationType".into(), json!("Invitation"));
+            if spec.accepted {
+                props.insert("externalUserState".into(), json!("Accepted"));
+            }
             created.guests.push(id);
         } else {
             let n = created.members.len();
@@ -358,7 +260,7 @@ pub fn accept_invitation(sim: &Sim, id: &str) -> GraphResult<Value> {
     Ok(Value::Object(props))
 }
 
-fn check_upn(sim: &Sim, w: &World, upn: &str, except: Option<&str>) -> GraphResult<()> {
+pub(crate) fn check_upn(sim: &Sim, w: &World, upn: &str, except: Option<&str>) -> GraphResult<()> {
     let domain = upn.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
     if !domain.eq_ignore_ascii_case(&sim.config.tenant_domain) {
         return Err(GraphError::bad_request(
@@ -376,7 +278,7 @@ fn check_upn(sim: &Sim, w: &World, upn: &str, except: Option<&str>) -> GraphResu
 }
 
 /// Checks a value's type for a writable property, as Graph's model binding does.
-fn check_value(name: &str, v: &Value) -> GraphResult<()> {
+pub(crate) fn check_value(name: &str, v: &Value) -> GraphResult<()> {
     let ok = match name {
         "accountEnabled" => v.is_boolean(),
         "otherMails" | "businessPhones" => {
@@ -486,17 +388,23 @@ fn decode_skip(token: &str) -> GraphResult<usize> {
 }
 
 /// `GET /v1.0/users` with `$filter`, `$select`, `$top` (1–999, default 100) and
-/// `@odata.nextLink` paging.
+/// `@odata.nextLink` paging. Filters that Graph serves only as advanced queries need
+/// `ConsistencyLevel: eventual` and `$count=true`; with both, the answer carries `@odata.count`.
 async fn list_users(
     State(sim): State<Arc<Sim>>,
+    headers: HeaderMap,
     RawQuery(q): RawQuery,
 ) -> GraphResult<Json<Value>> {
     let opts = QueryOptions::from_raw(q.as_deref());
     let select = opts.user_select()?;
-    let filters = match opts.get("$filter") {
+    let filter = match opts.get("$filter") {
         Some(f) => parse_filter(f)?,
-        None => Vec::new(),
+        None => FilterExpr::default(),
     };
+    let advanced = opts.advanced_query(&headers);
+    if let Some(refusal) = filter.advanced_requirement().filter(|_| !advanced) {
+        return Err(refusal);
+    }
     let top = match opts.get("$top") {
         Some(t) => match t.parse::<usize>() {
             Ok(n) if (1..=999).contains(&n) => n,
@@ -518,7 +426,7 @@ async fn list_users(
     let matching: Vec<&UserRecord> = w
         .live_users_sorted()
         .into_iter()
-        .filter(|u| filters.iter().all(|f| f.matches(&u.props)))
+        .filter(|u| filter.matches(&u.props))
         .collect();
     let page: Vec<Value> = matching
         .iter()
@@ -530,6 +438,9 @@ async fn list_users(
         "@odata.context": context(&sim, "users"),
         "value": page,
     });
+    if advanced {
+        body["@odata.count"] = json!(matching.len());
+    }
     if offset + top < matching.len() {
         // The next link repeats the query and adds the skip token, like Graph's.
         let mut params: Vec<String> = opts
@@ -546,8 +457,9 @@ async fn list_users(
     Ok(Json(body))
 }
 
-/// `PATCH /v1.0/users/{id}` → 204. Read-only properties (such as `externalUserState`) and
-/// unknown ones are rejected.
+/// `PATCH /v1.0/users/{id}` → 204. Read-only properties (such as `externalUserState` and the
+/// `onPremises*` ones) and unknown ones are rejected, and so are AD-mastered properties of a
+/// synced user.
 async fn patch_user(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
@@ -578,6 +490,9 @@ async fn patch_user(
     let uid = w
         .find_user_id(&id)
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
+    if w.users[&uid].is_synced() {
+        check_not_sync_mastered(&updates)?;
+    }
     if let Some((_, Value::String(upn))) = updates.iter().find(|(k, _)| k == "userPrincipalName") {
         check_upn(&sim, &w, upn, Some(&uid))?;
     }
@@ -600,6 +515,20 @@ async fn patch_user(
         sim.wakeup.notify_one();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// A synced user's AD-mastered properties cannot be changed through Graph (the next sync would
+/// undo it); Graph's answer, whatever else the PATCH names.
+fn check_not_sync_mastered(updates: &[(String, Value)]) -> GraphResult<()> {
+    if updates
+        .iter()
+        .any(|(k, _)| USER_SYNC_MASTERED_PROPERTIES.contains(&k.as_str()))
+    {
+        return Err(GraphError::bad_request(
+            "Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.",
+        ));
+    }
+    Ok(())
 }
 
 /// `DELETE /v1.0/users/{id}` → 204; the user moves to deleted items (restorable for 30 days).

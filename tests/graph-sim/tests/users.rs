@@ -601,3 +601,194 @@ async fn replication_lag_hides_recent_changes_from_single_user_reads() {
     let (status, body) = call(&client, Method::GET, &user_path, None).await;
     assert_eq!((status, &body["displayName"]), (200, &json!("Lag 3")));
 }
+
+#[tokio::test]
+async fn patch_of_profile_fields_is_recorded_for_delta_and_notifications() {
+    let (_sim, client) = start_sim(fast_config()).await;
+    let id = client.create_member("hank", "Hank").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let select = "companyName,jobTitle,department,userType,mail,otherMails";
+    let (_, page) = call(
+        &client,
+        Method::GET,
+        &format!("/v1.0/users/delta?$select={select}"),
+        None,
+    )
+    .await;
+    let delta_link = page["@odata.deltaLink"].as_str().unwrap().to_string();
+    let rx = start_receiver().await;
+    let (status, _) = subscribe(&client, &rx, 60).await;
+    assert_eq!(status, 201);
+
+    let changes = json!({
+        "companyName": "Partner Ltd",
+        "jobTitle": "Engineer",
+        "department": "R&D",
+        "userType": "Guest",
+        "mail": "hank@partner.example",
+        "otherMails": ["hank@partner.example"],
+    });
+    let (status, body) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(changes.clone()),
+    )
+    .await;
+    assert_eq!(status, 204, "{body}");
+    let user = client.get_user_select(&id, select).await.unwrap().unwrap();
+    for (k, v) in changes.as_object().unwrap() {
+        assert_eq!(&user[k], v, "{k}");
+    }
+    let (_, page) = call(&client, Method::GET, &delta_link, None).await;
+    let mut expected = changes.clone();
+    expected["id"] = json!(id);
+    assert_eq!(page["value"], json!([expected]));
+    let items = rx
+        .wait_items("/notify", 1, std::time::Duration::from_secs(3))
+        .await;
+    assert_eq!(items.len(), 1, "{items:?}");
+    assert_eq!(items[0]["resourceData"]["id"], id.as_str());
+
+    // userType is Member or Guest only.
+    let (status, body) = call(
+        &client,
+        Method::PATCH,
+        &format!("/v1.0/users/{id}"),
+        Some(json!({"userType": "Partner"})),
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_BadRequest");
+}
+
+async fn list(client: &graph_sim::SimClient, query: &str, advanced: bool) -> (u16, Value) {
+    let headers: &[(&str, &str)] = if advanced {
+        &[("ConsistencyLevel", "eventual")]
+    } else {
+        &[]
+    };
+    let resp = client
+        .graph_with_headers(Method::GET, &format!("/v1.0/users?{query}"), None, headers)
+        .await
+        .unwrap();
+    let status = resp.status().as_u16();
+    (status, resp.json().await.unwrap_or(Value::Null))
+}
+
+fn ids(page: &Value) -> BTreeSet<String> {
+    page["value"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|u| u["id"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[tokio::test]
+async fn filters_find_users_by_mail_other_mails_type_and_invitation_state() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let pending = client.invite("ann@partner.example", "Ann").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let accepted = client.invite("bo@partner.example", "Bo").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client.accept_invitation(&accepted).await.unwrap();
+    let member = client.create_member("cy", "Cy").await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    client
+        .patch_user(
+            &member,
+            json!({"mail": "cy@contoso.example", "otherMails": ["cy@home.example"]}),
+        )
+        .await
+        .unwrap();
+    let one = |id: &str| [id.to_string()].into_iter().collect::<BTreeSet<_>>();
+
+    // All of these work by default (no advanced query parameters), as Graph documents.
+    for (filter, expected) in [
+        ("mail eq 'ANN@partner.example'", one(&pending)),
+        ("otherMails/any(x:x eq 'cy@home.example')", one(&member)),
+        (
+            "otherMails/any(m: m eq 'bo@partner.example')",
+            one(&accepted),
+        ),
+        ("externalUserState eq 'Accepted'", one(&accepted)),
+        (
+            "userType eq 'Guest' and externalUserState eq 'PendingAcceptance'",
+            one(&pending),
+        ),
+        (
+            "mail eq 'cy@home.example' or otherMails/any(x:x eq 'cy@home.example')",
+            one(&member),
+        ),
+        (
+            "userType eq 'Member' or externalUserState eq 'Accepted'",
+            [member.clone(), accepted.clone()].into_iter().collect(),
+        ),
+    ] {
+        let (status, page) = list(
+            &client,
+            &format!("$filter={}", encode_segment(filter)),
+            false,
+        )
+        .await;
+        assert_eq!(status, 200, "{filter}: {page}");
+        assert_eq!(ids(&page), expected, "{filter}");
+        assert!(page.get("@odata.count").is_none(), "{filter}");
+    }
+
+    // A collection compares only through any().
+    let (status, body) = list(
+        &client,
+        &format!(
+            "$filter={}",
+            encode_segment("otherMails eq 'cy@home.example'")
+        ),
+        false,
+    )
+    .await;
+    assert_eq!(status, 400);
+    assert_eq!(graph_error_code(&body), "Request_UnsupportedQuery");
+
+    // ne, endsWith and null comparisons need ConsistencyLevel: eventual and $count=true.
+    for filter in [
+        "endsWith(mail,'@partner.example')",
+        "userType ne 'Member'",
+        "mail eq null",
+    ] {
+        let query = format!("$filter={}", encode_segment(filter));
+        let (status, body) = list(&client, &query, false).await;
+        assert_eq!(status, 400, "{filter}: {body}");
+        assert_eq!(graph_error_code(&body), "Request_UnsupportedQuery");
+        // $count=true alone is not enough: without the header Graph ignores it.
+        let (status, _) = list(&client, &format!("{query}&$count=true"), false).await;
+        assert_eq!(status, 400, "{filter} with $count only");
+        let (status, _) = list(&client, &query, true).await;
+        assert_eq!(status, 400, "{filter} with the header only");
+        let (status, page) = list(&client, &format!("{query}&$count=true"), true).await;
+        assert_eq!(status, 200, "{filter}: {page}");
+        assert_eq!(
+            page["@odata.count"],
+            json!(page["value"].as_array().unwrap().len())
+        );
+    }
+    let (_, page) = list(
+        &client,
+        &format!(
+            "$filter={}&$count=true",
+            encode_segment("endsWith(mail,'@partner.example')")
+        ),
+        true,
+    )
+    .await;
+    assert_eq!(ids(&page), [pending, accepted].into_iter().collect());
+    assert_eq!(page["@odata.count"], 2);
+}
