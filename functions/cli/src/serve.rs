@@ -48,6 +48,11 @@ pub async fn serve(config: Config) -> Result<()> {
         .await
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, notification_url = %config.webhook.notification_url(), "webhook listening");
+    if let Some(partners) = &config.partners {
+        // Said at every start, so that nobody waits for guests this version does not make.
+        tracing::warn!(mode = ?partners.mode,
+            "[partners] is valid, but this version does not make partner accounts into guests yet");
+    }
     let token = crate::admin::write_token(&crate::admin::token_path(config.state_path()?))?;
     let counters = crate::admin::WebhookCounters {
         metrics: webhook_metrics.clone(),

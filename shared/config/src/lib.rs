@@ -15,6 +15,7 @@ mod admin;
 mod connector;
 mod directory;
 mod graph;
+mod partners;
 mod policy;
 mod provisioner;
 mod reconciler;
@@ -29,6 +30,7 @@ pub use admin::AdminSection;
 pub use connector::ConnectorSection;
 pub use directory::DirectorySection;
 pub use graph::{GraphCredential, GraphSection, DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT};
+pub use partners::{PartnerAttribute, PartnerMode, PartnersSection};
 pub use policy::PolicySection;
 pub use provisioner::ProvisionerSection;
 pub use reconciler::ReconcilerSection;
@@ -83,6 +85,8 @@ pub struct Config {
     /// Only for `shadowsync connector` ([`Config::connector`]): where the cloud deployment's
     /// queue and state are.
     pub connector: Option<ConnectorSection>,
+    /// Optional: partner accounts in AD become guests in Entra; absent, that direction is off.
+    pub partners: Option<PartnersSection>,
 }
 
 impl Config {
@@ -137,6 +141,9 @@ impl Config {
             safety: SafetySection::from_table(section("safety")?.unwrap_or_default())?,
             connector: section("connector")?
                 .map(ConnectorSection::from_table)
+                .transpose()?,
+            partners: section("partners")?
+                .map(PartnersSection::from_table)
                 .transpose()?,
         })
     }

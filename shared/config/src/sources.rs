@@ -9,7 +9,7 @@ use std::path::Path;
 pub(crate) const PREFIX: &str = "SHADOWSYNC_";
 
 /// Every section, in the order they are converted (so the first error reported is stable).
-pub(crate) const SECTIONS: [&str; 11] = [
+pub(crate) const SECTIONS: [&str; 12] = [
     "graph",
     "webhook",
     "directory",
@@ -21,6 +21,7 @@ pub(crate) const SECTIONS: [&str; 11] = [
     "reconciler",
     "safety",
     "connector",
+    "partners",
 ];
 
 /// `(section, key)` of every secret: read from the environment only, so that a config file can

@@ -182,6 +182,10 @@ fn defaults_of_the_optional_sections() {
         (4, 100)
     );
     assert!(c.connector.is_none());
+    assert!(
+        c.partners.is_none(),
+        "the partner direction is off without [partners]"
+    );
     // Without [webhook] listen either.
     let c = parse(
         &FILE.replace("listen = \"127.0.0.1:7070\"\n", ""),
@@ -189,6 +193,26 @@ fn defaults_of_the_optional_sections() {
     )
     .unwrap();
     assert_eq!(c.webhook.listen.to_string(), "127.0.0.1:7070");
+}
+
+#[test]
+fn partners_from_the_file_and_the_environment() {
+    let c = parse(
+        &plus("[partners]\nmode = \"invite\""),
+        with(&[
+            (
+                "SHADOWSYNC_PARTNERS_OUS",
+                "OU=A,DC=corp,DC=example,DC=test;OU=B,DC=corp,DC=example,DC=test",
+            ),
+            ("SHADOWSYNC_PARTNERS_MODE", "convert"),
+        ]),
+    )
+    .unwrap();
+    let p = c.partners.unwrap();
+    assert_eq!(p.mode, shadowsync_config::PartnerMode::Convert);
+    assert_eq!(p.ous.len(), 2);
+    let (key, _) = key_error(parse(&plus("[partners]\nmode = \"invite\""), secrets()));
+    assert_eq!(key, "partners", "a scope is required");
 }
 
 #[test]

@@ -7,6 +7,7 @@ pub mod clock;
 pub mod dn;
 pub mod id;
 pub mod names;
+pub mod partner;
 pub mod plan;
 pub mod policy;
 pub mod retry;

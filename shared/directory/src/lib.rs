@@ -8,10 +8,13 @@
 //! [`LdapDirectory::apply`] refuses anything else ([`shadowsync_ports::ensure_owned`]).
 
 mod error;
+mod partners;
 mod password;
 mod tls;
 
 pub use error::DirectoryError;
+pub use partners::{escape_binary, partner_filter};
+pub use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
 pub use shadowsync_ports::{Directory, DirectoryObject};
 pub use tls::client_config as tls_client_config;
 

@@ -246,13 +246,25 @@ impl GraphClient {
         url: &Url,
         body: Option<&Value>,
     ) -> Result<Vec<u8>, GraphError> {
+        self.execute_with(method, url, body, &[]).await
+    }
+
+    /// [`Self::execute`] with extra request headers (`ConsistencyLevel: eventual` for Graph's
+    /// advanced queries).
+    pub(crate) async fn execute_with(
+        &self,
+        method: Method,
+        url: &Url,
+        body: Option<&Value>,
+        headers: &[(&'static str, &'static str)],
+    ) -> Result<Vec<u8>, GraphError> {
         let inner = &*self.inner;
         let started = tokio::time::Instant::now();
         let mut retries = 0u32;
         // A fresh token refused at once means the credential is refused: no second one.
         let mut reauthenticated = false;
         loop {
-            let (error, retry_after) = match self.attempt(&method, url, body).await {
+            let (error, retry_after) = match self.attempt(&method, url, body, headers).await {
                 Ok(bytes) => return Ok(bytes),
                 Err(Failure::Unauthorized { token, error }) => {
                     if reauthenticated {
@@ -292,6 +304,7 @@ impl GraphClient {
         method: &Method,
         url: &Url,
         body: Option<&Value>,
+        headers: &[(&'static str, &'static str)],
     ) -> Result<Vec<u8>, Failure> {
         let inner = &*self.inner;
         let token = inner.auth.token().await?;
@@ -300,6 +313,9 @@ impl GraphClient {
             .request(method.clone(), url.clone())
             .bearer_auth(token.as_str())
             .header(ACCEPT, "application/json");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
         match body {
             Some(body) => request = request.json(body),
             // A bodiless POST or PATCH must still say it has no body: over HTTP/1.1 reqwest

@@ -118,7 +118,7 @@ impl NewObject {
 type Hook = Box<dyn FnOnce(&FakeDirectory) + Send>;
 
 #[derive(Default)]
-struct State {
+pub(crate) struct State {
     objects: Vec<Object>,
     guids: u64,
     faults: Faults<DirOp, DirectoryError>,
@@ -126,12 +126,14 @@ struct State {
     /// shadowsync's successful writes, one line per LDAP operation.
     writes: Vec<String>,
     reads: usize,
+    /// The partner accounts ([`crate::partners`]).
+    pub(crate) partners: crate::partners::Partners,
 }
 
 /// Active Directory in memory. Cheap to share behind an `Arc`.
 #[derive(Default)]
 pub struct FakeDirectory {
-    state: Mutex<State>,
+    pub(crate) state: Mutex<State>,
 }
 
 impl FakeDirectory {
@@ -288,7 +290,7 @@ impl FakeDirectory {
     }
 
     /// Hooks first (outside the lock: they call back in), then faults; counts reads.
-    fn begin(&self, op: DirOp) -> Result<(), DirectoryError> {
+    pub(crate) fn begin(&self, op: DirOp) -> Result<(), DirectoryError> {
         let general = if op.is_write() {
             DirOp::Write
         } else {

@@ -76,6 +76,10 @@ pub const ADVANCED_ONLY_FILTER_PROPERTIES: &[&str] = &[
     "preferredLanguage",
 ];
 
+/// The complex property whose members are filtered by path
+/// (`onPremisesExtensionAttributes/extensionAttribute15 eq 'x'`), only as advanced queries.
+const EXTENSION_ATTRIBUTES: &str = "onPremisesExtensionAttributes";
+
 /// Multi-valued user properties: filtered only through a lambda (`otherMails/any(x:x eq 'a')`).
 const COLLECTION_PROPERTIES: &[&str] = &["businessPhones", "otherMails"];
 
@@ -213,8 +217,8 @@ fn parse_lambda(part: &str, filter: &str) -> GraphResult<Option<EqClause>> {
 impl Filter {
     pub fn matches(&self, props: &Map<String, Value>) -> bool {
         match self {
-            Filter::Eq(c) => equal(props.get(&c.property).unwrap_or(&Value::Null), &c.value),
-            Filter::Ne(c) => !equal(props.get(&c.property).unwrap_or(&Value::Null), &c.value),
+            Filter::Eq(c) => equal(lookup(props, &c.property), &c.value),
+            Filter::Ne(c) => !equal(lookup(props, &c.property), &c.value),
             Filter::StartsWith(c) => string_test(props, c, |a, b| a.starts_with(b)),
             Filter::EndsWith(c) => string_test(props, c, |a, b| a.ends_with(b)),
             Filter::AnyEq(c) => props
@@ -235,7 +239,8 @@ impl Filter {
             Filter::Eq(c) => ("eq", c),
             Filter::StartsWith(c) => ("startsWith", c),
         };
-        let advanced_property = ADVANCED_ONLY_FILTER_PROPERTIES.contains(&clause.property.as_str());
+        let advanced_property = ADVANCED_ONLY_FILTER_PROPERTIES.contains(&clause.property.as_str())
+            || clause.property.starts_with(EXTENSION_ATTRIBUTES);
         (clause.value.is_null() || advanced_property).then(|| {
             GraphError::new(
                 StatusCode::BAD_REQUEST,
@@ -269,9 +274,18 @@ fn equal(actual: &Value, expected: &Value) -> bool {
     }
 }
 
+/// A property's value, `a/b` reaching into a complex property; null when absent.
+fn lookup<'a>(props: &'a Map<String, Value>, property: &str) -> &'a Value {
+    let value = match property.split_once('/') {
+        Some((outer, inner)) => props.get(outer).and_then(|v| v.get(inner)),
+        None => props.get(property),
+    };
+    value.unwrap_or(&Value::Null)
+}
+
 fn string_test(props: &Map<String, Value>, c: &EqClause, test: fn(&str, &str) -> bool) -> bool {
-    match (props.get(&c.property), &c.value) {
-        (Some(Value::String(a)), Value::String(b)) => {
+    match (lookup(props, &c.property), &c.value) {
+        (Value::String(a), Value::String(b)) => {
             test(&a.to_ascii_lowercase(), &b.to_ascii_lowercase())
         }
         _ => false,
@@ -331,8 +345,18 @@ fn canonical_property(p: &str) -> GraphResult<String> {
         })
 }
 
-/// A single-valued property: collections compare only through `any`.
+/// A single-valued property: collections compare only through `any`; a member of
+/// `onPremisesExtensionAttributes` by its path.
 fn scalar_property(p: &str, filter: &str) -> GraphResult<String> {
+    if let Some((outer, inner)) = p.split_once('/') {
+        let n = crate::users::extension_attribute_number(inner);
+        return match n {
+            Some(n) if outer.eq_ignore_ascii_case(EXTENSION_ATTRIBUTES) => {
+                Ok(format!("{EXTENSION_ATTRIBUTES}/extensionAttribute{n}"))
+            }
+            _ => Err(unsupported(filter)),
+        };
+    }
     let property = canonical_property(p)?;
     if COLLECTION_PROPERTIES.contains(&property.as_str()) {
         return Err(unsupported(filter));

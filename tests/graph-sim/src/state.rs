@@ -63,6 +63,7 @@ pub const USER_ALL_PROPERTIES: &[&str] = &[
     "usageLocation",
     "userPrincipalName",
     "userType",
+    "onPremisesExtensionAttributes",
 ];
 
 /// Properties a client may change with `PATCH /users/{id}`.
@@ -87,6 +88,7 @@ pub const USER_WRITABLE_PROPERTIES: &[&str] = &[
     "usageLocation",
     "userPrincipalName",
     "userType",
+    "onPremisesExtensionAttributes",
 ];
 
 /// Properties Microsoft Entra Connect writes from on-premises AD: for a user with
@@ -111,6 +113,7 @@ pub const USER_SYNC_MASTERED_PROPERTIES: &[&str] = &[
     "preferredLanguage",
     "surname",
     "userPrincipalName",
+    "onPremisesExtensionAttributes",
 ];
 
 /// The `onPremises*` properties only Entra Connect writes (read-only in Graph; the control API's
@@ -193,9 +196,20 @@ pub fn blank_user(id: &str, now: DateTime<Utc>) -> Map<String, Value> {
     props.insert("id".into(), json!(id));
     props.insert("businessPhones".into(), json!([]));
     props.insert("otherMails".into(), json!([]));
+    props.insert(
+        "onPremisesExtensionAttributes".into(),
+        Value::Object(no_extension_attributes()),
+    );
     props.insert("accountEnabled".into(), json!(true));
     props.insert("createdDateTime".into(), json!(graph_time(now)));
     props
+}
+
+/// `extensionAttribute1` … `extensionAttribute15`, all null: Graph always returns the fifteen.
+pub fn no_extension_attributes() -> Map<String, Value> {
+    (1..=15)
+        .map(|n| (format!("extensionAttribute{n}"), Value::Null))
+        .collect()
 }
 
 /// Projects a user for a response: `$select`ed properties (plus `id`, which Graph always

@@ -286,6 +286,14 @@ pub(crate) fn check_value(name: &str, v: &Value) -> GraphResult<()> {
         }
         "userType" => matches!(v.as_str(), Some("Member") | Some("Guest")),
         "displayName" | "userPrincipalName" | "mailNickname" => v.is_string(),
+        // Up to 1024 characters each (the onPremisesExtensionAttributes resource).
+        "onPremisesExtensionAttributes" => v.as_object().is_some_and(|attributes| {
+            attributes.iter().all(|(name, value)| {
+                extension_attribute_number(name).is_some()
+                    && (value.is_null()
+                        || value.as_str().is_some_and(|s| s.chars().count() <= 1024))
+            })
+        }),
         _ => v.is_string() || v.is_null(),
     };
     if ok {
@@ -498,7 +506,16 @@ async fn patch_user(
     }
     let user = w.users.get_mut(&uid).expect("found above");
     let mut changed = Vec::new();
-    for (k, v) in updates {
+    for (k, mut v) in updates {
+        // The fifteen attributes are one complex value: a PATCH names those it changes.
+        if let (Some(Value::Object(current)), Value::Object(given)) = (user.props.get(&k), &v) {
+            let mut merged = current.clone();
+            for (name, value) in given {
+                let n = extension_attribute_number(name).expect("checked");
+                merged.insert(format!("extensionAttribute{n}"), value.clone());
+            }
+            v = Value::Object(merged);
+        }
         if user.props.get(&k) != Some(&v) {
             user.props.insert(k.clone(), v);
             changed.push(k);
@@ -515,6 +532,15 @@ async fn patch_user(
         sim.wakeup.notify_one();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// `extensionAttribute7` (any case) → 7, for the fifteen of `onPremisesExtensionAttributes`.
+pub(crate) fn extension_attribute_number(name: &str) -> Option<u8> {
+    let n: u8 = name
+        .get(..18)
+        .filter(|p| p.eq_ignore_ascii_case("extensionAttribute"))
+        .and_then(|_| name[18..].parse().ok())?;
+    (1..=15).contains(&n).then_some(n)
 }
 
 /// A synced user's AD-mastered properties cannot be changed through Graph (the next sync would

@@ -410,3 +410,70 @@ async fn invitation_requires_a_redirect_url_and_echoes_what_was_asked() {
         })
     );
 }
+
+#[tokio::test]
+async fn extension_attributes_hold_a_link_on_cloud_users_and_are_found_by_advanced_filter() {
+    let (_sim, client) = start_sim(SimConfig::default()).await;
+    let (_, inv) = invite(
+        &client,
+        json!({
+            "invitedUserEmailAddress": "pat@fabrikam.com",
+            "inviteRedirectUrl": "https://myapps.microsoft.com",
+        }),
+    )
+    .await;
+    let id = inv["invitedUser"]["id"].as_str().unwrap().to_string();
+    let attributes = |v: Value| json!({ "onPremisesExtensionAttributes": v });
+    client
+        .patch_user(
+            &id,
+            attributes(json!({ "extensionAttribute15": "Partner_1" })),
+        )
+        .await
+        .unwrap();
+    // A PATCH names the members it changes; the others keep their values.
+    client
+        .patch_user(&id, attributes(json!({ "extensionAttribute2": "x" })))
+        .await
+        .unwrap();
+    let user = client
+        .get_user_select(&id, "id,onPremisesExtensionAttributes")
+        .await
+        .unwrap()
+        .unwrap();
+    let ext = &user["onPremisesExtensionAttributes"];
+    assert_eq!(
+        (
+            ext["extensionAttribute15"].as_str(),
+            ext["extensionAttribute2"].as_str()
+        ),
+        (Some("Partner_1"), Some("x"))
+    );
+    assert!(
+        ext["extensionAttribute1"].is_null(),
+        "all fifteen, null when unset"
+    );
+
+    let filter = "onPremisesExtensionAttributes/extensionAttribute15 eq 'partner_1'";
+    let found = client.find_users(filter, "id", true).await.unwrap();
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0]["id"], id.as_str());
+    let plain = client
+        .find_users(filter, "id", false)
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(plain.contains("advanced query"), "{plain}");
+
+    for bad in [
+        json!({ "extensionAttribute16": "x" }),
+        json!({ "extensionAttribute1": "x".repeat(1025) }),
+        json!("Partner_1"),
+    ] {
+        let err = client
+            .patch_user(&id, attributes(bad.clone()))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("400"), "{bad}: {err}");
+    }
+}

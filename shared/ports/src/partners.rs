@@ -1,0 +1,70 @@
+//! Active Directory as the partner direction needs it: partner accounts read by `objectGUID`,
+//! the ones that changed in an OU since a watermark, and the ones deleted from it.
+//!
+//! Change detection is `uSNChanged` polling (design notes §9): USNs are per domain controller,
+//! so every round reports the DC's `invocationId` next to its `highestCommittedUSN`, and a
+//! caller that sees another `invocationId` than the one its watermark came from starts over
+//! from 0.
+
+use crate::DirectoryError;
+use async_trait::async_trait;
+use shadowsync_core::partner::{ObjectGuid, PartnerAccount, PartnerAttribute};
+
+#[async_trait]
+pub trait PartnerDirectory: Send + Sync {
+    /// The user account with this `objectGUID`, wherever it is in the domain, or its tombstone
+    /// when it was deleted and the tombstone still exists (`deleted: true`, `dn` where it was:
+    /// `CN=<its name>,<lastKnownParent>`, or the tombstone's own DN when AD kept no
+    /// `lastKnownParent`); `None` when neither exists.
+    ///
+    /// `matches_filter` says whether the live account matches
+    /// `(&(objectCategory=person)(objectClass=user)<filter>)`; with no filter it is `true`. A
+    /// tombstone matches no filter (it has lost `objectCategory` and most attributes): `true`
+    /// only when there is no filter.
+    async fn partner_account(
+        &self,
+        guid: &ObjectGuid,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+    ) -> Result<Option<PartnerAccount>, DirectoryError>;
+
+    /// The user accounts (`objectCategory=person`, `objectClass=user`) directly under `ou`
+    /// (one level) whose `uSNChanged` is greater than `after_usn` (0: all of them), each with
+    /// `matches_filter` set from `filter` as in [`PartnerDirectory::partner_account`].
+    ///
+    /// Accounts that do not match the filter are returned too (with `matches_filter: false`):
+    /// an account that stopped matching (its `extensionAttribute1` cleared, say) has changed,
+    /// and its guest must follow.
+    ///
+    /// `highest_usn` is the DC's `highestCommittedUSN`, read before the search: the next
+    /// round's `after_usn`. A change made during the search is seen again in the next round,
+    /// never missed.
+    async fn changed_partner_accounts(
+        &self,
+        ou: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+        after_usn: u64,
+    ) -> Result<PartnerChanges, DirectoryError>;
+
+    /// The `objectGUID`s of user accounts deleted after `after_usn` (their tombstone's
+    /// `uSNChanged` is greater) whose `lastKnownParent` is `ou`: accounts deleted while they
+    /// were directly under it. Tombstones already purged (after AD's tombstone lifetime) are
+    /// not found: [`PartnerDirectory::partner_account`] answers `None` for those.
+    async fn deleted_partner_accounts(
+        &self,
+        ou: &str,
+        after_usn: u64,
+    ) -> Result<Vec<ObjectGuid>, DirectoryError>;
+}
+
+/// One round of [`PartnerDirectory::changed_partner_accounts`].
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartnerChanges {
+    pub accounts: Vec<PartnerAccount>,
+    /// The DC's `highestCommittedUSN` before the search: the next watermark.
+    pub highest_usn: u64,
+    /// The DC's `invocationId` (a GUID, hyphenated): a watermark is only meaningful for the
+    /// `invocationId` it was read with.
+    pub invocation_id: String,
+}
