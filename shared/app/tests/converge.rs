@@ -246,6 +246,40 @@ async fn an_invitation_not_accepted_is_out_of_scope_when_required() {
 }
 
 #[tokio::test]
+async fn a_guest_with_an_ad_account_of_its_own_gets_no_shadow_account() {
+    let w = Setup::with_policy(Policy {
+        partner_link_attribute: Some("extensionAttribute15".into()),
+        ..policy()
+    })
+    .build();
+    // Entra Connect syncs the partner's AD account as a guest (Microsoft's documented way), or
+    // shadowsync's partner direction converted it: it has its account already.
+    let synced = alice(&w);
+    w.graph
+        .update_user(&synced, |u| u.on_premises_sync_enabled = Some(true));
+    let out = w.converge(&synced).await;
+    assert_eq!(out.status, AccountStatus::NotProvisioned);
+    assert_eq!(w.directory.write_count(), 0, "nothing is created");
+
+    // An invited guest whose account was made before shadowsync linked it to a partner
+    // account: its shadow account is disabled.
+    let id = w.graph.invite_guest_as("pat@fabrikam.com", "Alice Smith");
+    assert!(matches!(
+        w.converge(&id).await.plan.as_slice(),
+        [Operation::Create { .. }]
+    ));
+    let guid = w.account_of(&id).unwrap().object_guid;
+    w.graph.update_user(&id, |u| {
+        u.on_premises_extension_attributes = Some(std::collections::BTreeMap::from([(
+            "extensionAttribute15".to_string(),
+            Some("Partner_1f0b5a3e-7c2d-4e8f-9a6b-0c1d2e3f4a5b".to_string()),
+        )]))
+    });
+    let out = w.converge(&id).await;
+    assert_disabled(&w, &id, &out, &guid).await;
+}
+
+#[tokio::test]
 async fn only_members_of_the_scope_group_directly_or_nested_are_in_scope() {
     let w = Setup {
         scope_group: true,

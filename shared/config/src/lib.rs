@@ -173,7 +173,13 @@ impl Config {
 
     /// The core's policy: `[policy]` with the OUs of `[directory]`.
     pub fn policy(&self) -> Policy {
-        self.policy.policy(&self.directory)
+        Policy {
+            partner_link_attribute: self
+                .partners
+                .as_ref()
+                .and_then(PartnersSection::link_attribute_in_use),
+            ..self.policy.policy(&self.directory)
+        }
     }
 }
 
@@ -284,7 +290,16 @@ impl EnvConfig {
 
     /// `[policy]` with the OUs of `directory`.
     pub fn policy(&self, directory: &DirectorySection) -> Result<Policy, ConfigError> {
-        Ok(PolicySection::from_table(self.section("policy"))?.policy(directory))
+        let partners = self.section("partners");
+        let partners = (!partners.is_empty())
+            .then(|| PartnersSection::from_table(partners))
+            .transpose()?;
+        Ok(Policy {
+            partner_link_attribute: partners
+                .as_ref()
+                .and_then(PartnersSection::link_attribute_in_use),
+            ..PolicySection::from_table(self.section("policy"))?.policy(directory)
+        })
     }
 
     /// `[state]`; required when asked for.

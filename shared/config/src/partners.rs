@@ -79,6 +79,12 @@ struct Raw {
 }
 
 impl PartnersSection {
+    /// The extension attribute that marks a partner's guest, in invite mode (a converted
+    /// partner is a synced user, which the guest direction already leaves alone).
+    pub fn link_attribute_in_use(&self) -> Option<String> {
+        (self.mode == PartnerMode::Invite).then(|| self.link_attribute.clone())
+    }
+
     /// The one conversion, for the file and the environment alike. Lists may be TOML arrays
     /// or, from the environment, one string with `;` between items (DNs contain commas).
     pub(crate) fn from_table(table: toml::Table) -> Result<Self, ConfigError> {

@@ -202,6 +202,11 @@ pub enum DisableReason {
     /// Graph knows the user neither as active nor as soft-deleted, but did not say it deleted
     /// them: an orphan. Disabled, and deleted once the retention has passed.
     NotFound,
+    /// Synced from this AD by Entra Connect: the user has an account of its own.
+    SyncedFromAd,
+    /// The guest of a partner account kept in AD (it carries the link): the partner has an
+    /// account of its own.
+    PartnerAccount,
 }
 
 impl fmt::Display for DisableReason {
@@ -213,6 +218,12 @@ impl fmt::Display for DisableReason {
             Self::NotInScopeGroup => "not a member of the scope group",
             Self::SoftDeleted => "user soft-deleted in Entra ID",
             Self::NotFound => "user not found in Entra ID (orphan)",
+            Self::SyncedFromAd => {
+                "user synced from AD by Entra Connect: it has an account of its own"
+            }
+            Self::PartnerAccount => {
+                "guest of a partner account kept in AD: the partner has an account of its own"
+            }
         })
     }
 }
@@ -307,8 +318,17 @@ fn disable_reason(
     in_scope_group: bool,
     policy: &Policy,
 ) -> Option<DisableReason> {
+    let partner_link = policy
+        .partner_link_attribute
+        .as_deref()
+        .and_then(|attribute| user.extension_attribute(attribute))
+        .and_then(crate::partner::ObjectGuid::from_link);
     if !user.is_guest() {
         Some(DisableReason::NotGuest)
+    } else if user.is_synced_from_ad() {
+        Some(DisableReason::SyncedFromAd)
+    } else if partner_link.is_some() {
+        Some(DisableReason::PartnerAccount)
     } else if !user.is_enabled() {
         Some(DisableReason::DisabledInEntra)
     } else if policy.require_accepted && !user.has_accepted_invitation() {
@@ -400,6 +420,57 @@ mod tests {
         };
         assert!(!enabled(guest(), &grouped, false));
         assert!(enabled(guest(), &grouped, true));
+    }
+
+    #[test]
+    fn a_guest_with_an_ad_account_of_its_own_gets_no_shadow_account() {
+        let now = Utc::now();
+        let reason = |u: GraphUser, p: &Policy| match desired_state(
+            &UserLookup::Active(u),
+            true,
+            false,
+            p,
+            None,
+            now,
+        ) {
+            DesiredState::Disabled(reason) => Some(reason),
+            _ => None,
+        };
+        let synced = GraphUser {
+            on_premises_sync_enabled: Some(true),
+            ..guest()
+        };
+        assert_eq!(reason(synced, &policy()), Some(DisableReason::SyncedFromAd));
+        let attributes = |value: &str| {
+            Some(std::collections::BTreeMap::from([(
+                "extensionAttribute15".to_string(),
+                Some(value.to_string()),
+            )]))
+        };
+        let linked = GraphUser {
+            on_premises_extension_attributes: attributes(
+                "Partner_1f0b5a3e-7c2d-4e8f-9a6b-0c1d2e3f4a5b",
+            ),
+            ..guest()
+        };
+        let partners = Policy {
+            partner_link_attribute: Some("extensionAttribute15".into()),
+            ..policy()
+        };
+        assert_eq!(
+            reason(linked.clone(), &partners),
+            Some(DisableReason::PartnerAccount)
+        );
+        assert_eq!(
+            reason(linked, &policy()),
+            None,
+            "no partner direction configured"
+        );
+        let other_use = GraphUser {
+            on_premises_extension_attributes: attributes("cost centre 42"),
+            ..guest()
+        };
+        assert_eq!(reason(other_use, &partners), None, "not a link");
     }
 
     #[test]

@@ -20,6 +20,9 @@ pub struct Policy {
     /// DN of the OU holding disabled shadow accounts.
     pub disabled_ou: String,
     pub anchor: Anchor,
+    /// Where a partner account's guest keeps its link (`[partners] link_attribute`, invite
+    /// mode): such a guest gets no shadow account.
+    pub partner_link_attribute: Option<String>,
 }
 
 impl Policy {
@@ -31,6 +34,7 @@ impl Policy {
             guests_ou: guests_ou.into(),
             disabled_ou: disabled_ou.into(),
             anchor: Anchor::default(),
+            partner_link_attribute: None,
         }
     }
 

@@ -7,7 +7,8 @@ use serde::{Deserialize, Deserializer, Serialize};
 /// The `$select` list every Graph read of a user uses: exactly the properties the core needs.
 /// Graph's default property set lacks `userType`, `accountEnabled` and others, so it must be explicit.
 pub const USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,otherMails,\
-userType,externalUserState,accountEnabled,creationType,deletedDateTime";
+userType,externalUserState,accountEnabled,creationType,deletedDateTime,onPremisesSyncEnabled,\
+onPremisesExtensionAttributes";
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -35,6 +36,13 @@ pub struct GraphUser {
     pub creation_type: Option<String>,
     #[serde(default)]
     pub deleted_date_time: Option<DateTime<Utc>>,
+    /// True for a user Entra Connect syncs from on-premises AD: it has an AD account already.
+    #[serde(default)]
+    pub on_premises_sync_enabled: Option<bool>,
+    /// `extensionAttribute1` … `15`; on a partner's guest, one holds the link to its AD account.
+    #[serde(default)]
+    pub on_premises_extension_attributes:
+        Option<std::collections::BTreeMap<String, Option<String>>>,
 }
 
 impl GraphUser {
@@ -42,6 +50,20 @@ impl GraphUser {
         self.user_type
             .as_deref()
             .is_some_and(|t| t.eq_ignore_ascii_case("Guest"))
+    }
+
+    /// Synced from on-premises AD by Entra Connect (a partner account converted to B2B, or a
+    /// user Connect's rules sync as `Guest`): the user has an AD account of its own.
+    pub fn is_synced_from_ad(&self) -> bool {
+        self.on_premises_sync_enabled == Some(true)
+    }
+
+    /// The value of one of the fifteen `onPremisesExtensionAttributes`.
+    pub fn extension_attribute(&self, name: &str) -> Option<&str> {
+        self.on_premises_extension_attributes
+            .as_ref()?
+            .get(name)?
+            .as_deref()
     }
 
     pub fn has_accepted_invitation(&self) -> bool {
