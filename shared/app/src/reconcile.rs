@@ -117,6 +117,18 @@ pub struct ManagedDirectory {
     pub policy: Policy,
 }
 
+/// Why a kept delta link can only start a full round, if it can: Graph lost its state, or the
+/// link was kept from the Graph endpoint configured before.
+fn stale_link(error: &shadowsync_ports::GraphError) -> Option<&'static str> {
+    if error.is_sync_state_lost() {
+        Some("delta token expired")
+    } else if error.is_foreign_link() {
+        Some("the delta link belongs to another Graph endpoint (the configuration changed)")
+    } else {
+        None
+    }
+}
+
 impl Reconciler {
     /// One delta round over users; see the module docs. The checkpoint moves only when the round
     /// reached its deltaLink, so a failed round is simply repeated (jobs are idempotent).
@@ -138,20 +150,15 @@ impl Reconciler {
                     );
                     return Ok(report);
                 }
-                Err(e) if e.graph_error().is_some_and(|g| g.is_sync_state_lost()) => {
-                    warn!(error = %e, "delta token expired; starting a full sync");
+                Err(e) => {
+                    let Some(why) = e.graph_error().and_then(stale_link) else {
+                        return Err(e);
+                    };
+                    warn!(error = %e, "{why}; starting a full sync");
                     self.state.delete(CHECKPOINTS, USERS_DELTA, version).await?;
                     version = None;
-                    format!("delta token expired ({e})")
+                    format!("{why} ({e})")
                 }
-                // The link was kept from the Graph endpoint configured before: stale here.
-                Err(e) if e.graph_error().is_some_and(|g| g.is_foreign_link()) => {
-                    warn!(error = %e, "the delta link belongs to another Graph endpoint (the configuration changed); starting a full sync");
-                    self.state.delete(CHECKPOINTS, USERS_DELTA, version).await?;
-                    version = None;
-                    format!("the delta link belongs to another Graph endpoint ({e})")
-                }
-                Err(e) => return Err(e),
             },
         };
         // Graph may lose a round's state mid-round too (a nextLink answered 410): start over,

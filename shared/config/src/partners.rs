@@ -247,12 +247,7 @@ fn ldap_filter(key: &str, value: String) -> Result<String, ConfigError> {
 /// `@partners.contoso.com` (the `@` added when missing), lower-cased.
 fn upn_suffix(key: &str, value: &str) -> Result<String, ConfigError> {
     let domain = value.trim().trim_start_matches('@').to_ascii_lowercase();
-    let valid = !domain.is_empty()
-        && domain.contains('.')
-        && domain.split('.').all(|label| {
-            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-        });
-    if !valid {
+    if !shadowsync_core::partner::is_domain_name(&domain) {
         return Err(error(
             key,
             format!("{value:?} is not a UPN suffix such as @partners.contoso.com"),

@@ -213,10 +213,7 @@ impl PartnerScope {
             return Err(format!("mail {mail:?} is not an email address"));
         };
         let domain = domain.to_ascii_lowercase();
-        let domain_ok = domain.contains('.')
-            && domain.split('.').all(|label| {
-                !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
-            });
+        let domain_ok = is_domain_name(&domain);
         let local_ok = !local.is_empty()
             && local.len() <= 64
             && !local
@@ -236,6 +233,15 @@ impl PartnerScope {
         }
         Ok(format!("{local}@{domain}"))
     }
+}
+
+/// A DNS name of two labels or more, each letters, digits and hyphens (what mail domains and
+/// UPN suffixes are).
+pub fn is_domain_name(name: &str) -> bool {
+    name.contains('.')
+        && name.split('.').all(|label| {
+            !label.is_empty() && label.chars().all(|c| c.is_ascii_alphanumeric() || c == '-')
+        })
 }
 
 /// What the guest of a partner account should be.

@@ -22,11 +22,13 @@ use async_trait::async_trait;
 use error::from_ldap;
 use futures::future::BoxFuture;
 use ldap3::adapters::{EntriesOnly, PagedResults};
+use ldap3::controls::RawControl;
 use ldap3::{
     ldap_escape, Ldap, LdapConnAsync, LdapConnSettings, LdapError, Mod, Scope, SearchEntry,
 };
 use secrecy::{ExposeSecret, SecretString};
 use shadowsync_core::account::{attr, uac};
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::{
     dn, ActualAccount, AttributeChange, Location, ManagedAttributes, Operation, Policy,
     ShadowAccount,
@@ -198,24 +200,35 @@ impl LdapDirectory {
         filter: String,
         attrs: Vec<String>,
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
-        self.search_scoped(base, Scope::Subtree, filter, attrs)
+        self.search_scoped(base, Scope::Subtree, filter, attrs, Vec::new())
             .await
     }
 
-    async fn search_scoped(
+    /// A paged search, retried once on a fresh connection; `controls` go with it (the
+    /// show-deleted control for tombstones).
+    pub(crate) async fn search_scoped(
         &self,
         base: &str,
         scope: Scope,
         filter: String,
         attrs: Vec<String>,
+        controls: Vec<RawControl>,
     ) -> Result<Vec<SearchEntry>, DirectoryError> {
         let base = base.to_string();
         let page_size = self.config.page_size;
         self.read(move |ldap, timeout| {
-            let (base, filter, attrs) = (base.clone(), filter.clone(), attrs.clone());
+            let (base, filter, attrs, controls) = (
+                base.clone(),
+                filter.clone(),
+                attrs.clone(),
+                controls.clone(),
+            );
             Box::pin(async move {
+                let mut ldap = ldap.with_timeout(timeout);
+                if !controls.is_empty() {
+                    ldap = ldap.with_controls(controls);
+                }
                 let mut stream = ldap
-                    .with_timeout(timeout)
                     .streaming_search_with(
                         vec![
                             Box::new(EntriesOnly::new()) as Box<dyn ldap3::adapters::Adapter<_, _>>,
@@ -365,6 +378,7 @@ impl LdapDirectory {
                 Scope::Base,
                 "(objectClass=user)".to_string(),
                 self.account_attrs(),
+                Vec::new(),
             )
             .await;
         match entries {
@@ -583,15 +597,19 @@ fn first(e: &SearchEntry, attribute: &str) -> Option<String> {
         .and_then(|(_, v)| v.first().cloned())
 }
 
-/// `objectGUID` is binary; ldap3 files a value under `attrs` when its bytes happen to be UTF-8.
+/// The binary value of `attribute` (ldap3 files a value under `attrs` when its bytes happen
+/// to be UTF-8).
+fn binary(e: &SearchEntry, attribute: &str) -> Option<Vec<u8>> {
+    e.bin_attrs
+        .iter()
+        .find(|(k, _)| k.eq_ignore_ascii_case(attribute))
+        .and_then(|(_, v)| v.first().cloned())
+        .or_else(|| first(e, attribute).map(String::into_bytes))
+}
+
+/// The `objectGUID`, in its text form.
 fn object_guid(e: &SearchEntry) -> Option<String> {
-    let bytes = e
-        .bin_attrs
-        .get("objectGUID")
-        .and_then(|v| v.first().cloned())
-        .or_else(|| first(e, "objectGUID").map(String::into_bytes))?;
-    let bytes: [u8; 16] = bytes.try_into().ok()?;
-    Some(uuid::Uuid::from_bytes_le(bytes).to_string())
+    ObjectGuid::from_ad_bytes(&binary(e, "objectGUID")?).map(|g| g.to_string())
 }
 
 fn value(name: &str, v: &str) -> (Vec<u8>, HashSet<Vec<u8>>) {

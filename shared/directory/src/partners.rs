@@ -6,11 +6,11 @@
 //! default. The administrator's filter is configuration and goes into the search as written;
 //! every value shadowsync puts into a filter is escaped (RFC 4515), a GUID byte by byte.
 
-use crate::{first, LdapDirectory};
+use crate::{binary, first, LdapDirectory};
 use async_trait::async_trait;
-use ldap3::adapters::{Adapter, EntriesOnly, PagedResults};
 use ldap3::controls::RawControl;
 use ldap3::{ldap_escape, Scope, SearchEntry};
+use shadowsync_core::account::uac;
 use shadowsync_core::dn;
 use shadowsync_core::partner::{ObjectGuid, PartnerAccount, PartnerAttribute};
 use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
@@ -19,9 +19,6 @@ use std::collections::HashSet;
 
 /// LDAP_SERVER_SHOW_DELETED_OID: searches see tombstones too.
 pub const SHOW_DELETED: &str = "1.2.840.113556.1.4.417";
-
-/// userAccountControl ACCOUNTDISABLE.
-const ACCOUNTDISABLE: u32 = 0x2;
 
 /// The filter for partner accounts: user objects (not contacts, not tombstones) matching the
 /// administrator's `filter`, if any. An empty filter counts as none.
@@ -73,16 +70,6 @@ fn show_deleted() -> RawControl {
     }
 }
 
-/// The binary value of `attribute` (ldap3 files a value under `attrs` when its bytes happen
-/// to be UTF-8).
-fn binary(e: &SearchEntry, attribute: &str) -> Option<Vec<u8>> {
-    e.bin_attrs
-        .iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(attribute))
-        .and_then(|(_, v)| v.first().cloned())
-        .or_else(|| first(e, attribute).map(String::into_bytes))
-}
-
 fn guid_of(e: &SearchEntry, attribute: &str) -> Result<ObjectGuid, DirectoryError> {
     let bytes =
         binary(e, attribute).ok_or_else(|| malformed(format!("{} has no {attribute}", e.dn)))?;
@@ -111,45 +98,6 @@ fn unmangled(cn: &str) -> &str {
 }
 
 impl LdapDirectory {
-    /// A search with optional controls, paged, retried once on a fresh connection.
-    async fn partner_search(
-        &self,
-        base: &str,
-        scope: Scope,
-        filter: String,
-        attrs: Vec<String>,
-        controls: Vec<RawControl>,
-    ) -> Result<Vec<SearchEntry>, DirectoryError> {
-        let base = base.to_string();
-        let page_size = self.config.page_size;
-        self.read(move |ldap, timeout| {
-            let (base, filter, attrs, controls) = (
-                base.clone(),
-                filter.clone(),
-                attrs.clone(),
-                controls.clone(),
-            );
-            Box::pin(async move {
-                let adapters = vec![
-                    Box::new(EntriesOnly::new()) as Box<dyn Adapter<_, _>>,
-                    Box::new(PagedResults::new(page_size)),
-                ];
-                let mut stream = ldap
-                    .with_timeout(timeout)
-                    .with_controls(controls)
-                    .streaming_search_with(adapters, &base, scope, &filter, attrs)
-                    .await?;
-                let mut entries = Vec::new();
-                while let Some(entry) = stream.next().await? {
-                    entries.push(SearchEntry::construct(entry));
-                }
-                stream.finish().await.success()?;
-                Ok(entries)
-            })
-        })
-        .await
-    }
-
     /// One entry by base read, `None` when there is none (32).
     async fn base_entry(
         &self,
@@ -236,7 +184,7 @@ impl LdapDirectory {
             admin_filter(filter)
         );
         let entries = match self
-            .partner_search(base, scope, f, vec!["objectGUID".into()], vec![])
+            .search_scoped(base, scope, f, vec!["objectGUID".into()], vec![])
             .await
         {
             Err(DirectoryError::NoSuchObject(_)) => vec![],
@@ -254,7 +202,7 @@ impl LdapDirectory {
     ) -> Result<Option<PartnerAccount>, DirectoryError> {
         let by_guid = format!("(objectGUID={})", escape_binary(&guid.to_ad_bytes()));
         let entries = self
-            .partner_search(
+            .search_scoped(
                 &self.base_dn,
                 Scope::Subtree,
                 format!("(&(objectClass=user){by_guid})"),
@@ -295,7 +243,7 @@ impl LdapDirectory {
         let (highest_usn, invocation_id) = self.usn_watermark().await?;
         let usn = usn_after(after_usn);
         let entries = self
-            .partner_search(
+            .search_scoped(
                 ou,
                 Scope::OneLevel,
                 format!("(&(objectCategory=person)(objectClass=user){usn})"),
@@ -333,7 +281,7 @@ impl LdapDirectory {
             usn_after(after_usn)
         );
         let entries = self
-            .partner_search(
+            .search_scoped(
                 &self.base_dn,
                 Scope::Subtree,
                 filter,
@@ -362,7 +310,7 @@ fn to_partner(
         Some(_) => u32::try_from(decimal(&e, "userAccountControl")?)
             .map_err(|_| malformed(format!("userAccountControl of {} is out of range", e.dn)))?,
         // Tombstones keep userAccountControl in AD; if one did not, it is not enabled.
-        None if deleted => ACCOUNTDISABLE,
+        None if deleted => uac::ACCOUNTDISABLE,
         None => return Err(malformed(format!("{} has no userAccountControl", e.dn))),
     };
     let dn = if deleted {
@@ -377,7 +325,7 @@ fn to_partner(
         user_principal_name: get("userPrincipalName"),
         mail: get("mail"),
         attributes: attributes.iter().map(|a| (*a, get(a.ad_name()))).collect(),
-        enabled: !deleted && uac & ACCOUNTDISABLE == 0,
+        enabled: !deleted && uac & uac::ACCOUNTDISABLE == 0,
         matches_filter: true,
         deleted,
         dn,

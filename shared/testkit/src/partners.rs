@@ -20,6 +20,7 @@
 use crate::directory::{DirOp, FakeDirectory, ObjectClass};
 use crate::faults::lock;
 use async_trait::async_trait;
+use shadowsync_core::account::uac;
 use shadowsync_core::dn;
 use shadowsync_core::partner::{ObjectGuid, PartnerAccount, PartnerAttribute};
 use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
@@ -28,9 +29,6 @@ use std::collections::BTreeMap;
 
 /// The fake DC's first `invocationId`.
 pub const INVOCATION_ID: &str = "00000dc1-0000-4000-8000-000000000001";
-
-const ACCOUNTDISABLE: u32 = 0x2;
-const NORMAL_ACCOUNT: u32 = 0x200;
 
 #[derive(Debug, Clone)]
 struct Stored {
@@ -193,7 +191,7 @@ impl Stored {
                 .iter()
                 .map(|a| (*a, self.value(a.ad_name())))
                 .collect(),
-            enabled: !self.deleted && self.user_account_control & ACCOUNTDISABLE == 0,
+            enabled: !self.deleted && self.user_account_control & uac::ACCOUNTDISABLE == 0,
             matches_filter: terms.is_empty() || self.matches(terms),
             deleted: self.deleted,
         }
@@ -247,7 +245,7 @@ impl FakeDirectory {
             dn,
             sam: sam.to_string(),
             values: BTreeMap::new(),
-            user_account_control: NORMAL_ACCOUNT,
+            user_account_control: uac::NORMAL_ACCOUNT,
             usn_changed: 0,
             deleted: false,
             last_known_parent: None,
@@ -282,9 +280,9 @@ impl FakeDirectory {
     ) -> Result<(), DirectoryError> {
         lock(&self.state).partners.change(guid, |a| {
             a.user_account_control = if enabled {
-                a.user_account_control & !ACCOUNTDISABLE
+                a.user_account_control & !uac::ACCOUNTDISABLE
             } else {
-                a.user_account_control | ACCOUNTDISABLE
+                a.user_account_control | uac::ACCOUNTDISABLE
             };
             Ok(())
         })

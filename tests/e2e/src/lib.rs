@@ -7,6 +7,7 @@ use graph_sim::{RunningSim, SimClient, SimConfig};
 use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
 use secrecy::SecretString;
 use shadowsync_app::Converger;
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::{ManualClock, ObjectId, Policy};
 use shadowsync_directory::{DirectoryConfig, LdapDirectory};
 use shadowsync_graph::{Credential, GraphClient, GraphConfig};
@@ -270,10 +271,46 @@ impl AdProbe {
 
     /// Creates an OU of its own under the domain, for tests that must count what is in it.
     pub async fn ou(&mut self, name: &str) -> Result<String> {
-        let dn = format!("OU={name} {},{}", unique(), self.base_dn);
+        let base = self.base_dn.clone();
+        self.ou_under(name, &base).await
+    }
+
+    /// The same under `parent`; `name` may hold any character (it is escaped).
+    pub async fn ou_under(&mut self, name: &str, parent: &str) -> Result<String> {
+        let dn = shadowsync_core::dn::child("OU", &format!("{name} {}", unique()), parent);
         self.add(&dn, vec![("objectClass", "organizationalUnit")])
             .await?;
         Ok(dn)
+    }
+
+    /// The `objectGUID` of the object at `dn`.
+    pub async fn guid(&mut self, dn: &str) -> Result<ObjectGuid> {
+        let (entries, _) = self
+            .ldap
+            .search(dn, Scope::Base, "(objectClass=*)", vec!["objectGUID"])
+            .await?
+            .success()?;
+        let entry = SearchEntry::construct(entries.into_iter().next().context("no entry")?);
+        let bytes = entry.bin_attrs.get("objectGUID").and_then(|v| v.first());
+        bytes
+            .and_then(|b| ObjectGuid::from_ad_bytes(b))
+            .context("no objectGUID of 16 bytes")
+    }
+
+    /// Moves `dn` under `ou`, keeping its RDN; returns the new DN.
+    pub async fn move_to(&mut self, dn: &str, ou: &str) -> Result<String> {
+        let value = shadowsync_core::dn::first_value(dn).context("an RDN")?;
+        let rdn = format!("CN={}", shadowsync_core::dn::escape_value(&value));
+        self.ldap
+            .modifydn(dn, &rdn, true, Some(ou))
+            .await?
+            .success()?;
+        Ok(format!("{rdn},{ou}"))
+    }
+
+    pub async fn delete(&mut self, dn: &str) -> Result<()> {
+        self.ldap.delete(dn).await?.success()?;
+        Ok(())
     }
 
     pub async fn replace(&mut self, dn: &str, attribute: &str, value: &str) -> Result<()> {

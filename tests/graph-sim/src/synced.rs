@@ -207,13 +207,7 @@ pub fn apply_sync_update(sim: &Sim, id: &str, changes: &Map<String, Value>) -> G
         check_upn(sim, &w, upn, Some(&uid))?;
     }
     let user = w.users.get_mut(&uid).expect("found above");
-    let mut changed = Vec::new();
-    for (k, v) in updates {
-        if user.props.get(&k) != Some(&v) {
-            user.props.insert(k.clone(), v);
-            changed.push(k);
-        }
-    }
+    let mut changed = crate::users::set_properties(user, updates);
     if !changed.is_empty() {
         user.props
             .insert("onPremisesLastSyncDateTime".into(), json!(graph_time(now)));

@@ -505,22 +505,7 @@ async fn patch_user(
         check_upn(&sim, &w, upn, Some(&uid))?;
     }
     let user = w.users.get_mut(&uid).expect("found above");
-    let mut changed = Vec::new();
-    for (k, mut v) in updates {
-        // The fifteen attributes are one complex value: a PATCH names those it changes.
-        if let (Some(Value::Object(current)), Value::Object(given)) = (user.props.get(&k), &v) {
-            let mut merged = current.clone();
-            for (name, value) in given {
-                let n = extension_attribute_number(name).expect("checked");
-                merged.insert(format!("extensionAttribute{n}"), value.clone());
-            }
-            v = Value::Object(merged);
-        }
-        if user.props.get(&k) != Some(&v) {
-            user.props.insert(k.clone(), v);
-            changed.push(k);
-        }
-    }
+    let changed = set_properties(user, updates);
     if !changed.is_empty() {
         w.record_change(
             &uid,
@@ -532,6 +517,28 @@ async fn patch_user(
         sim.wakeup.notify_one();
     }
     Ok(StatusCode::NO_CONTENT.into_response())
+}
+
+/// Sets `updates` on `user`; the names of the properties whose value changed. The fifteen
+/// extension attributes are one complex value: an update names those it changes.
+pub(crate) fn set_properties(user: &mut UserRecord, updates: Vec<(String, Value)>) -> Vec<String> {
+    let mut changed = Vec::new();
+    for (k, mut v) in updates {
+        if let (Some(Value::Object(current)), Value::Object(given)) = (user.props.get(&k), &v) {
+            let mut merged = current.clone();
+            for (name, value) in given {
+                if let Some(n) = extension_attribute_number(name) {
+                    merged.insert(format!("extensionAttribute{n}"), value.clone());
+                }
+            }
+            v = Value::Object(merged);
+        }
+        if user.props.get(&k) != Some(&v) {
+            user.props.insert(k.clone(), v);
+            changed.push(k);
+        }
+    }
+    changed
 }
 
 /// `extensionAttribute7` (any case) → 7, for the fifteen of `onPremisesExtensionAttributes`.

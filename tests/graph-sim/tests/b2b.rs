@@ -12,13 +12,6 @@ use serde_json::{json, Value};
 
 const B2B_SELECT: &str = "id,userPrincipalName,mail,otherMails,userType,externalUserState,externalUserStateChangeDateTime,creationType";
 
-async fn call(client: &SimClient, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let resp = client.graph(method, path, body.as_ref()).await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 async fn invite(client: &SimClient, body: Value) -> (u16, Value) {
     call(client, Method::POST, "/v1.0/invitations", Some(body)).await
 }
@@ -42,10 +35,6 @@ async fn member_with_mail(client: &SimClient, nickname: &str, mail: &str) -> Str
         .await
         .unwrap();
     id
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]

@@ -5,20 +5,13 @@
 mod common;
 
 use common::*;
-use graph_sim::{SimClient, SimConfig, SyncedUser};
+use graph_sim::{SimConfig, SyncedUser};
 use reqwest::Method;
 use serde_json::{json, Value};
 
 const SYNC_SELECT: &str = "id,userPrincipalName,displayName,mail,userType,accountEnabled,onPremisesSyncEnabled,onPremisesImmutableId,onPremisesSamAccountName,onPremisesUserPrincipalName,externalUserState";
 
 const MASTERED_MESSAGE: &str = "Unable to update the specified properties for on-premises mastered Directory Sync objects or objects currently undergoing migration.";
-
-async fn call(client: &SimClient, method: Method, path: &str, body: Option<Value>) -> (u16, Value) {
-    let resp = client.graph(method, path, body.as_ref()).await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
 
 /// A partner's AD account: sAMAccountName `sam`, mail `<sam>@partner.example`.
 fn partner(sam: &str, object_guid: &str) -> SyncedUser {
@@ -30,10 +23,6 @@ fn partner(sam: &str, object_guid: &str) -> SyncedUser {
         company_name: Some("Partner Ltd".into()),
         ..Default::default()
     }
-}
-
-fn id_of(v: &Value) -> String {
-    v["id"].as_str().unwrap().to_string()
 }
 
 #[tokio::test]

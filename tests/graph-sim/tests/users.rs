@@ -10,18 +10,6 @@ use graph_sim::SimConfig;
 use reqwest::Method;
 use serde_json::{json, Value};
 
-async fn call(
-    client: &graph_sim::SimClient,
-    method: Method,
-    path: &str,
-    body: Option<Value>,
-) -> (u16, Value) {
-    let resp = client.graph(method, path, body.as_ref()).await.unwrap();
-    let status = resp.status().as_u16();
-    let text = resp.text().await.unwrap();
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
 #[tokio::test]
 async fn invitation_creates_pending_guest_and_accept_marks_it_accepted() {
     let (_sim, client) = start_sim(SimConfig::default()).await;

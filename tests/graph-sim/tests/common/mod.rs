@@ -244,3 +244,21 @@ pub async fn allow_early_retries(client: &graph_sim::SimClient) {
         .await
         .unwrap();
 }
+
+/// A Graph request through the client: the status and the JSON body (null when there is none).
+pub async fn call(
+    client: &graph_sim::SimClient,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
+    let resp = client.graph(method, path, body.as_ref()).await.unwrap();
+    let status = resp.status().as_u16();
+    let text = resp.text().await.unwrap();
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// The `id` of a user or invitation answer.
+pub fn id_of(v: &Value) -> String {
+    v["id"].as_str().unwrap().to_string()
+}

@@ -1,170 +1,41 @@
-//! The partner reads ([`PartnerDirectory`]) against the real Samba AD DC started by
-//! `tests/samba/samba-dc.sh ensure`. Accounts are made and changed with a plain ldap3
-//! connection (the probe), never through the adapter under test; each test has its own OU.
+//! The partner reads ([`PartnerDirectory`]) against the real Samba AD DC. Accounts are made and
+//! changed with the raw LDAP probe, never through the adapter under test; each test has its
+//! own OU.
 //!
 //! Samba's schema has no `extensionAttribute1` (an Exchange attribute), so the partner filter
 //! here is on `employeeType`, a base-schema attribute used the same way.
 
-use ldap3::{Ldap, LdapConnAsync, LdapConnSettings, Mod, Scope, SearchEntry};
-use secrecy::SecretString;
 use shadowsync_core::dn;
 use shadowsync_core::partner::{ObjectGuid, PartnerAccount, PartnerAttribute};
-use shadowsync_core::Policy;
-use shadowsync_directory::{DirectoryConfig, LdapDirectory, PartnerDirectory};
-use std::collections::{HashMap, HashSet};
-use std::sync::OnceLock;
+use shadowsync_directory::{LdapDirectory, PartnerDirectory};
+use shadowsync_e2e::{samba, unique, AdProbe};
 
 const FILTER: Option<&str> = Some("(employeeType=Partner)");
 
-struct Samba {
-    url: String,
-    bind_dn: String,
-    password: String,
-    ca_file: std::path::PathBuf,
-    base_dn: String,
-    guests_ou: String,
-    disabled_ou: String,
-}
-
-/// Makes sure the DC runs and returns its facts (`samba-dc.sh ensure` prints them).
-fn samba() -> &'static Samba {
-    static SAMBA: OnceLock<Samba> = OnceLock::new();
-    SAMBA.get_or_init(|| {
-        let script =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../tests/samba/samba-dc.sh");
-        let out = std::process::Command::new("bash")
-            .arg(&script)
-            .arg("ensure")
-            .stderr(std::process::Stdio::inherit())
-            .output()
-            .expect("run samba-dc.sh ensure");
-        assert!(out.status.success(), "samba-dc.sh ensure failed");
-        let env: HashMap<String, String> = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
-        let get = |k: &str| env.get(k).cloned().unwrap_or_else(|| panic!("{k} missing"));
-        Samba {
-            url: get("SHADOWSYNC_TEST_LDAP_URL"),
-            bind_dn: get("SHADOWSYNC_TEST_BIND_DN"),
-            password: get("SHADOWSYNC_TEST_BIND_PASSWORD"),
-            ca_file: get("SHADOWSYNC_TEST_CA_FILE").into(),
-            base_dn: get("SHADOWSYNC_TEST_BASE_DN"),
-            guests_ou: get("SHADOWSYNC_TEST_GUESTS_OU"),
-            disabled_ou: get("SHADOWSYNC_TEST_DISABLED_OU"),
-        }
-    })
-}
-
-fn unique() -> String {
-    uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
-}
-
 async fn directory() -> LdapDirectory {
-    let s = samba();
-    let mut config =
-        DirectoryConfig::new(&s.url, &s.bind_dn, SecretString::from(s.password.clone()));
-    config.ca_file = Some(s.ca_file.clone());
-    LdapDirectory::connect(config, &Policy::new(&s.guests_ou, &s.disabled_ou))
+    LdapDirectory::connect(samba().directory_config(), &samba().policy())
         .await
         .unwrap()
 }
 
-/// Raw LDAP for making and checking accounts.
-struct Probe {
-    ldap: Ldap,
+async fn probe() -> AdProbe {
+    AdProbe::connect(samba()).await.unwrap()
 }
 
-impl Probe {
-    async fn connect() -> Self {
-        let s = samba();
-        let tls = shadowsync_directory::tls_client_config(Some(&s.ca_file)).unwrap();
-        let (conn, mut ldap) =
-            LdapConnAsync::with_settings(LdapConnSettings::new().set_config(tls), &s.url)
-                .await
-                .unwrap();
-        ldap3::drive!(conn);
-        ldap.simple_bind(&s.bind_dn, &s.password)
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-        Self { ldap }
-    }
-
-    /// A new OU of the test's own under the domain.
-    async fn ou(&mut self, name: &str) -> String {
-        let ou = dn::child("OU", &format!("{name} {}", unique()), &samba().base_dn);
-        self.add(&ou, &[("objectClass", "organizationalUnit")])
-            .await;
-        ou
-    }
-
-    async fn add(&mut self, dn: &str, attrs: &[(&str, &str)]) {
-        let attrs = attrs
-            .iter()
-            .map(|(k, v)| {
-                (
-                    k.as_bytes().to_vec(),
-                    HashSet::from([v.as_bytes().to_vec()]),
-                )
-            })
-            .collect();
-        self.ldap.add(dn, attrs).await.unwrap().success().unwrap();
-    }
-
-    /// A user `CN=<cn>,<ou>` with these attributes; returns its DN and objectGUID.
-    async fn user(&mut self, ou: &str, cn: &str, attrs: &[(&str, &str)]) -> (String, ObjectGuid) {
-        let dn = dn::child("CN", cn, ou);
-        let sam = format!("p{}", &unique()[..10]);
-        let mut all = vec![("objectClass", "user"), ("sAMAccountName", sam.as_str())];
-        all.extend_from_slice(attrs);
-        self.add(&dn, &all).await;
-        let guid = self.guid(&dn).await;
-        (dn, guid)
-    }
-
-    async fn guid(&mut self, dn: &str) -> ObjectGuid {
-        let (entries, _) = self
-            .ldap
-            .search(dn, Scope::Base, "(objectClass=*)", vec!["objectGUID"])
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-        let e = SearchEntry::construct(entries.into_iter().next().unwrap());
-        ObjectGuid::from_ad_bytes(&e.bin_attrs["objectGUID"][0]).unwrap()
-    }
-
-    async fn replace(&mut self, dn: &str, attribute: &str, value: &str) {
-        let m = Mod::Replace(
-            attribute.as_bytes().to_vec(),
-            HashSet::from([value.as_bytes().to_vec()]),
-        );
-        self.ldap
-            .modify(dn, vec![m])
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-    }
-
-    /// Moves `dn` under `ou`, keeping its RDN; returns the new DN.
-    async fn move_to(&mut self, dn: &str, ou: &str) -> String {
-        let rdn = format!("CN={}", dn::escape_value(&dn::first_value(dn).unwrap()));
-        self.ldap
-            .modifydn(dn, &rdn, true, Some(ou))
-            .await
-            .unwrap()
-            .success()
-            .unwrap();
-        format!("{rdn},{ou}")
-    }
-
-    async fn delete(&mut self, dn: &str) {
-        self.ldap.delete(dn).await.unwrap().success().unwrap();
-    }
+/// A user `CN=<cn>,<ou>` with these attributes, made through the probe; its DN and objectGUID.
+async fn user(
+    probe: &mut AdProbe,
+    ou: &str,
+    cn: &str,
+    attrs: &[(&str, &str)],
+) -> (String, ObjectGuid) {
+    let dn = dn::child("CN", cn, ou);
+    let sam = format!("p{}", &unique()[..10]);
+    let mut all = vec![("objectClass", "user"), ("sAMAccountName", sam.as_str())];
+    all.extend_from_slice(attrs);
+    probe.add(&dn, all).await.unwrap();
+    let guid = probe.guid(&dn).await.unwrap();
+    (dn, guid)
 }
 
 fn value(account: &PartnerAccount, attribute: PartnerAttribute) -> Option<&str> {
@@ -179,26 +50,26 @@ fn value(account: &PartnerAccount, attribute: PartnerAttribute) -> Option<&str> 
 async fn an_account_is_read_by_guid_with_its_attributes_and_state() {
     let dir = directory().await;
     let d: &dyn PartnerDirectory = &dir;
-    let mut probe = Probe::connect().await;
-    let ou = probe.ou("partners read").await;
+    let mut probe = probe().await;
+    let ou = probe.ou("partners read").await.unwrap();
     let upn = format!("pat.{}@partners.corp.example.test", unique());
-    let (user_dn, guid) = probe
-        .user(
-            &ou,
-            "Pat Partner",
-            &[
-                ("userAccountControl", "514"),
-                ("displayName", "Pat Partner"),
-                ("givenName", "Pat"),
-                ("sn", "Partner"),
-                ("company", "Fabrikam"),
-                ("title", "Engineer"),
-                ("mail", "pat@fabrikam.com"),
-                ("userPrincipalName", &upn),
-                ("employeeType", "Partner"),
-            ],
-        )
-        .await;
+    let (user_dn, guid) = user(
+        &mut probe,
+        &ou,
+        "Pat Partner",
+        &[
+            ("userAccountControl", "514"),
+            ("displayName", "Pat Partner"),
+            ("givenName", "Pat"),
+            ("sn", "Partner"),
+            ("company", "Fabrikam"),
+            ("title", "Engineer"),
+            ("mail", "pat@fabrikam.com"),
+            ("userPrincipalName", &upn),
+            ("employeeType", "Partner"),
+        ],
+    )
+    .await;
     let all = PartnerAttribute::ALL;
     let a = d
         .partner_account(&guid, FILTER, &all)
@@ -236,8 +107,14 @@ async fn an_account_is_read_by_guid_with_its_attributes_and_state() {
     );
     assert!(few.matches_filter, "no filter: everything matches");
 
-    probe.replace(&user_dn, "userAccountControl", "512").await;
-    probe.replace(&user_dn, "employeeType", "Staff").await;
+    probe
+        .replace(&user_dn, "userAccountControl", "512")
+        .await
+        .unwrap();
+    probe
+        .replace(&user_dn, "employeeType", "Staff")
+        .await
+        .unwrap();
     let a = d
         .partner_account(&guid, FILTER, &all)
         .await
@@ -268,27 +145,28 @@ async fn an_account_is_read_by_guid_with_its_attributes_and_state() {
 async fn hostile_values_are_read_back_exactly() {
     let dir = directory().await;
     let d: &dyn PartnerDirectory = &dir;
-    let mut probe = Probe::connect().await;
+    let mut probe = probe().await;
     let ou = probe
         .ou("partners, (hostile) + \"quoted\" \\ ; <x> #")
-        .await;
+        .await
+        .unwrap();
     let cn = "#Ünïcødé, \"Pat\" + <Partner>; \\ =*)";
     let display = "*)(|(objectClass=*))\\00 ünïcødé 😀 \"q\" <a> & | ! ~";
     let company = "Fabrikam, Inc. \\ # + ; = *";
     let department = "R&D (partners)*\\";
     let filter = format!("(department={})", ldap3::ldap_escape(department));
-    let (user_dn, guid) = probe
-        .user(
-            &ou,
-            cn,
-            &[
-                ("displayName", display),
-                ("company", company),
-                ("department", department),
-                ("title", "Ingénieur·e — 日本語"),
-            ],
-        )
-        .await;
+    let (user_dn, guid) = user(
+        &mut probe,
+        &ou,
+        cn,
+        &[
+            ("displayName", display),
+            ("company", company),
+            ("department", department),
+            ("title", "Ingénieur·e — 日本語"),
+        ],
+    )
+    .await;
     let attrs = [
         PartnerAttribute::DisplayName,
         PartnerAttribute::CompanyName,
@@ -327,17 +205,21 @@ async fn hostile_values_are_read_back_exactly() {
 async fn changes_are_returned_after_the_watermark_and_not_before() {
     let dir = directory().await;
     let d: &dyn PartnerDirectory = &dir;
-    let mut probe = Probe::connect().await;
-    let ou = probe.ou("partners changes").await;
-    let elsewhere = probe.ou("partners elsewhere").await;
-    let (pat_dn, pat) = probe
-        .user(&ou, "Pat", &[("employeeType", "Partner"), ("title", "A")])
-        .await;
-    let (sam_dn, sam) = probe.user(&ou, "Sam", &[("employeeType", "Partner")]).await;
-    let (_, staff) = probe.user(&ou, "Staff", &[("employeeType", "Staff")]).await;
+    let mut probe = probe().await;
+    let ou = probe.ou("partners changes").await.unwrap();
+    let elsewhere = probe.ou("partners elsewhere").await.unwrap();
+    let (pat_dn, pat) = user(
+        &mut probe,
+        &ou,
+        "Pat",
+        &[("employeeType", "Partner"), ("title", "A")],
+    )
+    .await;
+    let (sam_dn, sam) = user(&mut probe, &ou, "Sam", &[("employeeType", "Partner")]).await;
+    let (_, staff) = user(&mut probe, &ou, "Staff", &[("employeeType", "Staff")]).await;
     // Not one level below the OU: a user in a child OU.
-    let child = probe.ou_under("child", &ou).await;
-    probe.user(&child, "Nested", &[]).await;
+    let child = probe.ou_under("child", &ou).await.unwrap();
+    user(&mut probe, &child, "Nested", &[]).await;
 
     let title = [PartnerAttribute::JobTitle];
     let first = d
@@ -367,9 +249,12 @@ async fn changes_are_returned_after_the_watermark_and_not_before() {
     assert!(quiet.accounts.is_empty(), "{:?}", quiet.accounts);
     assert_eq!(quiet.invocation_id, first.invocation_id);
 
-    probe.replace(&pat_dn, "title", "B").await;
-    probe.replace(&pat_dn, "employeeType", "Former").await;
-    let moved = probe.move_to(&sam_dn, &elsewhere).await;
+    probe.replace(&pat_dn, "title", "B").await.unwrap();
+    probe
+        .replace(&pat_dn, "employeeType", "Former")
+        .await
+        .unwrap();
+    let moved = probe.move_to(&sam_dn, &elsewhere).await.unwrap();
     let next = d
         .changed_partner_accounts(&ou, FILTER, &title, first.highest_usn)
         .await
@@ -399,24 +284,24 @@ async fn changes_are_returned_after_the_watermark_and_not_before() {
 async fn a_deleted_account_is_found_as_a_tombstone() {
     let dir = directory().await;
     let d: &dyn PartnerDirectory = &dir;
-    let mut probe = Probe::connect().await;
-    let ou = probe.ou("partners deleted").await;
-    let other = probe.ou("partners other").await;
+    let mut probe = probe().await;
+    let ou = probe.ou("partners deleted").await.unwrap();
+    let other = probe.ou("partners other").await.unwrap();
     let cn = "Gone, \"Pat\" + Ü";
-    let (dn_, guid) = probe
-        .user(
-            &ou,
-            cn,
-            &[("employeeType", "Partner"), ("mail", "gone@fabrikam.com")],
-        )
-        .await;
-    let (_, stays) = probe.user(&ou, "Stays", &[]).await;
-    let (other_dn, other_guid) = probe.user(&other, "Other", &[]).await;
+    let (dn_, guid) = user(
+        &mut probe,
+        &ou,
+        cn,
+        &[("employeeType", "Partner"), ("mail", "gone@fabrikam.com")],
+    )
+    .await;
+    let (_, stays) = user(&mut probe, &ou, "Stays", &[]).await;
+    let (other_dn, other_guid) = user(&mut probe, &other, "Other", &[]).await;
     let before = d.changed_partner_accounts(&ou, None, &[], 0).await.unwrap();
     assert_eq!(before.accounts.len(), 2);
 
-    probe.delete(&dn_).await;
-    probe.delete(&other_dn).await;
+    probe.delete(&dn_).await.unwrap();
+    probe.delete(&other_dn).await.unwrap();
 
     let t = d
         .partner_account(&guid, FILTER, &PartnerAttribute::ALL)
@@ -452,13 +337,4 @@ async fn a_deleted_account_is_found_as_a_tombstone() {
         .await
         .unwrap()
         .is_empty());
-}
-
-impl Probe {
-    async fn ou_under(&mut self, name: &str, parent: &str) -> String {
-        let ou = dn::child("OU", &format!("{name} {}", unique()), parent);
-        self.add(&ou, &[("objectClass", "organizationalUnit")])
-            .await;
-        ou
-    }
 }
