@@ -582,3 +582,17 @@ def test_checkov_waivers_have_reasons(t):
         for skip in ((res.get("Metadata") or {}).get("checkov") or {}).get("skip", []):
             assert re.fullmatch(r"CKV2?_AWS_\d+", skip["id"]), (name, skip)
             assert len(skip.get("comment", "").split()) >= 8, (name, skip["id"], "reason too short")
+
+
+def test_webhook_reaches_only_the_pending_partition_of_the_state_table(t):
+    """The webhook marks waiting jobs in the state table (a redelivery folds into them); its
+    role may touch that partition only, and the function is told the table."""
+    stmts = fn_props(t, "WebhookRole")["Policies"][0]["PolicyDocument"]["Statement"]
+    state = [s for s in stmts if "dynamodb" in str(s.get("Action"))]
+    assert len(state) == 1, state
+    (s,) = state
+    assert sorted(s["Action"]) == ["dynamodb:DeleteItem", "dynamodb:GetItem", "dynamodb:PutItem"]
+    assert s["Resource"] == {"Fn::GetAtt": ["StateTable", "Arn"]}
+    assert s["Condition"] == {"ForAllValues:StringEquals": {"dynamodb:LeadingKeys": ["pending"]}}
+    env = fn_props(t, "WebhookFunction")["Environment"]["Variables"]
+    assert env["SHADOWSYNC_TABLE_NAME"] == {"Ref": "StateTable"}
