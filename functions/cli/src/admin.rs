@@ -16,7 +16,8 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::Value;
 use shadowsync_app::admin::{self, HeldSelection, StatusReport, UserReport, WebhookReport};
-use shadowsync_app::{App, Outcome};
+use shadowsync_app::partners::PartnerReport;
+use shadowsync_app::{App, Outcome, PartnerOutcome};
 use shadowsync_queue::DeadLetter;
 use shadowsync_state::HeldChange;
 use std::sync::Arc;
@@ -105,6 +106,8 @@ pub fn router(admin: AdminState, token: String, webhook: WebhookCounters) -> Rou
         .route("/admin/status", get(api_status))
         .route("/admin/users/{key}", get(api_user))
         .route("/admin/plan", get(api_plan))
+        .route("/admin/plan/partners", get(api_plan_partners))
+        .route("/admin/partners/{key}", get(api_partner))
         .route("/admin/sync", post(api_sync))
         .route("/admin/dead-letters", get(api_dead_letters))
         .route("/admin/dead-letters/{id}/retry", post(api_retry))
@@ -162,6 +165,18 @@ async fn api_user(State(a): State<AdminState>, Path(key): Path<String>) -> ApiRe
 
 async fn api_plan(State(a): State<AdminState>) -> ApiResult<Vec<Outcome>> {
     Ok(Json(a.plan(|_, _| {}).await?))
+}
+
+async fn api_plan_partners(State(a): State<AdminState>) -> ApiResult<Vec<PartnerOutcome>> {
+    Ok(Json(a.plan_partners(|_, _| {}).await?))
+}
+
+/// The partner account `key` names; `null` when it names none (or the direction is off).
+async fn api_partner(
+    State(a): State<AdminState>,
+    Path(key): Path<String>,
+) -> ApiResult<Option<PartnerReport>> {
+    Ok(Json(a.partner_report(&key).await?))
 }
 
 async fn api_sync(State(a): State<AdminState>) -> ApiResult<Value> {

@@ -5,7 +5,8 @@ use anyhow::{Context, Result};
 use indicatif::{ProgressBar, ProgressStyle};
 use reqwest::Method;
 use shadowsync_app::admin::{self, HeldSelection, StatusReport, SyncReport, UserReport};
-use shadowsync_app::{describe, App, AppError, Outcome, Settings, Storage};
+use shadowsync_app::partners::PartnerReport;
+use shadowsync_app::{describe, App, AppError, Outcome, PartnerOutcome, Settings, Storage};
 use shadowsync_config::Config;
 use shadowsync_core::Operation;
 use shadowsync_queue::DeadLetter;
@@ -17,7 +18,8 @@ pub enum Backend {
         config: Box<Config>,
         storage: Storage,
     },
-    Remote(Remote),
+    /// The running `serve`, and whether its configuration has `[partners]`.
+    Remote { remote: Remote, partners: bool },
 }
 
 impl Backend {
@@ -27,10 +29,10 @@ impl Backend {
                 config: Box::new(config),
                 storage,
             }),
-            Err(AppError::State(StateError::InUse(_))) => Ok(Backend::Remote(Remote::new(
-                config.admin.listen,
-                config.state_path()?,
-            )?)),
+            Err(AppError::State(StateError::InUse(_))) => Ok(Backend::Remote {
+                remote: Remote::new(config.admin.listen, config.state_path()?)?,
+                partners: config.partners.is_some(),
+            }),
             Err(e) => Err(e).context("opening the state store"),
         }
     }
@@ -61,7 +63,7 @@ fn print_json(value: &impl serde::Serialize) -> Result<()> {
 }
 
 pub async fn plan(backend: Backend, json: bool) -> Result<()> {
-    let outcomes: Vec<Outcome> = match backend {
+    let (outcomes, partners): (Vec<Outcome>, Option<Vec<PartnerOutcome>>) = match backend {
         Backend::Local { config, storage } => {
             let app = Backend::app(&config, storage).await?;
             let bar = progress_bar("planning");
@@ -71,13 +73,40 @@ pub async fn plan(backend: Backend, json: bool) -> Result<()> {
                     bar.set_position(done);
                 })
                 .await?;
+            let partners = match config.partners.is_some() {
+                true => Some(
+                    app.plan_partners(|done, total| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    })
+                    .await?,
+                ),
+                false => None,
+            };
             bar.finish_and_clear();
-            outcomes
+            (outcomes, partners)
         }
-        Backend::Remote(remote) => remote.call(Method::GET, &["plan"]).await?,
+        Backend::Remote { remote, partners } => {
+            let outcomes = remote.call(Method::GET, &["plan"]).await?;
+            let partners = match partners {
+                true => Some(remote.call(Method::GET, &["plan", "partners"]).await?),
+                false => None,
+            };
+            (outcomes, partners)
+        }
     };
     if json {
-        return print_json(&outcomes);
+        // The guests' array as before; with [partners], both directions side by side.
+        return match partners {
+            None => print_json(&outcomes),
+            Some(partners) => print_json(&serde_json::json!({
+                "guests": outcomes,
+                "partners": partners,
+            })),
+        };
+    }
+    if let Some(partners) = &partners {
+        print_partner_plan(partners);
     }
     let mut counts = std::collections::BTreeMap::<&str, u64>::new();
     for o in &outcomes {
@@ -107,6 +136,28 @@ pub async fn plan(backend: Backend, json: bool) -> Result<()> {
     Ok(())
 }
 
+fn print_partner_plan(outcomes: &[PartnerOutcome]) {
+    let mut changing = 0;
+    for o in outcomes
+        .iter()
+        .filter(|o| !o.plan.is_empty() || o.held.is_some())
+    {
+        changing += 1;
+        println!("partner {} ({})", o.name(), o.guid);
+        for op in &o.plan {
+            println!("    {op}");
+        }
+        if let Some(reason) = &o.held {
+            println!("    HELD: {reason}");
+        }
+    }
+    println!(
+        "{} partner accounts: {changing} to change, {} unchanged.\n",
+        outcomes.len(),
+        outcomes.len() - changing
+    );
+}
+
 fn kind(op: &Operation) -> &'static str {
     match op {
         Operation::Create { .. } => "create",
@@ -131,33 +182,26 @@ pub async fn sync(backend: Backend) -> Result<()> {
                 })
                 .await?;
             bar.finish_and_clear();
-            let by_status: Vec<String> = report
-                .by_status
-                .iter()
-                .map(|(k, n)| format!("{n} {k}"))
-                .collect();
-            println!(
-                "{} guests, {} changed: {}.",
-                report.guests,
-                report.changed,
-                by_status.join(", ")
-            );
-            for (id, reason) in &report.conflicts {
-                println!("conflict {id}: {reason}");
-            }
-            for (id, reason) in &report.held {
-                println!("held {id}: {reason}");
-            }
-            for (id, error) in &report.errors {
-                println!("error {id}: {error}");
+            print_sync("guests", &report);
+            let mut errors = report.errors.len();
+            if config.partners.is_some() {
+                let bar = progress_bar("partners");
+                let partners = app
+                    .sync_partners(|done, total| {
+                        bar.set_length(total);
+                        bar.set_position(done);
+                    })
+                    .await?;
+                bar.finish_and_clear();
+                print_sync("partner accounts", &partners);
+                errors += partners.errors.len();
             }
             anyhow::ensure!(
-                report.errors.is_empty(),
-                "{} guests could not be synced",
-                report.errors.len()
+                errors == 0,
+                "{errors} guests or partners could not be synced"
             );
         }
-        Backend::Remote(remote) => {
+        Backend::Remote { remote, .. } => {
             let answer: serde_json::Value = remote.call(Method::POST, &["sync"]).await?;
             let enqueued = answer["enqueued"].as_u64().unwrap_or(0);
             let bar = progress_bar("syncing");
@@ -177,17 +221,66 @@ pub async fn sync(backend: Backend) -> Result<()> {
     Ok(())
 }
 
+/// A sync's summary: `what` counted, changed, by status; then each conflict, hold and error.
+fn print_sync(what: &str, report: &SyncReport) {
+    let by_status: Vec<String> = report
+        .by_status
+        .iter()
+        .map(|(k, n)| format!("{n} {k}"))
+        .collect();
+    println!(
+        "{} {what}, {} changed: {}.",
+        report.guests,
+        report.changed,
+        by_status.join(", ")
+    );
+    for (id, reason) in &report.conflicts {
+        println!("conflict {id}: {reason}");
+    }
+    for (id, reason) in &report.held {
+        println!("held {id}: {reason}");
+    }
+    for (id, reason) in &report.waiting {
+        println!("waiting {id}: {reason}");
+    }
+    for (id, error) in &report.errors {
+        println!("error {id}: {error}");
+    }
+}
+
 pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Result<()> {
     if let Some(key) = user {
-        let report: UserReport = match backend {
+        // A partner account first (the name an administrator types may be either).
+        let (partner, report): (Option<PartnerReport>, Option<UserReport>) = match backend {
             Backend::Local { config, storage } => {
-                Backend::app(&config, storage)
-                    .await?
-                    .user_report(&key)
-                    .await?
+                let app = Backend::app(&config, storage).await?;
+                match app.partner_report(&key).await? {
+                    Some(p) => (Some(p), None),
+                    None => (None, Some(app.user_report(&key).await?)),
+                }
             }
-            Backend::Remote(remote) => remote.call(Method::GET, &["users", &key]).await?,
+            Backend::Remote { remote, partners } => {
+                let partner: Option<PartnerReport> = match partners {
+                    true => remote.call(Method::GET, &["partners", &key]).await?,
+                    false => None,
+                };
+                match partner {
+                    Some(p) => (Some(p), None),
+                    None => (
+                        None,
+                        Some(remote.call(Method::GET, &["users", &key]).await?),
+                    ),
+                }
+            }
         };
+        if let Some(p) = partner {
+            return if json {
+                print_json(&p)
+            } else {
+                print_partner(&p)
+            };
+        }
+        let report = report.expect("one of the two");
         return if json {
             print_json(&report)
         } else {
@@ -198,7 +291,7 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
         Backend::Local { storage, .. } => {
             admin::status(storage.state.as_ref(), storage.queue.as_ref()).await?
         }
-        Backend::Remote(remote) => remote.call(Method::GET, &["status"]).await?,
+        Backend::Remote { remote, .. } => remote.call(Method::GET, &["status"]).await?,
     };
     if json {
         return print_json(&report);
@@ -240,6 +333,32 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
     );
     for (id, reason) in &report.conflicts {
         println!("conflict       {id}: {reason}");
+    }
+    if !report.partners.is_empty() || report.partner_watermark.is_some() {
+        let partners: Vec<String> = report
+            .partners
+            .iter()
+            .map(|(k, n)| format!("{n} {k}"))
+            .collect();
+        println!(
+            "partners       {}",
+            if partners.is_empty() {
+                "none yet".into()
+            } else {
+                partners.join(", ")
+            }
+        );
+    }
+    if let Some(w) = &report.partner_watermark {
+        println!(
+            "AD watcher     past uSNChanged {} of DC {}; last full comparison {}",
+            w.usn,
+            w.invocation_id,
+            w.full_at.to_rfc3339()
+        );
+    }
+    for (guid, reason) in &report.partner_conflicts {
+        println!("conflict       partner {guid}: {reason}");
     }
     if let Some(d) = &report.graph_access.denied {
         println!(
@@ -312,7 +431,7 @@ pub async fn held(backend: Backend, action: HeldAction) -> Result<()> {
                 Backend::Local { storage, .. } => {
                     shadowsync_app::safety::held_changes(storage.state.as_ref()).await?
                 }
-                Backend::Remote(remote) => remote.call(Method::GET, &["held"]).await?,
+                Backend::Remote { remote, .. } => remote.call(Method::GET, &["held"]).await?,
             };
             if json {
                 return print_json(&changes);
@@ -352,7 +471,7 @@ pub async fn held(backend: Backend, action: HeldAction) -> Result<()> {
                 released,
             )
         }
-        (HeldAction::Release { users }, Backend::Remote(remote)) => {
+        (HeldAction::Release { users }, Backend::Remote { remote, .. }) => {
             let selection = HeldSelection { users };
             let released = remote
                 .send(Method::POST, &["held", "release"], &selection)
@@ -364,7 +483,7 @@ pub async fn held(backend: Backend, action: HeldAction) -> Result<()> {
             let dropped = admin::discard_held(storage.state.as_ref(), &selection).await?;
             ("discarded", dropped)
         }
-        (HeldAction::Discard { users }, Backend::Remote(remote)) => {
+        (HeldAction::Discard { users }, Backend::Remote { remote, .. }) => {
             let selection = HeldSelection { users };
             let dropped = remote
                 .send(Method::POST, &["held", "discard"], &selection)
@@ -407,6 +526,46 @@ fn print_user(r: &UserReport) -> Result<()> {
     Ok(())
 }
 
+fn print_partner(r: &PartnerReport) -> Result<()> {
+    let o = &r.outcome;
+    println!("partner account {} ({})\n", o.name(), o.guid);
+    println!("Active Directory");
+    match (&o.dn, r.enabled) {
+        (Some(dn), Some(enabled)) => println!(
+            "    {dn}\n    {}, {}, mail {}",
+            if enabled { "enabled" } else { "disabled" },
+            if r.in_scope {
+                "a partner (in scope)"
+            } else {
+                "out of the partner scope"
+            },
+            r.mail.as_deref().unwrap_or("-")
+        ),
+        (Some(dn), None) => println!("    deleted (tombstone, was {dn})"),
+        (None, _) => println!("    no such account (deleted and purged)"),
+    }
+    println!("\nEntra ID");
+    match &o.guest_id {
+        Some(id) => println!("    guest {id}"),
+        None => println!("    no guest"),
+    }
+    println!("\nState");
+    match &r.record {
+        Some(rec) => println!("{}", indent(&serde_json::to_string_pretty(rec)?)),
+        None => println!("    no record"),
+    }
+    let plan = if o.plan.is_empty() {
+        "nothing".to_string()
+    } else {
+        o.plan.join("; ")
+    };
+    println!("\nConverging now would: {plan}");
+    if let Some(reason) = &o.held {
+        println!("HELD: {reason}");
+    }
+    Ok(())
+}
+
 fn indent(text: &str) -> String {
     text.lines()
         .map(|l| format!("    {l}"))
@@ -423,7 +582,7 @@ pub enum DeadLetterAction {
 pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<()> {
     let letters: Vec<DeadLetter> = match &backend {
         Backend::Local { storage, .. } => storage.queue.dead_letters().await?,
-        Backend::Remote(remote) => remote.call(Method::GET, &["dead-letters"]).await?,
+        Backend::Remote { remote, .. } => remote.call(Method::GET, &["dead-letters"]).await?,
     };
     let chosen = |id: &Option<String>| -> Vec<String> {
         letters
@@ -442,6 +601,9 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
                 let what = match &l.job {
                     shadowsync_queue::Job::Converge { user_id, .. } => {
                         format!("converge {user_id}")
+                    }
+                    shadowsync_queue::Job::Partner { guid, .. } => {
+                        format!("partner account {guid}")
                     }
                     shadowsync_queue::Job::Lifecycle {
                         event,
@@ -469,7 +631,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
             for id in chosen(&id) {
                 match &backend {
                     Backend::Local { storage, .. } => storage.queue.redrive(&id).await?,
-                    Backend::Remote(r) => r
+                    Backend::Remote { remote: r, .. } => r
                         .call::<serde_json::Value>(Method::POST, &["dead-letters", &id, "retry"])
                         .await
                         .map(|_| ())?,
@@ -481,7 +643,7 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
             for id in chosen(&id) {
                 match &backend {
                     Backend::Local { storage, .. } => storage.queue.drop_dead_letter(&id).await?,
-                    Backend::Remote(r) => r
+                    Backend::Remote { remote: r, .. } => r
                         .call::<serde_json::Value>(Method::DELETE, &["dead-letters", &id])
                         .await
                         .map(|_| ())?,

@@ -81,6 +81,10 @@ pub async fn connector(config: Config) -> Result<()> {
     // Delta rounds run in the cloud; `missed` waits for the next one.
     let (a, stop) = (app.clone(), shutdown.clone());
     let sweeps = tokio::spawn(async move { a.run_schedule(Roles::SWEEP, stop).await });
+    // The AD watcher of the partner direction runs here, beside AD; its jobs go on the
+    // cloud queue like every other.
+    let (a, stop) = (app.clone(), shutdown.clone());
+    let watcher = tokio::spawn(async move { a.watch_partners(stop).await });
     let (a, stop) = (app.clone(), workers_stopped);
     let metrics = tokio::spawn(async move {
         crate::metrics::log_periodically(&a, None, METRICS_EVERY, stop).await
@@ -88,6 +92,7 @@ pub async fn connector(config: Config) -> Result<()> {
 
     workers.await?;
     sweeps.await?;
+    watcher.await?;
     metrics.await?;
     health_server.await?.context("health endpoint")?;
     tracing::info!("stopped");

@@ -49,9 +49,8 @@ pub async fn serve(config: Config) -> Result<()> {
         .with_context(|| format!("listening on {listen}"))?;
     tracing::info!(%listen, notification_url = %config.webhook.notification_url(), "webhook listening");
     if let Some(partners) = &config.partners {
-        // Said at every start, so that nobody waits for guests this version does not make.
-        tracing::warn!(mode = ?partners.mode,
-            "[partners] is valid, but this version does not make partner accounts into guests yet");
+        tracing::info!(mode = ?partners.mode, ous = ?partners.ous, poll_interval = ?partners.poll_interval,
+            "partner accounts in AD become guests in Entra ID");
     }
     let token = crate::admin::write_token(&crate::admin::token_path(config.state_path()?))?;
     let counters = crate::admin::WebhookCounters {
@@ -77,6 +76,9 @@ pub async fn serve(config: Config) -> Result<()> {
         }),
         spawn(&app, &shutdown, |app, stop| async move {
             app.run_schedule(Roles::ALL, stop).await
+        }),
+        spawn(&app, &shutdown, |app, stop| async move {
+            app.watch_partners(stop).await
         }),
         spawn(&app, &workers_stopped, move |app, stop| async move {
             crate::metrics::log_periodically(&app, Some(&webhook_metrics), METRICS_EVERY, stop)

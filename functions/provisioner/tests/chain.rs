@@ -81,6 +81,7 @@ async fn lambda_functions_turn_an_invitation_into_an_account() {
         workers: WorkerConfig::default(),
         safety: Default::default(),
         pending,
+        partners: None,
     });
     // The subscription keeper creates the subscription: Graph's validation handshake goes
     // through API Gateway to the webhook function.

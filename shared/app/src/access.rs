@@ -159,6 +159,11 @@ fn fresh(job: Job, now: DateTime<Utc>) -> Job {
             received_at: now,
             source,
         },
+        Job::Partner { guid, source, .. } => Job::Partner {
+            guid,
+            received_at: now,
+            source,
+        },
         Job::Lifecycle {
             event,
             subscription_id,

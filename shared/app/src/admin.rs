@@ -5,18 +5,22 @@
 use crate::access::{self, AccessReport};
 use crate::converge::{Hint, Outcome};
 use crate::error::Doing;
+use crate::partners::{PartnerOutcome, PartnerReport};
 use crate::safety::{self, SafetyReport};
 use crate::{App, AppError};
 use chrono::{DateTime, Utc};
 use futures::StreamExt;
 use serde::{Deserialize, Serialize};
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::{ActualAccount, GraphUser, ObjectId, Operation, UserLookup};
 use shadowsync_ports::GraphIdentity;
 use shadowsync_queue::{Job, JobSource, Queue, QueueStats};
-use shadowsync_state::records::{CHECKPOINTS, GUESTS, HELD, LAST_SWEEP, USERS_DELTA};
+use shadowsync_state::records::{
+    CHECKPOINTS, GUESTS, HELD, LAST_SWEEP, PARTNERS, PARTNER_WATERMARK, USERS_DELTA,
+};
 use shadowsync_state::{
     get_json, put_json, DeltaCheckpoint, GuestRecord, HeldChange, KeyValueStore, LastSweep,
-    SubscriptionRecord,
+    PartnerRecord, PartnerWatermark, SubscriptionRecord,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +53,15 @@ pub struct StatusReport {
     /// more (what the running `serve` last saw in Graph's `Date` header; `None` otherwise).
     #[serde(default)]
     pub clock_offset_seconds: Option<i64>,
+    /// Partner accounts by where their guest stands (the partner direction; empty when off).
+    #[serde(default)]
+    pub partners: BTreeMap<String, u64>,
+    /// `(objectGUID, reason)` of every partner account in conflict.
+    #[serde(default)]
+    pub partner_conflicts: Vec<(String, String)>,
+    /// Where the AD watcher's next round starts, and its last full comparison.
+    #[serde(default)]
+    pub partner_watermark: Option<PartnerWatermark>,
 }
 
 /// The offset worth reporting between Graph's clock and the local one: a minute or more.
@@ -116,6 +129,10 @@ pub async fn status(
         .ok()
         .flatten()
         .map(|v| v.value.at);
+    let (partners, partner_conflicts) = partner_counts(state).await?;
+    let partner_watermark = get_json::<PartnerWatermark>(state, CHECKPOINTS, PARTNER_WATERMARK)
+        .await?
+        .map(|w| w.value);
     let mut accounts = BTreeMap::new();
     let mut conflicts = Vec::new();
     let mut after: Option<String> = None;
@@ -152,7 +169,41 @@ pub async fn status(
         safety: safety::report(state, Utc::now()).await?,
         webhook: None,
         clock_offset_seconds: None,
+        partners,
+        partner_conflicts,
+        partner_watermark,
     })
+}
+
+/// Partner records by status, and the conflicts among them.
+async fn partner_counts(
+    state: &dyn KeyValueStore,
+) -> Result<(BTreeMap<String, u64>, Vec<(String, String)>), AppError> {
+    let mut counts = BTreeMap::new();
+    let mut conflicts = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.scan(PARTNERS, after.as_deref(), 500).await?;
+        let Some((last, _)) = page.last() else { break };
+        after = Some(last.clone());
+        for (key, raw) in page {
+            match serde_json::from_slice::<PartnerRecord>(&raw.value) {
+                Ok(record) => {
+                    *counts
+                        .entry(record.status.as_str().to_string())
+                        .or_insert(0) += 1;
+                    if let Some(reason) = record.conflict {
+                        conflicts.push((key, reason));
+                    }
+                }
+                Err(e) => {
+                    *counts.entry("unreadable".to_string()).or_insert(0) += 1;
+                    conflicts.push((key, format!("the state record cannot be read: {e}")));
+                }
+            }
+        }
+    }
+    Ok((counts, conflicts))
 }
 
 /// Which held changes an administrator acts on: all, or the guests named by objectId or
@@ -189,6 +240,9 @@ impl HeldSelection {
 fn names(change: &HeldChange, key: &str) -> bool {
     change.object_id.as_str().eq_ignore_ascii_case(key)
         || change
+            .partner
+            .is_some_and(|guid| guid.to_string().eq_ignore_ascii_case(key))
+        || change
             .user_principal_name
             .as_deref()
             .is_some_and(|upn| upn.eq_ignore_ascii_case(key))
@@ -207,7 +261,7 @@ pub async fn release_held(
     let chosen = selection.chosen(state).await?;
     let mut jobs = crate::reconcile::Batch::new(queue);
     for change in &chosen {
-        let stored = state.get(HELD, &change.object_id).await?;
+        let stored = state.get(HELD, &change.key()).await?;
         let released = HeldChange {
             released_at: Some(now),
             ..change.clone()
@@ -215,12 +269,20 @@ pub async fn release_held(
         put_json(
             state,
             HELD,
-            &change.object_id,
+            &change.key(),
             &released,
             stored.map(|s| s.version),
         )
         .await?;
-        jobs.push(admin_job(change.object_id.clone(), now)).await?;
+        jobs.push(match change.partner {
+            Some(guid) => Job::Partner {
+                guid,
+                received_at: now,
+                source: JobSource::Admin,
+            },
+            None => admin_job(change.object_id.clone(), now),
+        })
+        .await?;
     }
     jobs.finish().await?;
     if selection.all() {
@@ -245,9 +307,9 @@ pub async fn discard_held(
 ) -> Result<Vec<HeldChange>, AppError> {
     let chosen = selection.chosen(state).await?;
     for change in &chosen {
-        if let Some(stored) = state.get(HELD, &change.object_id).await? {
+        if let Some(stored) = state.get(HELD, &change.key()).await? {
             state
-                .delete(HELD, &change.object_id, Some(stored.version))
+                .delete(HELD, &change.key(), Some(stored.version))
                 .await?;
         }
     }
@@ -415,17 +477,106 @@ impl App {
         Ok(report)
     }
 
-    /// A full sync by the running host: a job per guest on its queue. Returns how many.
+    /// A full sync by the running host: a job per guest and per partner account on its
+    /// queue. Returns how many.
     pub async fn enqueue_sync(&self) -> Result<usize, AppError> {
         let ids = self.candidates().await?;
+        let partners = self.partner_candidates().await?;
         let now = Utc::now();
-        let count = ids.len();
+        let count = ids.len() + partners.len();
         let mut jobs = crate::reconcile::Batch::new(self.queue.as_ref());
         for user_id in ids {
             jobs.push(admin_job(user_id, now)).await?;
         }
+        for guid in partners {
+            jobs.push(Job::Partner {
+                guid,
+                received_at: now,
+                source: JobSource::Admin,
+            })
+            .await?;
+        }
         jobs.finish().await?;
         Ok(count)
+    }
+
+    /// The partner account `name` names (objectGUID, sAMAccountName, UPN or mail), as AD,
+    /// Entra and state see it; `None` when the partner direction is off or it names none.
+    pub async fn partner_report(&self, name: &str) -> Result<Option<PartnerReport>, AppError> {
+        match &self.partners {
+            Some(partners) => partners.report(name).await,
+            None => Ok(None),
+        }
+    }
+
+    /// Every partner account a full sync looks at (none where the direction is off).
+    pub async fn partner_candidates(&self) -> Result<Vec<ObjectGuid>, AppError> {
+        match &self.partner_watcher {
+            Some((watcher, _)) => Ok(watcher.everyone().await?.into_iter().collect()),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// What a full sync would do, per partner account, changing nothing.
+    pub async fn plan_partners(
+        &self,
+        progress: impl Fn(u64, u64),
+    ) -> Result<Vec<PartnerOutcome>, AppError> {
+        let Some(partners) = &self.partners else {
+            return Ok(Vec::new());
+        };
+        let guids = self.partner_candidates().await?;
+        let total = guids.len() as u64;
+        let mut outcomes = Vec::with_capacity(guids.len());
+        let mut runs = futures::stream::iter(guids)
+            .map(|guid| async move { partners.dry_run(&guid).await })
+            .buffer_unordered(CONCURRENCY);
+        while let Some(outcome) = runs.next().await {
+            outcomes.push(outcome?);
+            progress(outcomes.len() as u64, total);
+        }
+        outcomes.sort_by_key(|o| (o.name(), o.guid));
+        Ok(outcomes)
+    }
+
+    /// A full sync of the partner accounts now, in this process.
+    pub async fn sync_partners(&self, progress: impl Fn(u64, u64)) -> Result<SyncReport, AppError> {
+        let Some(partners) = &self.partners else {
+            return Ok(SyncReport::default());
+        };
+        let guids = self.partner_candidates().await?;
+        let mut report = SyncReport {
+            guests: guids.len() as u64,
+            ..Default::default()
+        };
+        let mut done = 0;
+        let mut runs = futures::stream::iter(guids)
+            .map(|guid| async move { (guid, partners.converge(&guid).await) })
+            .buffer_unordered(CONCURRENCY);
+        while let Some((guid, result)) = runs.next().await {
+            match result {
+                Ok(outcome) => {
+                    report.changed += u64::from(outcome.changed());
+                    if let Some(reason) = &outcome.held {
+                        report.held.push((outcome.name(), reason.clone()));
+                    }
+                    *report
+                        .by_status
+                        .entry(outcome.status.as_str().to_string())
+                        .or_insert(0) += 1;
+                    if let Some(reason) = &outcome.conflict {
+                        report.conflicts.push((outcome.name(), reason.clone()));
+                    }
+                }
+                Err(e @ AppError::NotVisibleYet { .. }) => {
+                    report.waiting.push((guid.to_string(), e.to_string()))
+                }
+                Err(e) => report.errors.push((guid.to_string(), e.to_string())),
+            }
+            done += 1;
+            progress(done, report.guests);
+        }
+        Ok(report)
     }
 }
 

@@ -2,10 +2,10 @@
 //! where the real adapters (the Graph client, the LDAP directory) are made from configuration.
 
 use crate::keeper::KeeperConfig;
-use crate::{App, AppError, Parts, Schedule, WorkerConfig};
+use crate::{App, AppError, PartnerParts, PartnerSettings, Parts, Schedule, WorkerConfig};
 use shadowsync_config::{
-    Config, DirectorySection, GraphCredential, GraphSection, ProvisionerSection, ReconcilerSection,
-    SafetySection, SubscriptionsSection, WebhookSection,
+    Config, DirectorySection, GraphCredential, GraphSection, PartnersSection, ProvisionerSection,
+    ReconcilerSection, SafetySection, SubscriptionsSection, WebhookSection,
 };
 use shadowsync_core::{Policy, SystemClock};
 use shadowsync_directory::{DirectoryConfig, LdapDirectory};
@@ -28,6 +28,8 @@ pub struct Settings {
     pub provisioner: ProvisionerSection,
     pub reconciler: ReconcilerSection,
     pub safety: SafetySection,
+    /// `[partners]`, where this host reaches AD and the partner direction is on.
+    pub partners: Option<PartnersSection>,
 }
 
 impl Settings {
@@ -40,6 +42,7 @@ impl Settings {
             provisioner: config.provisioner.clone(),
             reconciler: config.reconciler,
             safety: config.safety,
+            partners: config.partners.clone(),
         }
     }
 
@@ -118,10 +121,18 @@ impl App {
     /// password fails here, before anything starts).
     pub async fn build(settings: &Settings, storage: Storage) -> Result<App, AppError> {
         let graph = Arc::new(graph_client(&settings.graph)?);
+        let mut partners = None;
         let directory = match &settings.directory {
             Some((section, policy)) => {
-                let directory = LdapDirectory::connect(directory_config(section), policy).await?;
-                let directory: Arc<dyn Directory> = Arc::new(directory);
+                let directory =
+                    Arc::new(LdapDirectory::connect(directory_config(section), policy).await?);
+                partners = settings.partners.as_ref().map(|p| PartnerParts {
+                    guests: graph.clone(),
+                    directory: directory.clone(),
+                    settings: PartnerSettings::new(p, policy),
+                    poll_interval: p.poll_interval,
+                });
+                let directory: Arc<dyn Directory> = directory;
                 Some((directory, policy.clone()))
             }
             None => None,
@@ -141,6 +152,7 @@ impl App {
             },
             safety: (&settings.safety).into(),
             pending: storage.pending,
+            partners,
         }))
     }
 }

@@ -106,6 +106,7 @@ impl Situation {
     /// The disable or delete `plan` makes, for the safety rails to judge.
     fn proposal(&self, user_id: &ObjectId, plan: &Plan) -> Option<Proposal> {
         destructive(plan).map(|change| Proposal {
+            partner: None,
             object_id: user_id.clone(),
             user_principal_name: upn(&self.lookup),
             dn: self.observation.accounts.first().map(|a| a.dn.clone()),
@@ -397,7 +398,7 @@ impl Converger {
             _ => false,
         };
         let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
-        let held = self.safety.held(user_id).await?;
+        let held = self.safety.held(user_id, None).await?;
         let found = self
             .directory
             .find_by_anchor(&self.policy.anchor.value_for(user_id))

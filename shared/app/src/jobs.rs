@@ -6,6 +6,7 @@ use crate::access::GraphAccess;
 use crate::converge::{describe, Converger, Hint};
 use crate::keeper::SubscriptionKeeper;
 use crate::metrics::JobMetrics;
+use crate::partners::PartnerConverger;
 use crate::worker::{JobError, JobHandler, Settled};
 use crate::AppError;
 use async_trait::async_trait;
@@ -17,6 +18,8 @@ use tokio::sync::Notify;
 pub struct Jobs {
     /// Converges guests; `None` in a host that does not reach AD.
     pub converger: Option<Arc<Converger>>,
+    /// Converges partner accounts' guests; `None` where `[partners]` is off or AD out of reach.
+    pub partners: Option<Arc<PartnerConverger>>,
     /// Handles lifecycle events; a host without a keeper leaves them to one that has.
     pub keeper: Option<Arc<SubscriptionKeeper>>,
     /// Woken when Graph says notifications were (or will be) lost (`missed`,
@@ -95,6 +98,35 @@ impl Jobs {
                     plan = %describe(&outcome.plan),
                     held = outcome.held.as_deref().unwrap_or_default(),
                     "converged"
+                );
+                Ok(())
+            }
+            Job::Partner {
+                guid,
+                received_at,
+                source,
+            } => {
+                let partners = self
+                    .partners
+                    .as_ref()
+                    .ok_or(AppError::Elsewhere("the partner direction"))?;
+                let outcome = partners.converge(guid).await?;
+                if outcome.held.is_some() {
+                    self.metrics.held();
+                }
+                let latency = (Utc::now() - *received_at).to_std().unwrap_or_default();
+                self.metrics
+                    .converged(outcome.changed(), outcome.conflict.is_some(), latency);
+                tracing::info!(
+                    %guid,
+                    account = %outcome.name(),
+                    guest_id = outcome.guest_id.as_ref().map(|g| g.as_str()).unwrap_or(""),
+                    status = outcome.status.as_str(),
+                    source = ?source,
+                    latency_ms = latency.as_millis() as u64,
+                    plan = %outcome.plan.join("; "),
+                    held = outcome.held.as_deref().unwrap_or_default(),
+                    "partner converged"
                 );
                 Ok(())
             }

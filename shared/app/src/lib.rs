@@ -5,6 +5,8 @@
 //! | [`converge`] | the one idempotent step: read Graph, read AD by anchor, plan, apply, record |
 //! | [`reconcile`] | delta rounds, sweeps of the managed OUs, and the one schedule of both |
 //! | [`keeper`] | the Graph subscription: create, renew, reauthorize, recreate, adopt |
+//! | [`partners`] | the partner direction's step: one AD partner account's guest in Entra |
+//! | [`partner_watch`] | the AD watcher: partner accounts changed since a `uSNChanged` watermark, as jobs |
 //! | [`jobs`] | the dispatcher: what each kind of job does (a new job kind goes here) |
 //! | [`worker`] | the workers: jobs off the queue, retries with backoff, dead letters |
 //! | [`access`] | Graph refuses (403): jobs parked, the refusal reported, resumed when it answers |
@@ -25,6 +27,8 @@ mod error;
 pub mod jobs;
 pub mod keeper;
 pub mod metrics;
+pub mod partner_watch;
+pub mod partners;
 pub mod reconcile;
 pub mod safety;
 pub mod worker;
@@ -36,12 +40,14 @@ pub use error::{AppError, Doing};
 pub use jobs::Jobs;
 pub use keeper::{Ensured, KeeperConfig, SubscriptionKeeper};
 pub use metrics::{JobMetrics, MetricsSnapshot};
+pub use partner_watch::{PartnerWatcher, WatchReport};
+pub use partners::{PartnerConverger, PartnerOutcome, PartnerSettings};
 pub use reconcile::{ManagedDirectory, Reconciler, Roles, RunReport};
 pub use safety::{Safety, SafetyLimits};
 pub use worker::{JobError, JobHandler, Settled, WorkerConfig};
 
 use shadowsync_core::{Clock, Policy};
-use shadowsync_ports::{Directory, Graph};
+use shadowsync_ports::{Directory, Graph, GuestGraph, PartnerDirectory};
 use shadowsync_queue::{PendingJobs, Queue};
 use shadowsync_state::KeyValueStore;
 use std::sync::Arc;
@@ -90,6 +96,17 @@ pub struct Parts {
     /// Marks of jobs made from notifications that wait, shared with the webhook that folds
     /// repeats into them.
     pub pending: Arc<PendingJobs>,
+    /// The partner direction, where `[partners]` is on and this host reaches AD.
+    pub partners: Option<PartnerParts>,
+}
+
+/// What the partner direction is made of.
+pub struct PartnerParts {
+    pub guests: Arc<dyn GuestGraph>,
+    pub directory: Arc<dyn PartnerDirectory>,
+    pub settings: PartnerSettings,
+    /// Between two rounds of the AD watcher.
+    pub poll_interval: Duration,
 }
 
 impl Parts {
@@ -110,8 +127,14 @@ impl Parts {
             workers: WorkerConfig::default(),
             safety: SafetyLimits::default(),
             pending: Arc::new(PendingJobs::new(state.clone())),
+            partners: None,
             state,
         }
+    }
+
+    pub fn partners(mut self, partners: PartnerParts) -> Self {
+        self.partners = Some(partners);
+        self
     }
 
     pub fn directory(mut self, directory: Arc<dyn Directory>, policy: Policy) -> Self {
@@ -160,6 +183,10 @@ pub struct App {
     reconcile_now: Arc<Notify>,
     /// Hand it to the webhook of the same deployment, so that it folds repeats.
     pub pending: Arc<PendingJobs>,
+    /// The partner direction's step; `None` where it is off.
+    pub partners: Option<Arc<PartnerConverger>>,
+    /// The AD watcher and its pause; `None` where the partner direction is off.
+    pub partner_watcher: Option<(Arc<PartnerWatcher>, Duration)>,
 }
 
 impl App {
@@ -175,6 +202,7 @@ impl App {
             workers,
             safety,
             pending,
+            partners,
         } = parts;
         let safety = Arc::new(Safety::new(
             graph.clone(),
@@ -194,6 +222,29 @@ impl App {
                 clock: clock.clone(),
                 safety: safety.clone(),
             })
+        });
+        let graph_clock = graph.clock();
+        let partner_converger = partners.as_ref().map(|p| {
+            Arc::new(PartnerConverger {
+                guests: p.guests.clone(),
+                directory: p.directory.clone(),
+                state: state.clone(),
+                settings: p.settings.clone(),
+                clock: graph_clock.clone(),
+                safety: safety.clone(),
+            })
+        });
+        let partner_watcher = partners.map(|p| {
+            let watcher = PartnerWatcher {
+                directory: p.directory,
+                guests: p.guests,
+                state: state.clone(),
+                queue: queue.clone(),
+                settings: p.settings,
+                full_every: schedule.sweep_interval,
+                clock: clock.clone(),
+            };
+            (Arc::new(watcher), p.poll_interval)
         });
         let access = Arc::new(GraphAccess {
             state: state.clone(),
@@ -219,6 +270,7 @@ impl App {
         let reconcile_now = Arc::new(Notify::new());
         let jobs = Arc::new(Jobs {
             converger: converger.clone(),
+            partners: partner_converger.clone(),
             keeper: keeper.clone(),
             reconcile_now: Some(reconcile_now.clone()),
             metrics: metrics.clone(),
@@ -239,6 +291,37 @@ impl App {
             workers,
             reconcile_now,
             pending,
+            partners: partner_converger,
+            partner_watcher,
+        }
+    }
+
+    /// The partner direction's step; an error where `[partners]` is off.
+    pub fn partners(&self) -> Result<&Arc<PartnerConverger>, AppError> {
+        self.partners
+            .as_ref()
+            .ok_or(AppError::Missing("the partner direction ([partners])"))
+    }
+
+    /// The AD watcher's rounds, every poll interval, until `shutdown` (nothing where the
+    /// partner direction is off). A failed round is logged and the next one tries again from
+    /// the same watermark.
+    pub async fn watch_partners(&self, shutdown: CancellationToken) {
+        let Some((watcher, every)) = &self.partner_watcher else {
+            return;
+        };
+        loop {
+            match watcher.round().await {
+                Ok(report) if report.queued > 0 || report.full => {
+                    tracing::info!(?report, "partner accounts watched")
+                }
+                Ok(report) => tracing::debug!(?report, "partner accounts watched"),
+                Err(e) => tracing::error!(error = %e, "watching partner accounts failed"),
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(*every) => {}
+                _ = shutdown.cancelled() => return,
+            }
         }
     }
 

@@ -22,9 +22,10 @@
 
 use crate::error::{AppError, Doing};
 use chrono::{DateTime, Duration, Utc};
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::{Clock, ObjectId, Operation, Plan};
 use shadowsync_ports::{Graph, GraphIdentity};
-use shadowsync_state::records::{CHECKPOINTS, GRAPH_IDENTITY, HELD, SAFETY_GUARD};
+use shadowsync_state::records::{held_key, CHECKPOINTS, GRAPH_IDENTITY, HELD, SAFETY_GUARD};
 use shadowsync_state::{
     count_keys, get_json, put_json, Destructive, HeldChange, KeyValueStore, RecordedIdentity,
     SafetyGuard, Tripped, Versioned,
@@ -77,6 +78,8 @@ impl SafetyLimits {
 #[derive(Debug, Clone)]
 pub struct Proposal {
     pub object_id: ObjectId,
+    /// The partner account whose guest it blocks or deletes (the partner direction).
+    pub partner: Option<ObjectGuid>,
     pub user_principal_name: Option<String>,
     pub dn: Option<String>,
     pub change: Destructive,
@@ -150,9 +153,13 @@ impl Safety {
         }
     }
 
-    /// The held change of `user`, if any.
-    pub async fn held(&self, user: &ObjectId) -> Result<Option<Versioned<HeldChange>>, AppError> {
-        Ok(get_json(&*self.state, HELD, user).await?)
+    /// The held change of `user` (or, with `partner`, of that partner account's guest), if any.
+    pub async fn held(
+        &self,
+        user: &ObjectId,
+        partner: Option<&ObjectGuid>,
+    ) -> Result<Option<Versioned<HeldChange>>, AppError> {
+        Ok(get_json(&*self.state, HELD, &held_key(user, partner)).await?)
     }
 
     /// May `proposal` go ahead now? `held` is the guest's held change, as loaded. A hold is
@@ -199,7 +206,7 @@ impl Safety {
     pub async fn forget(&self, held: &Versioned<HeldChange>) -> Result<(), AppError> {
         match self
             .state
-            .delete(HELD, &held.value.object_id, Some(held.version))
+            .delete(HELD, &held.value.key(), Some(held.version))
             .await
         {
             // Held again meanwhile by another worker: that one stands.
@@ -326,6 +333,7 @@ impl Safety {
         let now = self.clock.now();
         let record = HeldChange {
             object_id: proposal.object_id.clone(),
+            partner: proposal.partner,
             user_principal_name: proposal.user_principal_name.clone(),
             dn: proposal.dn.clone(),
             change: proposal.change,
@@ -338,7 +346,7 @@ impl Safety {
             match put_json(
                 &*self.state,
                 HELD,
-                &proposal.object_id,
+                &record.key(),
                 &record,
                 held.map(|h| h.version),
             )

@@ -161,13 +161,13 @@ impl LambdaHost {
     /// provisioner for lifecycle jobs).
     pub fn settings(&self) -> Result<Settings, AwsError> {
         let config = &self.config;
-        let directory = match config.has_section("directory") {
+        let (directory, partners) = match config.has_section("directory") {
             true => {
                 let section = config.directory()?;
                 let policy = config.policy(&section)?;
-                Some((section, policy))
+                (Some((section, policy)), config.partners()?)
             }
-            false => None,
+            false => (None, None),
         };
         let subscription = match config.has_section("webhook") {
             true => Some((config.webhook()?, config.subscriptions()?)),
@@ -180,6 +180,7 @@ impl LambdaHost {
             provisioner: config.provisioner()?,
             reconciler: config.reconciler()?,
             safety: config.safety()?,
+            partners,
         })
     }
 

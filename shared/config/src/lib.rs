@@ -290,16 +290,21 @@ impl EnvConfig {
 
     /// `[policy]` with the OUs of `directory`.
     pub fn policy(&self, directory: &DirectorySection) -> Result<Policy, ConfigError> {
-        let partners = self.section("partners");
-        let partners = (!partners.is_empty())
-            .then(|| PartnersSection::from_table(partners))
-            .transpose()?;
+        let partners = self.partners()?;
         Ok(Policy {
             partner_link_attribute: partners
                 .as_ref()
                 .and_then(PartnersSection::link_attribute_in_use),
             ..PolicySection::from_table(self.section("policy"))?.policy(directory)
         })
+    }
+
+    /// `[partners]`, `None` when absent (the partner direction is off).
+    pub fn partners(&self) -> Result<Option<PartnersSection>, ConfigError> {
+        let partners = self.section("partners");
+        (!partners.is_empty())
+            .then(|| PartnersSection::from_table(partners))
+            .transpose()
     }
 
     /// `[state]`; required when asked for.

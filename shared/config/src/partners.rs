@@ -61,7 +61,14 @@ pub struct PartnersSection {
     /// `retention`, default 30 days: how long a guest whose account left scope or was deleted
     /// stays blocked before it is deleted (`"never"` keeps it).
     pub retention: Option<Duration>,
+    /// `poll_interval`, default 5 s: between two rounds of the AD watcher in `serve` and the
+    /// connector (one indexed `uSNChanged` search each).
+    pub poll_interval: Duration,
 }
+
+/// The AD watcher's default pause: a change reaches the guest within seconds, for one indexed
+/// search of a few entries.
+pub const DEFAULT_POLL_INTERVAL: Duration = Duration::from_secs(5);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -76,6 +83,7 @@ struct Raw {
     send_invitation_message: Option<Value>,
     message_language: Option<String>,
     retention: Option<Value>,
+    poll_interval: Option<Value>,
 }
 
 impl PartnersSection {
@@ -171,7 +179,18 @@ impl PartnersSection {
                 Some(values::duration("partners.retention", &value)?).filter(|d| !d.is_zero())
             }
         };
+        let poll_interval = match raw.poll_interval {
+            None => DEFAULT_POLL_INTERVAL,
+            Some(value) => values::duration("partners.poll_interval", &value)?,
+        };
+        if poll_interval < Duration::from_secs(1) {
+            return Err(error(
+                "partners.poll_interval",
+                "must be 1s or more (each round is a search of the domain controller)",
+            ));
+        }
         Ok(Self {
+            poll_interval,
             mode,
             ous,
             filter,
@@ -312,6 +331,7 @@ mod tests {
         );
         assert!(!p.send_invitation_message);
         assert_eq!(p.retention, Some(DEFAULT_GUEST_RETENTION));
+        assert_eq!(p.poll_interval, DEFAULT_POLL_INTERVAL);
     }
 
     #[test]
@@ -328,6 +348,7 @@ redirect_url = "https://apps.contoso.com/welcome"
 send_invitation_message = "true"
 message_language = "de-DE"
 retention = "never"
+poll_interval = "30s"
 "#,
         )
         .unwrap();
@@ -345,6 +366,7 @@ retention = "never"
         assert!(p.send_invitation_message);
         assert_eq!(p.message_language.as_deref(), Some("de-DE"));
         assert_eq!(p.retention, None);
+        assert_eq!(p.poll_interval, Duration::from_secs(30));
     }
 
     #[test]
@@ -353,6 +375,10 @@ retention = "never"
             ("ous = [\"OU=P,DC=x\"]", "partners.mode"),
             ("mode = \"sync\"\nous = [\"OU=P,DC=x\"]", "partners.mode"),
             ("mode = \"invite\"", "partners"),
+            (
+                "mode = \"invite\"\nous = \"OU=P,DC=x\"\npoll_interval = \"100ms\"",
+                "partners.poll_interval",
+            ),
             ("mode = \"invite\"\nous = [\"not a dn\"]", "partners.ous"),
             ("mode = \"invite\"\nous = [3]", "partners.ous"),
             ("mode = \"invite\"\nfilter = \"extensionAttribute1=Partner\"", "partners.filter"),

@@ -51,7 +51,8 @@ impl ObjectGuid {
     }
 }
 
-const LINK_PREFIX: &str = "Partner_";
+/// What every link starts with.
+pub const LINK_PREFIX: &str = "Partner_";
 
 impl FromStr for ObjectGuid {
     type Err = String;
@@ -181,6 +182,8 @@ pub struct PartnerScope {
     pub tenant_domains: Vec<String>,
     /// Guests whose account left scope or was deleted are deleted after this; `None`: kept.
     pub retention: Option<Duration>,
+    /// Nothing under these is a partner: the managed OUs of the shadow accounts.
+    pub excluded_ous: Vec<String>,
 }
 
 impl PartnerScope {
@@ -196,7 +199,11 @@ impl PartnerScope {
             .to_ascii_lowercase();
         let suffix =
             self.upn_suffixes.is_empty() || self.upn_suffixes.iter().any(|s| upn.ends_with(s));
-        in_ou && suffix && account.matches_filter
+        let excluded = self
+            .excluded_ous
+            .iter()
+            .any(|ou| crate::dn::is_within(&account.dn, ou));
+        in_ou && suffix && account.matches_filter && !excluded
     }
 
     /// The partner's own address (`mail`), when it is one a guest can be invited with.
@@ -552,6 +559,7 @@ mod tests {
             upn_suffixes: vec![],
             tenant_domains: vec!["contoso.com".into(), "contoso.onmicrosoft.com".into()],
             retention: Some(Duration::from_secs(30 * 24 * 3600)),
+            excluded_ous: vec![],
         }
     }
 
@@ -631,6 +639,21 @@ mod tests {
             ..account()
         };
         assert!(!suffixed.includes(&other_upn));
+        let anywhere = PartnerScope {
+            ous: vec![],
+            upn_suffixes: vec!["@partners.contoso.com".into()],
+            excluded_ous: vec!["OU=Guests,OU=Shadowsync,DC=corp,DC=example,DC=test".into()],
+            ..s.clone()
+        };
+        assert!(anywhere.includes(&account()));
+        let shadow = PartnerAccount {
+            dn: "CN=x,OU=Guests,OU=Shadowsync,DC=corp,DC=example,DC=test".into(),
+            ..account()
+        };
+        assert!(
+            !anywhere.includes(&shadow),
+            "a shadow account is never a partner"
+        );
         let unfiltered = PartnerAccount {
             matches_filter: false,
             ..account()

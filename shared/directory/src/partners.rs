@@ -269,32 +269,86 @@ impl LdapDirectory {
         })
     }
 
-    /// The user accounts deleted from directly under `ou` after `after_usn` (see the port).
-    pub async fn deleted_partner_accounts(
+    /// The live accounts an administrator's `name` names (see the port).
+    pub async fn partner_accounts_named(
         &self,
-        ou: &str,
-        after_usn: u64,
-    ) -> Result<Vec<ObjectGuid>, DirectoryError> {
-        let filter = format!(
-            "(&(isDeleted=TRUE)(objectClass=user)(!(objectClass=computer))(lastKnownParent={}){})",
-            ldap_escape(ou),
-            usn_after(after_usn)
-        );
+        name: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+    ) -> Result<Vec<PartnerAccount>, DirectoryError> {
+        let v = ldap_escape(name);
+        let by_name = format!("(|(sAMAccountName={v})(userPrincipalName={v})(mail={v}))");
         let entries = self
             .search_scoped(
                 &self.base_dn,
                 Scope::Subtree,
-                filter,
-                vec!["objectGUID".into(), "lastKnownParent".into()],
+                format!("(&(objectCategory=person)(objectClass=user){by_name})"),
+                Self::partner_attrs(attributes),
+                vec![],
+            )
+            .await?;
+        let matching = match admin_filter(filter).is_empty() || entries.is_empty() {
+            true => None,
+            false => Some(
+                self.matching(&self.base_dn, Scope::Subtree, filter, &by_name)
+                    .await?,
+            ),
+        };
+        entries
+            .into_iter()
+            .map(|e| {
+                let mut account = to_partner(e, attributes)?;
+                account.matches_filter =
+                    matching.as_ref().is_none_or(|m| m.contains(&account.guid));
+                Ok(account)
+            })
+            .collect()
+    }
+
+    /// Every user account and user tombstone of the domain changed after `after_usn` (see the
+    /// port).
+    pub async fn changed_accounts(
+        &self,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+        after_usn: u64,
+    ) -> Result<PartnerChanges, DirectoryError> {
+        let (highest_usn, invocation_id) = self.usn_watermark().await?;
+        let usn = usn_after(after_usn);
+        // A tombstone keeps objectClass and loses objectCategory; computers are users too.
+        let entries = self
+            .search_scoped(
+                &self.base_dn,
+                Scope::Subtree,
+                format!(
+                    "(&(objectClass=user)(!(objectClass=computer))(|(objectCategory=person)(isDeleted=TRUE)){usn})"
+                ),
+                Self::partner_attrs(attributes),
                 vec![show_deleted()],
             )
             .await?;
-        entries
-            .iter()
-            // The DC compared the DN; compare again, as AD compares DNs, to trust nothing.
-            .filter(|e| first(e, "lastKnownParent").is_some_and(|p| dn::same(&p, ou)))
-            .map(|e| guid_of(e, "objectGUID"))
-            .collect()
+        let matching = if admin_filter(filter).is_empty() || entries.is_empty() {
+            None
+        } else {
+            Some(
+                self.matching(&self.base_dn, Scope::Subtree, filter, &usn)
+                    .await?,
+            )
+        };
+        let mut accounts = Vec::with_capacity(entries.len());
+        for e in entries {
+            let mut account = to_partner(e, attributes)?;
+            account.matches_filter = match &matching {
+                None => !account.deleted || admin_filter(filter).is_empty(),
+                Some(m) => !account.deleted && m.contains(&account.guid),
+            };
+            accounts.push(account);
+        }
+        Ok(PartnerChanges {
+            accounts,
+            highest_usn,
+            invocation_id,
+        })
     }
 }
 
@@ -362,12 +416,22 @@ impl PartnerDirectory for LdapDirectory {
         LdapDirectory::changed_partner_accounts(self, ou, filter, attributes, after_usn).await
     }
 
-    async fn deleted_partner_accounts(
+    async fn changed_accounts(
         &self,
-        ou: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
         after_usn: u64,
-    ) -> Result<Vec<ObjectGuid>, DirectoryError> {
-        LdapDirectory::deleted_partner_accounts(self, ou, after_usn).await
+    ) -> Result<PartnerChanges, DirectoryError> {
+        LdapDirectory::changed_accounts(self, filter, attributes, after_usn).await
+    }
+
+    async fn partner_accounts_named(
+        &self,
+        name: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+    ) -> Result<Vec<PartnerAccount>, DirectoryError> {
+        LdapDirectory::partner_accounts_named(self, name, filter, attributes).await
     }
 }
 

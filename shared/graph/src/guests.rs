@@ -6,7 +6,7 @@ use async_trait::async_trait;
 use reqwest::Method;
 use serde::Deserialize;
 use serde_json::{json, Map, Value};
-use shadowsync_core::partner::{ObservedGuest, PartnerAttribute};
+use shadowsync_core::partner::{ObservedGuest, PartnerAttribute, LINK_PREFIX};
 use shadowsync_core::ObjectId;
 use shadowsync_ports::{GuestChange, GuestGraph, Invitation};
 
@@ -74,7 +74,8 @@ fn literal(value: &str) -> String {
 }
 
 impl GraphClient {
-    /// The users `filter` selects (the first page: these filters select one user, or a few).
+    /// The users `filter` selects, every page (the advanced-query header goes with each
+    /// `@odata.nextLink` too, or Graph refuses it).
     async fn users_where(
         &self,
         filter: &str,
@@ -83,22 +84,29 @@ impl GraphClient {
         #[derive(Deserialize)]
         struct Users {
             value: Vec<RawGuest>,
+            #[serde(rename = "@odata.nextLink")]
+            next_link: Option<String>,
         }
         let mut url = self.segments_url(&["v1.0", "users"]);
         url.query_pairs_mut()
             .append_pair("$filter", filter)
             .append_pair("$select", GUEST_SELECT)
             .append_pair("$count", "true");
-        let bytes = self
-            .execute_with(Method::GET, &url, None, &EVENTUAL)
-            .await?;
-        let users: Users =
-            serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode(Box::new(e)))?;
-        users
-            .value
-            .into_iter()
-            .map(|u| u.observed(link_attribute))
-            .collect()
+        let mut found = Vec::new();
+        loop {
+            let bytes = self
+                .execute_with(Method::GET, &url, None, &EVENTUAL)
+                .await?;
+            let users: Users =
+                serde_json::from_slice(&bytes).map_err(|e| GraphError::Decode(Box::new(e)))?;
+            for user in users.value {
+                found.push(user.observed(link_attribute)?);
+            }
+            match users.next_link {
+                Some(next) => url = self.resolve(&next)?,
+                None => return Ok(found),
+            }
+        }
     }
 }
 
@@ -112,6 +120,28 @@ impl GuestGraph for GraphClient {
         let filter = format!(
             "onPremisesExtensionAttributes/{link_attribute} eq {}",
             literal(link)
+        );
+        self.users_where(&filter, link_attribute).await
+    }
+
+    async fn guest(
+        &self,
+        id: &ObjectId,
+        link_attribute: &str,
+    ) -> Result<Option<ObservedGuest>, GraphError> {
+        let mut url = self.segments_url(&["v1.0", "users", id]);
+        url.query_pairs_mut().append_pair("$select", GUEST_SELECT);
+        match self.execute_json::<RawGuest>(Method::GET, &url, None).await {
+            Ok(user) => user.observed(link_attribute).map(Some),
+            Err(e) if e.is_not_found() => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    async fn linked_guests(&self, link_attribute: &str) -> Result<Vec<ObservedGuest>, GraphError> {
+        let filter = format!(
+            "startsWith(onPremisesExtensionAttributes/{link_attribute},{})",
+            literal(LINK_PREFIX)
         );
         self.users_where(&filter, link_attribute).await
     }

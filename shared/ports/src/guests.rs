@@ -48,6 +48,17 @@ pub trait GuestGraph: Send + Sync {
         link: &str,
     ) -> Result<Vec<ObservedGuest>, GraphError>;
 
+    /// The user with this id, `None` when Graph has none (deleted, or not replicated yet).
+    async fn guest(
+        &self,
+        id: &ObjectId,
+        link_attribute: &str,
+    ) -> Result<Option<ObservedGuest>, GraphError>;
+
+    /// Every user whose `link_attribute` holds a partner link (`Partner_…`): what a full
+    /// comparison checks when the state store has lost its records.
+    async fn linked_guests(&self, link_attribute: &str) -> Result<Vec<ObservedGuest>, GraphError>;
+
     /// Users holding `address` in `mail` or `otherMails`.
     async fn users_by_address(
         &self,

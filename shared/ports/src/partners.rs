@@ -28,6 +28,15 @@ pub trait PartnerDirectory: Send + Sync {
         attributes: &[PartnerAttribute],
     ) -> Result<Option<PartnerAccount>, DirectoryError>;
 
+    /// The live user accounts whose `sAMAccountName`, `userPrincipalName` or `mail` is `name`
+    /// (what an administrator types), anywhere in the domain, with `matches_filter` set.
+    async fn partner_accounts_named(
+        &self,
+        name: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+    ) -> Result<Vec<PartnerAccount>, DirectoryError>;
+
     /// The user accounts (`objectCategory=person`, `objectClass=user`) directly under `ou`
     /// (one level) whose `uSNChanged` is greater than `after_usn` (0: all of them), each with
     /// `matches_filter` set from `filter` as in [`PartnerDirectory::partner_account`].
@@ -47,18 +56,24 @@ pub trait PartnerDirectory: Send + Sync {
         after_usn: u64,
     ) -> Result<PartnerChanges, DirectoryError>;
 
-    /// The `objectGUID`s of user accounts deleted after `after_usn` (their tombstone's
-    /// `uSNChanged` is greater) whose `lastKnownParent` is `ou`: accounts deleted while they
-    /// were directly under it. Tombstones already purged (after AD's tombstone lifetime) are
-    /// not found: [`PartnerDirectory::partner_account`] answers `None` for those.
-    async fn deleted_partner_accounts(
+    /// Every user account of the domain (`objectCategory=person`, `objectClass=user`, wherever
+    /// it is) and every user tombstone (`deleted: true`, placed as in
+    /// [`PartnerDirectory::partner_account`]) whose `uSNChanged` is greater than `after_usn`,
+    /// with `matches_filter` set from `filter`.
+    ///
+    /// This is how a change anywhere is seen: an account moved out of a partner OU is no longer
+    /// under it, and only a domain-wide search by the indexed `uSNChanged` finds it. The caller
+    /// keeps the accounts that are partners or were (its state knows those).
+    async fn changed_accounts(
         &self,
-        ou: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
         after_usn: u64,
-    ) -> Result<Vec<ObjectGuid>, DirectoryError>;
+    ) -> Result<PartnerChanges, DirectoryError>;
 }
 
-/// One round of [`PartnerDirectory::changed_partner_accounts`].
+/// One round of [`PartnerDirectory::changed_partner_accounts`] or
+/// [`PartnerDirectory::changed_accounts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartnerChanges {
     pub accounts: Vec<PartnerAccount>,

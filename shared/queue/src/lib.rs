@@ -15,6 +15,7 @@ pub use pending::{PendingJobs, Sent, FOLD_WINDOW, PENDING};
 use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::ObjectId;
 use std::time::Duration;
 use thiserror::Error;
@@ -57,6 +58,12 @@ pub enum Job {
         received_at: DateTime<Utc>,
         source: JobSource,
     },
+    /// Make a partner account's guest in Entra agree with the account in AD.
+    Partner {
+        guid: ObjectGuid,
+        received_at: DateTime<Utc>,
+        source: JobSource,
+    },
     /// A subscription needs attention (the subscription keeper and the reconciler act on it).
     Lifecycle {
         event: LifecycleEvent,
@@ -66,11 +73,12 @@ pub enum Job {
 }
 
 impl Job {
-    /// Jobs of one group are processed one at a time, in order: one group per user, and one for
-    /// each subscription's lifecycle events.
+    /// Jobs of one group are processed one at a time, in order: one group per user, one per
+    /// partner account in AD, and one for each subscription's lifecycle events.
     pub fn group(&self) -> String {
         match self {
             Job::Converge { user_id, .. } => format!("user:{user_id}"),
+            Job::Partner { guid, .. } => format!("partner:{guid}"),
             Job::Lifecycle {
                 subscription_id, ..
             } => format!("subscription:{subscription_id}"),
@@ -93,6 +101,9 @@ impl Job {
                 subscription_id.as_deref().unwrap_or(""),
                 received_at.timestamp_micros()
             ),
+            Job::Partner {
+                guid, received_at, ..
+            } => format!("partner|{guid}|{}", received_at.timestamp_micros()),
             Job::Lifecycle {
                 event,
                 subscription_id,

@@ -219,7 +219,7 @@ impl Job {
                 source: JobSource::Notification,
                 ..
             } => Some(format!("user:{user_id}|{change_type:?}")),
-            Job::Converge { .. } => None,
+            Job::Converge { .. } | Job::Partner { .. } => None,
             Job::Lifecycle {
                 event,
                 subscription_id,

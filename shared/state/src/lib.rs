@@ -9,7 +9,8 @@ pub mod records;
 pub use embedded::EmbeddedStore;
 pub use records::{
     AccountStatus, DeltaCheckpoint, Destructive, GraphAccessDenied, GuestRecord, HeldChange,
-    LastSweep, RecordedIdentity, SafetyGuard, SubscriptionRecord, Tripped,
+    LastSweep, PartnerRecord, PartnerStatus, PartnerWatermark, RecordedIdentity, SafetyGuard,
+    SubscriptionRecord, Tripped,
 };
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;

@@ -4,6 +4,7 @@
 use crate::{get_json, put_json, KeyValueStore, StateError, Versioned};
 use chrono::{DateTime, DurationRound, Utc};
 use serde::{Deserialize, Serialize};
+use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::ObjectId;
 
 /// Table of per-guest records, keyed by objectId.
@@ -29,6 +30,10 @@ pub const HELD: &str = "held";
 pub const SAFETY_GUARD: &str = "safety_guard";
 /// Key of [`RecordedIdentity`] in [`CHECKPOINTS`].
 pub const GRAPH_IDENTITY: &str = "graph_identity";
+/// Table of per-partner-account records, keyed by the account's objectGUID.
+pub const PARTNERS: &str = "partners";
+/// Key of [`PartnerWatermark`] in [`CHECKPOINTS`].
+pub const PARTNER_WATERMARK: &str = "partner_watermark";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -264,7 +269,12 @@ pub struct Tripped {
 /// A disable or delete the safety rails hold ([`HELD`]): not applied, not dropped.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HeldChange {
+    /// The guest: whose shadow account it changes, or (with `partner`) the partner's guest
+    /// it blocks or deletes.
     pub object_id: ObjectId,
+    /// The partner account whose guest it changes (the partner direction).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partner: Option<ObjectGuid>,
     pub user_principal_name: Option<String>,
     /// The account it would change.
     pub dn: Option<String>,
@@ -277,6 +287,99 @@ pub struct HeldChange {
     pub held_at: DateTime<Utc>,
     /// When an administrator released it: the next converge of this guest applies it.
     pub released_at: Option<DateTime<Utc>>,
+}
+
+impl HeldChange {
+    /// Its key in [`HELD`]: one per guest, and one per partner account.
+    pub fn key(&self) -> String {
+        held_key(&self.object_id, self.partner.as_ref())
+    }
+}
+
+/// The key in [`HELD`] of a guest's held change, or of a partner account's.
+pub fn held_key(object_id: &ObjectId, partner: Option<&ObjectGuid>) -> String {
+    match partner {
+        Some(guid) => format!("partner:{guid}"),
+        None => object_id.to_string(),
+    }
+}
+
+/// Where a partner account's guest stands ([`PartnerRecord::status`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PartnerStatus {
+    /// A guest that may sign in.
+    Active,
+    /// A guest whose sign-in is blocked (the account is disabled in AD).
+    Blocked,
+    /// The account left scope or was deleted: the guest is blocked, and deleted after the
+    /// retention.
+    Gone,
+    /// The guest was deleted (restorable in Entra for 30 days).
+    Deleted,
+    /// Nothing was done; `conflict` says why.
+    Conflict,
+    /// The account is not a partner and never had a guest.
+    NotPartner,
+}
+
+impl PartnerStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Active => "active",
+            Self::Blocked => "blocked",
+            Self::Gone => "gone",
+            Self::Deleted => "deleted",
+            Self::Conflict => "conflict",
+            Self::NotPartner => "not_partner",
+        }
+    }
+}
+
+/// What shadowsync last did for one partner account ([`PARTNERS`], keyed by objectGUID). An
+/// index only: the link on the guest (`Partner_<objectGUID>`) or its immutable id rebuilds it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerRecord {
+    pub guid: ObjectGuid,
+    pub sam_account_name: Option<String>,
+    pub user_principal_name: Option<String>,
+    /// The partner's address the guest was invited (or converted, or reset) with.
+    pub address: Option<String>,
+    /// The guest in Entra ID.
+    pub guest_id: Option<ObjectId>,
+    pub status: PartnerStatus,
+    /// Since when the account has been out of scope or deleted: retention counts from here.
+    pub gone_since: Option<DateTime<Utc>>,
+    pub conflict: Option<String>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl PartnerRecord {
+    pub async fn load(
+        store: &dyn KeyValueStore,
+        guid: &ObjectGuid,
+    ) -> Result<Option<Versioned<PartnerRecord>>, StateError> {
+        get_json(store, PARTNERS, &guid.to_string()).await
+    }
+
+    /// Saves with compare-and-set: `expected` is the version loaded (`None` if there was none).
+    pub async fn save(
+        &self,
+        store: &dyn KeyValueStore,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        put_json(store, PARTNERS, &self.guid.to_string(), self, expected).await
+    }
+}
+
+/// Where the AD watcher's next round starts ([`CHECKPOINTS`] / [`PARTNER_WATERMARK`]): a
+/// `uSNChanged` is only meaningful on the DC (`invocation_id`) that gave it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartnerWatermark {
+    pub usn: u64,
+    pub invocation_id: String,
+    /// When the last full comparison (every partner account, record and linked guest) ran.
+    pub full_at: DateTime<Utc>,
 }
 
 /// The Graph tenant and application the accounts were made from ([`CHECKPOINTS`] /

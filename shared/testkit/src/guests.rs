@@ -179,6 +179,30 @@ impl GuestGraph for FakeGuestGraph {
             .collect())
     }
 
+    async fn guest(
+        &self,
+        id: &ObjectId,
+        link_attribute: &str,
+    ) -> Result<Option<ObservedGuest>, GraphError> {
+        let w = self.begin(GuestOp::Find)?;
+        Ok(w.users
+            .get(id)
+            .map(|(u, _)| Self::view(&w, u, link_attribute)))
+    }
+
+    async fn linked_guests(&self, link_attribute: &str) -> Result<Vec<ObservedGuest>, GraphError> {
+        let w = self.begin(GuestOp::Find)?;
+        Ok(w.users
+            .values()
+            .map(|(u, _)| Self::view(&w, u, link_attribute))
+            .filter(|u| {
+                u.link
+                    .as_deref()
+                    .is_some_and(|l| l.starts_with(shadowsync_core::partner::LINK_PREFIX))
+            })
+            .collect())
+    }
+
     async fn users_by_address(
         &self,
         address: &str,

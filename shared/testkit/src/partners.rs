@@ -422,24 +422,48 @@ impl PartnerDirectory for FakeDirectory {
         })
     }
 
-    async fn deleted_partner_accounts(
+    async fn partner_accounts_named(
         &self,
-        ou: &str,
-        after_usn: u64,
-    ) -> Result<Vec<ObjectGuid>, DirectoryError> {
+        name: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+    ) -> Result<Vec<PartnerAccount>, DirectoryError> {
         self.begin(DirOp::Read)?;
+        let terms = parse_filter(filter.unwrap_or(""))?;
         let s = lock(&self.state);
         Ok(s.partners
             .accounts
             .iter()
-            .filter(|a| a.deleted && a.usn_changed > after_usn)
+            .filter(|a| !a.deleted)
             .filter(|a| {
-                a.last_known_parent
-                    .as_deref()
-                    .is_some_and(|p| dn::same(p, ou))
+                ["sAMAccountName", "userPrincipalName", "mail"]
+                    .iter()
+                    .any(|attr| a.value(attr).is_some_and(|v| v.eq_ignore_ascii_case(name)))
             })
-            .map(|a| a.guid)
+            .map(|a| a.account(attributes, &terms))
             .collect())
+    }
+
+    async fn changed_accounts(
+        &self,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+        after_usn: u64,
+    ) -> Result<PartnerChanges, DirectoryError> {
+        self.begin(DirOp::Read)?;
+        let terms = parse_filter(filter.unwrap_or(""))?;
+        let s = lock(&self.state);
+        let p = &s.partners;
+        Ok(PartnerChanges {
+            accounts: p
+                .accounts
+                .iter()
+                .filter(|a| a.usn_changed > after_usn)
+                .map(|a| a.account(attributes, &terms))
+                .collect(),
+            highest_usn: p.usn,
+            invocation_id: p.invocation_id(),
+        })
     }
 }
 
@@ -544,18 +568,27 @@ mod tests {
         assert_eq!(next.accounts[0].guid, pat);
         assert!(next.highest_usn > first.highest_usn);
 
-        d.delete_partner(&pat).unwrap();
-        assert_eq!(
-            d.deleted_partner_accounts(OU, next.highest_usn)
-                .await
-                .unwrap(),
-            [pat]
-        );
-        assert!(d
-            .deleted_partner_accounts(ELSEWHERE, 0)
+        let everywhere = d
+            .changed_accounts(None, &[], first.highest_usn)
             .await
-            .unwrap()
-            .is_empty());
+            .unwrap();
+        assert_eq!(
+            everywhere
+                .accounts
+                .iter()
+                .map(|a| a.guid)
+                .collect::<Vec<_>>(),
+            [pat, sam],
+            "domain-wide, the moved account too"
+        );
+        d.delete_partner(&pat).unwrap();
+        let deleted = d
+            .changed_accounts(FILTER, &[], next.highest_usn)
+            .await
+            .unwrap();
+        assert_eq!(deleted.accounts.len(), 1);
+        assert!(deleted.accounts[0].deleted && !deleted.accounts[0].matches_filter);
+        assert_eq!(deleted.accounts[0].guid, pat);
         let gone = d.partner_account(&pat, FILTER, &[]).await.unwrap().unwrap();
         assert!(gone.deleted && !gone.enabled && !gone.matches_filter);
         assert_eq!(gone.dn, format!("CN=Pat,{OU}"));

@@ -114,6 +114,7 @@ impl Rig {
             schedule: Schedule::default(),
             workers: WorkerConfig::default(),
             safety: Default::default(),
+            partners: None,
         });
         Ok(Self {
             sim,

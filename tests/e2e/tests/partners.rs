@@ -315,26 +315,35 @@ async fn a_deleted_account_is_found_as_a_tombstone() {
     let t = d.partner_account(&guid, None, &[]).await.unwrap().unwrap();
     assert!(t.matches_filter, "no filter");
 
-    let deleted = d
-        .deleted_partner_accounts(&ou, before.highest_usn)
+    // Domain-wide: both tombstones, placed where they were, and nothing else of these OUs.
+    let changed = d
+        .changed_accounts(FILTER, &PartnerAttribute::ALL, before.highest_usn)
         .await
         .unwrap();
-    assert_eq!(deleted, [guid], "only this OU's, not {other_guid}");
-    assert!(!deleted.contains(&stays));
-    assert_eq!(
-        d.deleted_partner_accounts(&other, 0).await.unwrap(),
-        [other_guid]
-    );
-
+    let tombstones: Vec<_> = changed
+        .accounts
+        .iter()
+        .filter(|a| a.guid == guid || a.guid == other_guid || a.guid == stays)
+        .collect();
+    assert_eq!(tombstones.len(), 2, "{tombstones:?}");
+    assert!(tombstones.iter().all(|a| a.deleted && !a.matches_filter));
+    let t = tombstones.iter().find(|a| a.guid == guid).unwrap();
+    assert!(dn::same(&t.dn, &dn_), "{}", t.dn);
+    let o = tombstones.iter().find(|a| a.guid == other_guid).unwrap();
+    assert!(dn::same(&o.dn, &other_dn), "{}", o.dn);
     let after = d.changed_partner_accounts(&ou, None, &[], 0).await.unwrap();
     assert_eq!(
         after.accounts.iter().map(|a| a.guid).collect::<Vec<_>>(),
         [stays],
         "a tombstone is no account of the OU"
     );
-    assert!(d
-        .deleted_partner_accounts(&ou, after.highest_usn)
-        .await
-        .unwrap()
-        .is_empty());
+    assert!(
+        !d.changed_accounts(None, &[], after.highest_usn)
+            .await
+            .unwrap()
+            .accounts
+            .iter()
+            .any(|a| a.guid == guid),
+        "seen once"
+    );
 }

@@ -7,13 +7,15 @@ use async_trait::async_trait;
 use chrono::Duration;
 use secrecy::SecretString;
 use shadowsync_app::{
-    App, Converger, KeeperConfig, Outcome, Parts, SafetyLimits, Schedule, WorkerConfig,
+    App, Converger, KeeperConfig, Outcome, PartnerParts, PartnerSettings, Parts, SafetyLimits,
+    Schedule, WorkerConfig,
 };
+use shadowsync_core::partner::{Mode, PartnerAttribute, PartnerScope};
 use shadowsync_core::{ActualAccount, Backoff, Clock, ManualClock, ObjectId, Policy};
 use shadowsync_ports::Directory;
 use shadowsync_queue::{EmbeddedQueue, Job, PendingJobs, Queue};
 use shadowsync_state::{EmbeddedStore, GuestRecord, KeyValueStore, StateError, Versioned};
-use shadowsync_testkit::{epoch, FakeDirectory, FakeGraph};
+use shadowsync_testkit::{epoch, FakeDirectory, FakeGraph, FakeGuestGraph};
 use std::sync::{Arc, Mutex};
 
 pub const BASE: &str = "DC=corp,DC=example,DC=test";
@@ -47,6 +49,32 @@ pub struct Setup {
     /// Creates a group in Graph and makes it the policy's scope group.
     pub scope_group: bool,
     pub safety: SafetyLimits,
+    /// The partner direction, on.
+    pub partners: Option<PartnerSettings>,
+}
+
+pub const PARTNERS_OU: &str = "OU=Partners,DC=corp,DC=example,DC=test";
+pub const LINK_ATTRIBUTE: &str = "extensionAttribute15";
+
+/// The partner direction in `mode`: accounts directly under [`PARTNERS_OU`], every attribute,
+/// a 30-day retention.
+pub fn partner_settings(mode: Mode) -> PartnerSettings {
+    PartnerSettings {
+        mode,
+        scope: PartnerScope {
+            ous: vec![PARTNERS_OU.into()],
+            upn_suffixes: vec![],
+            tenant_domains: vec!["contoso.com".into()],
+            retention: Some(std::time::Duration::from_secs(30 * 24 * 3600)),
+            excluded_ous: vec![GUESTS_OU.into(), DISABLED_OU.into()],
+        },
+        filter: None,
+        link_attribute: LINK_ATTRIBUTE.into(),
+        attributes: PartnerAttribute::ALL.to_vec(),
+        redirect_url: "https://myapplications.microsoft.com/".into(),
+        send_invitation_message: false,
+        message_language: None,
+    }
 }
 
 impl Default for Setup {
@@ -59,6 +87,7 @@ impl Default for Setup {
             schedule: Schedule::default(),
             scope_group: false,
             safety: SafetyLimits::default(),
+            partners: None,
         }
     }
 }
@@ -68,6 +97,8 @@ impl Default for Setup {
 pub struct World {
     pub app: App,
     pub graph: Arc<FakeGraph>,
+    /// The partner direction's Graph.
+    pub guests: Arc<FakeGuestGraph>,
     pub directory: Arc<FakeDirectory>,
     pub store: Arc<RacingStore>,
     pub queue: Arc<EmbeddedQueue>,
@@ -94,6 +125,8 @@ impl Setup {
         let directory =
             Arc::new(FakeDirectory::with_managed_ous(BASE, &self.policy).expect("the managed OUs"));
         directory.add_ou(STAFF_OU).expect("the staff OU");
+        directory.add_ou(PARTNERS_OU).expect("the partners OU");
+        let guests = Arc::new(FakeGuestGraph::new());
         let embedded = EmbeddedStore::in_memory().expect("an in-memory store");
         let queue = Arc::new(
             EmbeddedQueue::with_clock(&embedded, self.max_attempts, clock.clone())
@@ -122,10 +155,17 @@ impl Setup {
             },
             safety: self.safety,
             pending: Arc::new(PendingJobs::new(store.clone())),
+            partners: self.partners.map(|settings| PartnerParts {
+                guests: guests.clone(),
+                directory: directory.clone(),
+                settings,
+                poll_interval: std::time::Duration::from_secs(5),
+            }),
         });
         World {
             app,
             graph,
+            guests,
             directory,
             store,
             queue,
@@ -201,7 +241,7 @@ pub fn converge_ids(jobs: &[Job]) -> Vec<ObjectId> {
         .iter()
         .filter_map(|j| match j {
             Job::Converge { user_id, .. } => Some(user_id.clone()),
-            Job::Lifecycle { .. } => None,
+            Job::Lifecycle { .. } | Job::Partner { .. } => None,
         })
         .collect();
     ids.sort();
