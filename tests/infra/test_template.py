@@ -218,13 +218,13 @@ def test_invalid_schedule_expressions(expr):
     assert cc.schedule_problem(expr) is not None
 
 
-@pytest.mark.parametrize("param", ["SubscriptionsSchedule", "ReconcilerSchedule"])
+@pytest.mark.parametrize("param", ["SubscriptionsSchedule", "ReconcilerSchedule", "PartnersWatchSchedule"])
 def test_broken_schedule_default_fails(t, param):
     t["Parameters"][param]["Default"] = "rate(15 minute)"
     assert cc.check_schedules(t)
 
 
-@pytest.mark.parametrize("param", ["SubscriptionsSchedule", "ReconcilerSchedule"])
+@pytest.mark.parametrize("param", ["SubscriptionsSchedule", "ReconcilerSchedule", "PartnersWatchSchedule"])
 def test_schedule_parameter_pattern_agrees_with_the_checker(t, param):
     """CloudFormation enforces AllowedPattern at deploy time: it must refuse what the checker
     refuses (the pattern is a simple subset of Java regex, same in Python)."""
@@ -239,7 +239,26 @@ def test_schedule_parameter_pattern_agrees_with_the_checker(t, param):
 def test_schedule_defaults(t):
     assert t["Parameters"]["ReconcilerSchedule"]["Default"] == "rate(15 minutes)"
     assert t["Parameters"]["SubscriptionsSchedule"]["Default"] == "rate(1 hour)"
-    assert len(cc.schedule_expressions(t)) == 2
+    assert t["Parameters"]["PartnersWatchSchedule"]["Default"] == "rate(1 minute)"
+    assert len(cc.schedule_expressions(t)) == 3
+
+
+def test_the_partner_watcher_runs_only_in_lambda_mode_with_partners_configured(t):
+    """The reconciler's second schedule asks it for a watcher round; off (DISABLED, no
+    [partners] in the environment) unless lambda mode has a partner mode."""
+    watch = t["Resources"]["ReconcilerFunction"]["Properties"]["Events"]["PartnerWatch"]["Properties"]
+    assert watch["Input"] == '{"watch":"partners"}'
+    assert watch["State"] == {"Fn::If": ["WatchPartners", "ENABLED", "DISABLED"]}
+    assert t["Conditions"]["WatchPartners"] == {
+        "Fn::And": [{"Condition": "LambdaMode"}, {"Condition": "HasPartners"}]
+    }
+    assert t["Parameters"]["PartnersMode"]["Default"] == ""
+    for fn in ["ReconcilerFunction", "ProvisionerFunction"]:
+        env = fn_props(t, fn)["Environment"]["Variables"]
+        assert env["SHADOWSYNC_PARTNERS_MODE"]["Fn::If"][0] == "WatchPartners", fn
+        for key in ["OUS", "FILTER", "UPN_SUFFIXES"]:
+            condition = env[f"SHADOWSYNC_PARTNERS_{key}"]["Fn::If"][0]
+            assert t["Conditions"][condition]["Fn::And"][0] == {"Condition": "WatchPartners"}, key
 
 
 def test_slow_webhook_fails(t):
