@@ -1,6 +1,7 @@
 //! The demo: a throwaway Samba AD DC, the Graph simulator and `shadowsync serve` as a real
 //! process. Guests are invited through the simulator's Graph API and their shadow accounts
-//! appear in AD within moments; then one is disabled, one deleted and restored.
+//! appear in AD within moments; then one is disabled, one deleted and restored. Then the other
+//! direction: a partner account created in AD becomes a B2B guest in Entra ID.
 
 use anyhow::{Context, Result};
 use graph_sim::{SimClient, SimConfig};
@@ -35,8 +36,15 @@ async fn main() -> Result<()> {
     let dir = tempfile::tempdir()?;
     let binary = std::env::current_exe()?.with_file_name("shadowsync");
     println!("▸ Starting `shadowsync serve` ({})…", binary.display());
+    let partners_ou = format!("OU=Partners,{}", samba.base_dn);
+    probe
+        .add(&partners_ou, vec![("objectClass", "organizationalUnit")])
+        .await?;
+    let partners = format!(
+        "[partners]\nmode = \"invite\"\nous = [\"{partners_ou}\"]\npoll_interval = \"1s\"\n"
+    );
     let ous = (samba.guests_ou.as_str(), samba.disabled_ou.as_str());
-    let mut serve = ServeProcess::start_in(&binary, &sim, samba, ous, dir.path(), "")
+    let mut serve = ServeProcess::start_in(&binary, &sim, samba, ous, dir.path(), &partners)
         .await
         .context("run `cargo build -p shadowsync` first (tests/demo.sh does)")?;
     wait_until(Duration::from_secs(30), || async {
@@ -116,6 +124,8 @@ async fn main() -> Result<()> {
     }
     show(&mut probe, &ids).await?;
 
+    partner(&mut probe, &graph, &serve, &partners_ou).await?;
+
     println!("\n▸ Shutting down…");
     serve.stop().await?;
     sim.shutdown().await;
@@ -125,6 +135,74 @@ async fn main() -> Result<()> {
     println!(
         "Done. Try `cargo run -p shadowsync -- --help`, and see README.md for running it for real."
     );
+    Ok(())
+}
+
+/// The other direction: a partner account made in AD becomes a guest, and follows the account.
+async fn partner(
+    probe: &mut AdProbe,
+    graph: &SimClient,
+    serve: &ServeProcess,
+    ou: &str,
+) -> Result<()> {
+    println!("\n▸ The other direction: a partner account is created in AD ({ou})…");
+    let dn_ = dn::child("CN", "Lin Chen", ou);
+    let started = Instant::now();
+    probe
+        .add(
+            &dn_,
+            vec![
+                ("objectClass", "user"),
+                ("sAMAccountName", "lin.chen"),
+                ("userAccountControl", "544"),
+                ("mail", "lin.chen@woodgrove.example"),
+                ("displayName", "Lin Chen (Woodgrove)"),
+                ("company", "Woodgrove Bank"),
+            ],
+        )
+        .await?;
+    let guid = probe.guid(&dn_).await?;
+    let filter = format!(
+        "onPremisesExtensionAttributes/extensionAttribute15 eq '{}'",
+        guid.link()
+    );
+    let select = "id,userType,mail,displayName,companyName,accountEnabled,externalUserState";
+    let find = || async {
+        graph
+            .find_users(&filter, select, true)
+            .await
+            .unwrap_or_default()
+            .into_iter()
+            .next()
+    };
+    wait_until(Duration::from_secs(60), || async { find().await.is_some() })
+        .await
+        .context("the partner's guest was not invited")?;
+    let guest = find().await.context("the guest")?;
+    println!(
+        "  lin.chen → B2B guest {} in {} ms: {} <{}>, {}, userType {}, {}",
+        guest["id"].as_str().unwrap_or_default(),
+        started.elapsed().as_millis(),
+        guest["displayName"].as_str().unwrap_or_default(),
+        guest["mail"].as_str().unwrap_or_default(),
+        guest["companyName"].as_str().unwrap_or_default(),
+        guest["userType"].as_str().unwrap_or_default(),
+        guest["externalUserState"].as_str().unwrap_or_default(),
+    );
+    println!("  (linked by extensionAttribute15 = {})", guid.link());
+    println!("▸ The account is disabled in AD: the guest's sign-in is blocked…");
+    let started = Instant::now();
+    probe.replace(&dn_, "userAccountControl", "546").await?;
+    wait_until(Duration::from_secs(60), || async {
+        find().await.is_some_and(|g| g["accountEnabled"] == false)
+    })
+    .await
+    .context("the guest was not blocked")?;
+    println!("  blocked in {} ms", started.elapsed().as_millis());
+    println!("▸ `shadowsync status lin.chen`:\n");
+    for line in serve.cli.run(&["status"], &["lin.chen"]).await?.lines() {
+        println!("    {line}");
+    }
     Ok(())
 }
 
