@@ -30,7 +30,10 @@ pub use admin::AdminSection;
 pub use connector::ConnectorSection;
 pub use directory::DirectorySection;
 pub use graph::{GraphCredential, GraphSection, DEFAULT_GRAPH_ENDPOINT, DEFAULT_LOGIN_ENDPOINT};
-pub use partners::{PartnerAttribute, PartnerMode, PartnersSection};
+pub use partners::{
+    PartnerAttribute, PartnerMode, PartnersSection,
+    DEFAULT_POLL_INTERVAL as DEFAULT_PARTNER_POLL_INTERVAL,
+};
 pub use policy::PolicySection;
 pub use provisioner::ProvisionerSection;
 pub use reconciler::ReconcilerSection;

@@ -11,6 +11,7 @@ mod e2e;
 mod lambda;
 mod ldap;
 mod machine;
+mod partners;
 mod reconcile;
 mod report;
 mod stats;
@@ -24,7 +25,7 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// Every section, in the order they run and appear.
-pub const SECTIONS: &[&str] = &["webhook", "e2e", "bulk", "reconcile", "lambda"];
+pub const SECTIONS: &[&str] = &["webhook", "e2e", "bulk", "reconcile", "lambda", "partners"];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,7 +43,7 @@ pub struct Args {
     /// Guests of the end-to-end section [default: 200].
     #[arg(long)]
     e2e_guests: Option<usize>,
-    /// Sections to run, comma-separated [default: all: webhook,e2e,bulk,reconcile,lambda].
+    /// Sections to run, comma-separated [default: all: webhook,e2e,bulk,reconcile,lambda,partners].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes (20 guests, 2,000 users, 10 end-to-end guests, short webhook runs); writes no
@@ -115,6 +116,7 @@ async fn run_section(key: &str, ctx: &Ctx) -> Result<Section> {
         "bulk" => bulk::run(ctx).await,
         "reconcile" => reconcile::run(ctx).await,
         "lambda" => lambda::run(ctx).await,
+        "partners" => partners::run(ctx).await,
         other => bail!("unknown section {other}"),
     }
 }
