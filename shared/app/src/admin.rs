@@ -568,7 +568,7 @@ impl App {
                         report.conflicts.push((outcome.name(), reason.clone()));
                     }
                 }
-                Err(e @ AppError::NotVisibleYet { .. }) => {
+                Err(e @ (AppError::NotVisibleYet { .. } | AppError::NotSyncedYet(_))) => {
                     report.waiting.push((guid.to_string(), e.to_string()))
                 }
                 Err(e) => report.errors.push((guid.to_string(), e.to_string())),

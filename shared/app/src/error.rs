@@ -63,6 +63,10 @@ pub enum AppError {
         /// When the deciding read is due; `None`: read sooner (Graph just reported the user).
         retry_in: Option<std::time::Duration>,
     },
+    /// A partner account to convert has no synced user in Entra ID yet: Entra Connect syncs it
+    /// on its cycle (30 minutes by default), so the job waits and tries again.
+    #[error("waiting for Entra Connect: {0}")]
+    NotSyncedYet(String),
     /// Graph told us about a user it does not show yet (eventual consistency).
     #[error("Graph reported this user at {reported_at} but does not show it yet; reading again")]
     NotVisibleYet {
@@ -81,7 +85,9 @@ impl AppError {
             Self::State(e) => e.is_retryable(),
             Self::Queue(e) => e.is_retryable(),
             // Waiting is the point: the next read decides.
-            Self::NotFoundUnconfirmed { .. } | Self::NotVisibleYet { .. } => true,
+            Self::NotFoundUnconfirmed { .. }
+            | Self::NotVisibleYet { .. }
+            | Self::NotSyncedYet(_) => true,
             Self::Elsewhere(_) => true,
             Self::SubscriptionConflict { .. }
             | Self::Unexpected { .. }
@@ -106,6 +112,7 @@ impl AppError {
             Self::NotFound(_) => "NotFound",
             Self::NotFoundUnconfirmed { .. } => "NotFoundUnconfirmed",
             Self::NotVisibleYet { .. } => "NotVisibleYet",
+            Self::NotSyncedYet(_) => "NotSyncedYet",
         }
     }
 

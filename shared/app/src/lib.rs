@@ -303,12 +303,48 @@ impl App {
             .ok_or(AppError::Missing("the partner direction ([partners])"))
     }
 
-    /// The AD watcher's rounds, every poll interval, until `shutdown` (nothing where the
-    /// partner direction is off). A failed round is logged and the next one tries again from
-    /// the same watermark.
+    /// The AD watcher's rounds, every poll interval and at once when AD's change notifications
+    /// report a change in a partner OU, until `shutdown` (nothing where the partner direction is
+    /// off). A failed round is logged and the next one tries again from the same watermark;
+    /// notifications that fail leave the polling alone, and are tried again a minute later.
     pub async fn watch_partners(&self, shutdown: CancellationToken) {
         let Some((watcher, every)) = &self.partner_watcher else {
             return;
+        };
+        let wake = Arc::new(Notify::new());
+        let notifications = {
+            let (directory, ous, wake) = (
+                watcher.directory.clone(),
+                watcher.settings.scope.ous.clone(),
+                wake.clone(),
+            );
+            let stop = shutdown.clone();
+            tokio::spawn(async move {
+                if ous.is_empty() {
+                    return;
+                }
+                let mut said = false;
+                loop {
+                    let signal = wake.clone();
+                    let on_change = move || signal.notify_one();
+                    tokio::select! {
+                        result = directory.watch_changes(&ous, &on_change) => {
+                            if let Err(e) = result {
+                                // Said once, not every minute: the polling carries on.
+                                if !said {
+                                    tracing::warn!(error = %e, "AD change notifications unavailable: watching by polling alone");
+                                    said = true;
+                                }
+                            }
+                        }
+                        _ = stop.cancelled() => return,
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(Duration::from_secs(60)) => {}
+                        _ = stop.cancelled() => return,
+                    }
+                }
+            })
         };
         loop {
             match watcher.round().await {
@@ -320,9 +356,11 @@ impl App {
             }
             tokio::select! {
                 _ = tokio::time::sleep(*every) => {}
-                _ = shutdown.cancelled() => return,
+                _ = wake.notified() => {}
+                _ = shutdown.cancelled() => break,
             }
         }
+        let _ = notifications.await;
     }
 
     /// The converge step; an error where AD is out of reach.

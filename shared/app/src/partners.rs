@@ -236,7 +236,15 @@ impl PartnerConverger {
             record.and_then(|r| r.gone_since),
             now,
         );
-        let found = self.find(guid, record, &desired).await?;
+        // Converting, a non-partner without a record has no user of ours to look for (Entra
+        // Connect masters every synced user): an employee's change costs no Graph query.
+        let skip = s.mode == Mode::Convert
+            && record.is_none()
+            && matches!(desired, DesiredGuest::Gone { .. });
+        let found = match skip {
+            true => Ok(None),
+            false => self.find(guid, record, &desired).await?,
+        };
         let mut outcome = PartnerOutcome {
             guid: *guid,
             dn: account.as_ref().map(|a| a.dn.clone()),
@@ -304,6 +312,16 @@ impl PartnerConverger {
         outcome.status = status(&desired, observed.as_ref(), &ops, &outcome);
         if !dry {
             self.record(&outcome, &desired, record).await?;
+            // Converting, an account Entra Connect has not synced yet is not an answer: its
+            // user appears on Connect's next cycle, and nothing in AD will change to say so.
+            if s.mode == Mode::Convert
+                && observed.is_none()
+                && matches!(desired, DesiredGuest::Active { .. })
+            {
+                return Err(AppError::NotSyncedYet(
+                    outcome.conflict.clone().unwrap_or_default(),
+                ));
+            }
         }
         Ok(outcome)
     }

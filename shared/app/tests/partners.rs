@@ -389,13 +389,28 @@ async fn convert_mode_converts_the_synced_user_in_place_and_reports_a_blocked_co
         "{out:?}"
     );
 
+    // Not synced yet: reported, and the job waits for Connect's next cycle (retried).
     let lee = partner(&w, "lee");
-    let out = converge(&w, &lee).await;
+    let e = w.app.partners().unwrap().converge(&lee).await.unwrap_err();
     assert!(
-        out.conflict.as_deref().unwrap().contains("Entra Connect"),
-        "not synced yet: {out:?}"
+        e.is_retryable() && e.to_string().contains("Entra Connect"),
+        "{e}"
     );
-    assert_eq!(w.guests.calls(GuestOp::Invite), 1, "never invited anew");
+    assert_eq!(record(&w, &lee).await.status, PartnerStatus::Conflict);
+    let synced = w
+        .guests
+        .add_synced_user(&lee.immutable_id(), Some("lee@fabrikam.com"), None);
+    let out = converge(&w, &lee).await;
+    assert_eq!(
+        out.guest_id.as_ref(),
+        Some(&synced),
+        "converted once synced"
+    );
+    assert_eq!(
+        w.guests.user_ids().len(),
+        3,
+        "the synced users, never a new guest"
+    );
 }
 
 #[tokio::test]
@@ -603,5 +618,86 @@ mod watcher {
         assert!(watcher(&w).round().await.is_err());
         watcher(&w).round().await.unwrap();
         assert_eq!(guids(&w.drain().await), [pat]);
+    }
+}
+
+mod notifications {
+    use super::*;
+    use shadowsync_queue::Queue;
+    use shadowsync_state::records::{CHECKPOINTS, PARTNER_WATERMARK};
+    use std::time::Duration as StdDuration;
+    use tokio_util::sync::CancellationToken;
+
+    #[tokio::test]
+    async fn a_change_notification_runs_a_round_at_once_between_polls() {
+        let w = world(Mode::Invite);
+        let app = std::sync::Arc::new(w.app);
+        let stop = CancellationToken::new();
+        let running = {
+            let (app, stop) = (app.clone(), stop.clone());
+            tokio::spawn(async move { app.watch_partners(stop).await })
+        };
+        // The first round (at start) finds nothing; the next poll is 5 s away.
+        let first = std::time::Instant::now();
+        while app
+            .state
+            .get(CHECKPOINTS, PARTNER_WATERMARK)
+            .await
+            .unwrap()
+            .is_none()
+        {
+            assert!(
+                first.elapsed() < StdDuration::from_secs(2),
+                "no first round"
+            );
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        tokio::time::sleep(StdDuration::from_millis(50)).await;
+        let pat = partner_in(&w.directory, "pat");
+        let started = std::time::Instant::now();
+        while w.queue.stats().await.unwrap().depth == 0 {
+            assert!(
+                started.elapsed() < StdDuration::from_secs(2),
+                "the notification did not wake the watcher"
+            );
+            tokio::time::sleep(StdDuration::from_millis(5)).await;
+        }
+        let jobs = w
+            .queue
+            .receive(10, StdDuration::from_secs(30))
+            .await
+            .unwrap();
+        assert!(matches!(&jobs[0].job, Job::Partner { guid, .. } if guid == &pat));
+        stop.cancel();
+        running.await.unwrap();
+    }
+
+    #[tokio::test]
+    async fn failing_notifications_leave_the_polling_alone() {
+        let w = world(Mode::Invite);
+        // Every read fails once: the notification search among them.
+        w.directory.fail(shadowsync_testkit::DirOp::Read, 2, || {
+            shadowsync_ports::DirectoryError::server_down("refused")
+        });
+        let watcher = w.app.partner_watcher.as_ref().unwrap().0.clone();
+        let e = watcher
+            .directory
+            .watch_changes(&[PARTNERS_OU.to_string()], &|| {})
+            .await
+            .unwrap_err();
+        assert!(e.is_retryable(), "{e}");
+        assert!(watcher.round().await.is_err(), "the second fault");
+        partner_in(&w.directory, "pat");
+        assert_eq!(watcher.round().await.unwrap().queued, 1, "polling goes on");
+    }
+
+    fn partner_in(d: &shadowsync_testkit::FakeDirectory, name: &str) -> ObjectGuid {
+        d.add_partner(
+            PARTNERS_OU,
+            name,
+            name,
+            &[("mail", &format!("{name}@fabrikam.com"))],
+        )
+        .unwrap()
     }
 }

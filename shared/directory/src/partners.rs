@@ -17,6 +17,10 @@ use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
 use shadowsync_ports::DirectoryError;
 use std::collections::HashSet;
 
+/// LDAP_SERVER_NOTIFICATION_OID: a search that never ends and returns each object of its scope
+/// (base or one level; filter `(objectClass=*)`) when it changes.
+pub const NOTIFICATION: &str = "1.2.840.113556.1.4.528";
+
 /// LDAP_SERVER_SHOW_DELETED_OID: searches see tombstones too.
 pub const SHOW_DELETED: &str = "1.2.840.113556.1.4.417";
 
@@ -269,6 +273,51 @@ impl LdapDirectory {
         })
     }
 
+    /// AD's change notifications on `ous` (see the port), on a connection of their own: the
+    /// searches never end, and must not hold up the shared one.
+    pub async fn watch_changes(
+        &self,
+        ous: &[String],
+        changed: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), DirectoryError> {
+        let mut ldap = crate::open(&self.config).await?;
+        let mut streams = Vec::with_capacity(ous.len());
+        for ou in ous {
+            let control = RawControl {
+                ctype: NOTIFICATION.to_string(),
+                crit: true,
+                val: None,
+            };
+            let stream = ldap
+                .with_controls(vec![control])
+                .streaming_search(ou, Scope::OneLevel, "(objectClass=*)", vec!["objectGUID"])
+                .await
+                .map_err(crate::error::from_ldap)?;
+            streams.push(stream);
+        }
+        if streams.is_empty() {
+            return std::future::pending().await;
+        }
+        loop {
+            let next = streams.iter_mut().map(|s| Box::pin(s.next()));
+            let (entry, i, _) = futures::future::select_all(next).await;
+            match entry.map_err(crate::error::from_ldap)? {
+                Some(_) => changed(),
+                // A notification search ends only with an error (the control refused, the
+                // base gone, the DC shutting down): its result says which.
+                None => {
+                    let result = streams[i].finish().await;
+                    return Err(crate::error::from_ldap(ldap3::LdapError::LdapResult {
+                        result: ldap3::LdapResult {
+                            rc: if result.rc == 0 { 80 } else { result.rc },
+                            ..result
+                        },
+                    }));
+                }
+            }
+        }
+    }
+
     /// The live accounts an administrator's `name` names (see the port).
     pub async fn partner_accounts_named(
         &self,
@@ -432,6 +481,14 @@ impl PartnerDirectory for LdapDirectory {
         attributes: &[PartnerAttribute],
     ) -> Result<Vec<PartnerAccount>, DirectoryError> {
         LdapDirectory::partner_accounts_named(self, name, filter, attributes).await
+    }
+
+    async fn watch_changes(
+        &self,
+        ous: &[String],
+        changed: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), DirectoryError> {
+        LdapDirectory::watch_changes(self, ous, changed).await
     }
 }
 

@@ -56,6 +56,17 @@ pub trait PartnerDirectory: Send + Sync {
         after_usn: u64,
     ) -> Result<PartnerChanges, DirectoryError>;
 
+    /// Runs AD's change notification searches (`LDAP_SERVER_NOTIFICATION_OID`, one level) on
+    /// `ous`, calling `changed` each time the DC reports that an object under one changed,
+    /// until they fail (a dropped connection, a DC refusing the control): then the error. A
+    /// hint only, to run the next watermark round at once: what changed is read by
+    /// [`PartnerDirectory::changed_accounts`].
+    async fn watch_changes(
+        &self,
+        ous: &[String],
+        changed: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), DirectoryError>;
+
     /// Every user account of the domain (`objectCategory=person`, `objectClass=user`, wherever
     /// it is) and every user tombstone (`deleted: true`, placed as in
     /// [`PartnerDirectory::partner_account`]) whose `uSNChanged` is greater than `after_usn`,

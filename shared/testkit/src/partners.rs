@@ -51,11 +51,14 @@ pub(crate) struct Partners {
     usn: u64,
     invocation_id: Option<String>,
     guids: u64,
+    /// Signalled at every change: the fake's change notifications.
+    changes: std::sync::Arc<tokio::sync::Notify>,
 }
 
 impl Partners {
     fn next_usn(&mut self) -> u64 {
         self.usn += 1;
+        self.changes.notify_one();
         self.usn
     }
 
@@ -83,6 +86,7 @@ impl Partners {
         f(account)?;
         account.usn_changed = usn;
         self.usn = usn;
+        self.changes.notify_one();
         Ok(())
     }
 }
@@ -420,6 +424,21 @@ impl PartnerDirectory for FakeDirectory {
             highest_usn: p.usn,
             invocation_id: p.invocation_id(),
         })
+    }
+
+    /// Calls `changed` after every change of a partner account, anywhere (the fake does not
+    /// scope its notifications), until a read fault makes it fail.
+    async fn watch_changes(
+        &self,
+        _ous: &[String],
+        changed: &(dyn Fn() + Send + Sync),
+    ) -> Result<(), DirectoryError> {
+        self.begin(DirOp::Read)?;
+        let changes = lock(&self.state).partners.changes.clone();
+        loop {
+            changes.notified().await;
+            changed();
+        }
     }
 
     async fn partner_accounts_named(

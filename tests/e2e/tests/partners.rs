@@ -9,6 +9,9 @@ use shadowsync_core::dn;
 use shadowsync_core::partner::{ObjectGuid, PartnerAccount, PartnerAttribute};
 use shadowsync_directory::{LdapDirectory, PartnerDirectory};
 use shadowsync_e2e::{samba, unique, AdProbe};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 const FILTER: Option<&str> = Some("(employeeType=Partner)");
 
@@ -346,4 +349,47 @@ async fn a_deleted_account_is_found_as_a_tombstone() {
             .any(|a| a.guid == guid),
         "seen once"
     );
+}
+
+#[tokio::test]
+async fn change_notifications_report_a_change_in_the_ou_at_once() {
+    let dir = directory().await;
+    let mut probe = probe().await;
+    let ou = probe.ou("partners notified").await.unwrap();
+    let seen = Arc::new(AtomicUsize::new(0));
+    let counter = seen.clone();
+    let watched = ou.clone();
+    let watching = tokio::spawn(async move {
+        let on_change = move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        };
+        dir.watch_changes(&[watched], &on_change).await
+    });
+    // The searches are registered before the change (a change before them is the poll's).
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let started = Instant::now();
+    let (dn_, _) = user(&mut probe, &ou, "Notified", &[("mail", "n@fabrikam.com")]).await;
+    while seen.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no notification: {:?}",
+            watching.is_finished()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    println!(
+        "change notification after {} ms",
+        started.elapsed().as_millis()
+    );
+    let before = seen.load(Ordering::SeqCst);
+    probe.replace(&dn_, "title", "Changed").await.unwrap();
+    let started = Instant::now();
+    while seen.load(Ordering::SeqCst) == before {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no notification of the change"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    watching.abort();
 }
