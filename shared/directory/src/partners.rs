@@ -236,43 +236,6 @@ impl LdapDirectory {
         Ok(Some(account))
     }
 
-    /// The accounts directly under `ou` changed after `after_usn` (see the port).
-    pub async fn changed_partner_accounts(
-        &self,
-        ou: &str,
-        filter: Option<&str>,
-        attributes: &[PartnerAttribute],
-        after_usn: u64,
-    ) -> Result<PartnerChanges, DirectoryError> {
-        let (highest_usn, invocation_id) = self.usn_watermark().await?;
-        let usn = usn_after(after_usn);
-        let entries = self
-            .search_scoped(
-                ou,
-                Scope::OneLevel,
-                format!("(&(objectCategory=person)(objectClass=user){usn})"),
-                Self::partner_attrs(attributes),
-                vec![],
-            )
-            .await?;
-        let matching = if admin_filter(filter).is_empty() || entries.is_empty() {
-            None
-        } else {
-            Some(self.matching(ou, Scope::OneLevel, filter, &usn).await?)
-        };
-        let mut accounts = Vec::with_capacity(entries.len());
-        for e in entries {
-            let mut account = to_partner(e, attributes)?;
-            account.matches_filter = matching.as_ref().is_none_or(|m| m.contains(&account.guid));
-            accounts.push(account);
-        }
-        Ok(PartnerChanges {
-            accounts,
-            highest_usn,
-            invocation_id,
-        })
-    }
-
     /// AD's change notifications on `ous` (see the port), on a connection of their own: the
     /// searches never end, and must not hold up the shared one.
     pub async fn watch_changes(
@@ -453,16 +416,6 @@ impl PartnerDirectory for LdapDirectory {
         attributes: &[PartnerAttribute],
     ) -> Result<Option<PartnerAccount>, DirectoryError> {
         LdapDirectory::partner_account(self, guid, filter, attributes).await
-    }
-
-    async fn changed_partner_accounts(
-        &self,
-        ou: &str,
-        filter: Option<&str>,
-        attributes: &[PartnerAttribute],
-        after_usn: u64,
-    ) -> Result<PartnerChanges, DirectoryError> {
-        LdapDirectory::changed_partner_accounts(self, ou, filter, attributes, after_usn).await
     }
 
     async fn changed_accounts(

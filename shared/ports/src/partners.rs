@@ -1,7 +1,8 @@
-//! Active Directory as the partner direction needs it: partner accounts read by `objectGUID`,
-//! the ones that changed in an OU since a watermark, and the ones deleted from it.
+//! Active Directory as the partner direction needs it: partner accounts read by `objectGUID` or
+//! by the name an administrator types, the accounts (and tombstones) changed since a watermark,
+//! and AD's change notifications as the hint to look now.
 //!
-//! Change detection is `uSNChanged` polling (design notes §9): USNs are per domain controller,
+//! Change detection is `uSNChanged` rounds (design notes §9): USNs are per domain controller,
 //! so every round reports the DC's `invocationId` next to its `highestCommittedUSN`, and a
 //! caller that sees another `invocationId` than the one its watermark came from starts over
 //! from 0.
@@ -37,25 +38,6 @@ pub trait PartnerDirectory: Send + Sync {
         attributes: &[PartnerAttribute],
     ) -> Result<Vec<PartnerAccount>, DirectoryError>;
 
-    /// The user accounts (`objectCategory=person`, `objectClass=user`) directly under `ou`
-    /// (one level) whose `uSNChanged` is greater than `after_usn` (0: all of them), each with
-    /// `matches_filter` set from `filter` as in [`PartnerDirectory::partner_account`].
-    ///
-    /// Accounts that do not match the filter are returned too (with `matches_filter: false`):
-    /// an account that stopped matching (its `extensionAttribute1` cleared, say) has changed,
-    /// and its guest must follow.
-    ///
-    /// `highest_usn` is the DC's `highestCommittedUSN`, read before the search: the next
-    /// round's `after_usn`. A change made during the search is seen again in the next round,
-    /// never missed.
-    async fn changed_partner_accounts(
-        &self,
-        ou: &str,
-        filter: Option<&str>,
-        attributes: &[PartnerAttribute],
-        after_usn: u64,
-    ) -> Result<PartnerChanges, DirectoryError>;
-
     /// Runs AD's change notification searches (`LDAP_SERVER_NOTIFICATION_OID`, one level) on
     /// `ous`, calling `changed` each time the DC reports that an object under one changed,
     /// until they fail (a dropped connection, a DC refusing the control): then the error. A
@@ -83,8 +65,7 @@ pub trait PartnerDirectory: Send + Sync {
     ) -> Result<PartnerChanges, DirectoryError>;
 }
 
-/// One round of [`PartnerDirectory::changed_partner_accounts`] or
-/// [`PartnerDirectory::changed_accounts`].
+/// One round of [`PartnerDirectory::changed_accounts`].
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct PartnerChanges {
     pub accounts: Vec<PartnerAccount>,

@@ -398,34 +398,6 @@ impl PartnerDirectory for FakeDirectory {
         Ok(found)
     }
 
-    async fn changed_partner_accounts(
-        &self,
-        ou: &str,
-        filter: Option<&str>,
-        attributes: &[PartnerAttribute],
-        after_usn: u64,
-    ) -> Result<PartnerChanges, DirectoryError> {
-        self.begin(DirOp::Read)?;
-        let terms = parse_filter(filter.unwrap_or(""))?;
-        if !self.objects().iter().any(|o| dn::same(&o.dn, ou)) {
-            return Err(no_such_object(ou));
-        }
-        let s = lock(&self.state);
-        let p = &s.partners;
-        let accounts = p
-            .accounts
-            .iter()
-            .filter(|a| !a.deleted && a.usn_changed > after_usn)
-            .filter(|a| dn::parent(&a.dn).is_some_and(|parent| dn::same(&parent, ou)))
-            .map(|a| a.account(attributes, &terms))
-            .collect();
-        Ok(PartnerChanges {
-            accounts,
-            highest_usn: p.usn,
-            invocation_id: p.invocation_id(),
-        })
-    }
-
     /// Calls `changed` after every change of a partner account, anywhere (the fake does not
     /// scope its notifications), until a read fault makes it fail.
     async fn watch_changes(
@@ -494,6 +466,24 @@ mod tests {
     const OU: &str = "OU=Partners,DC=corp,DC=example,DC=test";
     const ELSEWHERE: &str = "OU=Staff,DC=corp,DC=example,DC=test";
     const FILTER: Option<&str> = Some("(extensionAttribute1=Partner)");
+
+    /// The live accounts directly under `ou` among those changed after `after_usn`.
+    async fn changed_in(
+        d: &dyn PartnerDirectory,
+        ou: &str,
+        filter: Option<&str>,
+        attributes: &[PartnerAttribute],
+        after_usn: u64,
+    ) -> PartnerChanges {
+        let mut changes = d
+            .changed_accounts(filter, attributes, after_usn)
+            .await
+            .unwrap();
+        changes
+            .accounts
+            .retain(|a| !a.deleted && dn::parent(&a.dn).is_some_and(|p| dn::same(&p, ou)));
+        changes
+    }
 
     fn directory() -> FakeDirectory {
         let d = FakeDirectory::new(BASE);
@@ -566,23 +556,24 @@ mod tests {
         let d = directory();
         let pat = d.add_partner(OU, "Pat", "pat", &[]).unwrap();
         let sam = d.add_partner(OU, "Sam", "sam", &[]).unwrap();
-        let first = d.changed_partner_accounts(OU, None, &[], 0).await.unwrap();
+        let first = changed_in(&d, OU, None, &[], 0).await;
         assert_eq!(first.accounts.len(), 2);
         assert_eq!(first.invocation_id, INVOCATION_ID);
-        let none = d
-            .changed_partner_accounts(OU, None, &[], first.highest_usn)
-            .await
-            .unwrap();
+        let none = changed_in(&d, OU, None, &[], first.highest_usn).await;
         assert!(none.accounts.is_empty());
         assert_eq!(none.highest_usn, first.highest_usn);
 
         d.set_partner_value(&pat, "title", Some("Engineer"))
             .unwrap();
         d.move_partner(&sam, ELSEWHERE).unwrap();
-        let next = d
-            .changed_partner_accounts(OU, None, &[PartnerAttribute::JobTitle], first.highest_usn)
-            .await
-            .unwrap();
+        let next = changed_in(
+            &d,
+            OU,
+            None,
+            &[PartnerAttribute::JobTitle],
+            first.highest_usn,
+        )
+        .await;
         assert_eq!(next.accounts.len(), 1, "the moved account is not in the OU");
         assert_eq!(next.accounts[0].guid, pat);
         assert!(next.highest_usn > first.highest_usn);
@@ -611,16 +602,14 @@ mod tests {
         let gone = d.partner_account(&pat, FILTER, &[]).await.unwrap().unwrap();
         assert!(gone.deleted && !gone.enabled && !gone.matches_filter);
         assert_eq!(gone.dn, format!("CN=Pat,{OU}"));
-        assert!(d
-            .changed_partner_accounts(OU, None, &[], next.highest_usn)
+        assert!(changed_in(&d, OU, None, &[], next.highest_usn)
             .await
-            .unwrap()
             .accounts
             .is_empty());
         d.purge_partner_tombstone(&pat);
         assert!(d.partner_account(&pat, None, &[]).await.unwrap().is_none());
         d.set_invocation_id("00000dc2-0000-4000-8000-000000000002");
-        let other = d.changed_partner_accounts(OU, None, &[], 0).await.unwrap();
+        let other = changed_in(&d, OU, None, &[], 0).await;
         assert_ne!(other.invocation_id, INVOCATION_ID);
     }
 
@@ -629,10 +618,10 @@ mod tests {
         let d = directory();
         d.fail(DirOp::Read, 1, || DirectoryError::server_down("reset"));
         assert!(d
-            .changed_partner_accounts(OU, None, &[], 0)
+            .changed_accounts(None, &[], 0)
             .await
             .unwrap_err()
             .is_retryable());
-        assert!(d.changed_partner_accounts(OU, None, &[], 0).await.is_ok());
+        assert!(d.changed_accounts(None, &[], 0).await.is_ok());
     }
 }
