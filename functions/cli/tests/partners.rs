@@ -300,7 +300,7 @@ async fn convert_mode_converts_the_synced_user_in_place_and_reports_a_blocked_on
     let (mut host, ou, _) = host("convert").await;
     let domain = format!("{}.contoso-partners.example", unique());
     let address = format!("kim@{domain}");
-    let (_, kim, kim_sam) = partner(&mut host.probe, &ou, "Kim", &[("mail", &address)]).await;
+    let (kim_dn, kim, kim_sam) = partner(&mut host.probe, &ou, "Kim", &[("mail", &address)]).await;
     // Entra Connect syncs the account (without onPremisesUserPrincipalName, as Microsoft
     // documents for partner accounts).
     let synced = host
@@ -331,6 +331,61 @@ async fn convert_mode_converts_the_synced_user_in_place_and_reports_a_blocked_on
         started.elapsed().as_millis()
     );
     assert!(host.probe.by_anchor(&id).await.unwrap().is_none());
+
+    // The partner redeems; then their address changes in AD. The reset waits for Entra
+    // Connect to bring the new mail to the synced user, then the partner redeems again.
+    host.graph.accept_invitation(&id).await.unwrap();
+    let new_address = format!("kim.new@{domain}");
+    host.probe
+        .replace(&kim_dn, "mail", &new_address)
+        .await
+        .unwrap();
+    wait_until(SETTLE, || async {
+        status_of(&host, &kim_sam).await["record"]["conflict"]
+            .as_str()
+            .is_some_and(|c| c.contains("Entra Connect"))
+    })
+    .await
+    .expect("waiting for Connect, said");
+    let u = host
+        .graph
+        .get_user_select(&id, SELECT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u["externalUserState"], "Accepted", "nothing reset yet");
+    host.graph
+        .update_synced_user(&id, serde_json::json!({"mail": new_address}))
+        .await
+        .unwrap();
+    wait_until(SETTLE, || async {
+        let u = host
+            .graph
+            .get_user_select(&id, SELECT)
+            .await
+            .unwrap()
+            .unwrap();
+        u["externalUserState"] == "PendingAcceptance"
+    })
+    .await
+    .expect("the redemption is reset once the new address is on the user");
+    // Disabled in AD: Entra Connect masters a synced user's sign-in; shadowsync leaves it.
+    host.probe
+        .replace(&kim_dn, "userAccountControl", "546")
+        .await
+        .unwrap();
+    wait_until(SETTLE, || async {
+        status_of(&host, &kim_sam).await["enabled"] == false
+    })
+    .await
+    .unwrap();
+    let u = host
+        .graph
+        .get_user_select(&id, SELECT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u["accountEnabled"], true, "left to Entra Connect");
 
     let (_, ray, ray_sam) = partner(
         &mut host.probe,

@@ -66,6 +66,9 @@ pub struct PartnerOutcome {
     pub sam_account_name: Option<String>,
     pub user_principal_name: Option<String>,
     pub guest_id: Option<ObjectId>,
+    /// The address the guest was invited, converted or last reset with.
+    #[serde(default)]
+    pub address: Option<String>,
     /// The operations, in words.
     pub plan: Vec<String>,
     /// False for a dry run.
@@ -124,6 +127,7 @@ pub fn describe_operation(op: &GuestOperation) -> String {
         GuestOperation::Unblock => "unblock sign-in".into(),
         GuestOperation::Delete => "delete the guest".into(),
         GuestOperation::Conflict(why) => format!("conflict: {why}"),
+        GuestOperation::AwaitSync(why) => format!("waiting for Entra Connect: {why}"),
     }
 }
 
@@ -257,6 +261,7 @@ impl PartnerConverger {
                 .and_then(|a| a.user_principal_name.clone())
                 .or_else(|| record.and_then(|r| r.user_principal_name.clone())),
             guest_id: None,
+            address: record.and_then(|r| r.address.clone()),
             plan: vec![],
             applied: !dry,
             status: PartnerStatus::NotPartner,
@@ -281,10 +286,32 @@ impl PartnerConverger {
         if record.is_none() && observed.is_none() && matches!(desired, DesiredGuest::Gone { .. }) {
             return Ok(outcome);
         }
-        let mut ops = plan_guest(*guid, &desired, observed.as_ref(), s.mode);
+        if let (None, Some(g), DesiredGuest::Active { address, .. }) =
+            (&outcome.address, &observed, &desired)
+        {
+            // No record (a lost store): the address the guest holds is taken as its own.
+            if g.mail
+                .iter()
+                .chain(&g.other_mails)
+                .any(|m| m.eq_ignore_ascii_case(address))
+            {
+                outcome.address = Some(address.clone());
+            }
+        }
+        let mut ops = plan_guest(
+            *guid,
+            &desired,
+            observed.as_ref(),
+            s.mode,
+            outcome.address.as_deref(),
+        );
         outcome.guest_id = observed.as_ref().map(|g| g.id.clone());
+        let waiting = ops.iter().find_map(|op| match op {
+            GuestOperation::AwaitSync(why) => Some(why.clone()),
+            _ => None,
+        });
         outcome.conflict = ops.iter().find_map(|op| match op {
-            GuestOperation::Conflict(why) => Some(why.clone()),
+            GuestOperation::Conflict(why) | GuestOperation::AwaitSync(why) => Some(why.clone()),
             _ => None,
         });
         let settled = self
@@ -312,15 +339,10 @@ impl PartnerConverger {
         outcome.status = status(&desired, observed.as_ref(), &ops, &outcome);
         if !dry {
             self.record(&outcome, &desired, record).await?;
-            // Converting, an account Entra Connect has not synced yet is not an answer: its
-            // user appears on Connect's next cycle, and nothing in AD will change to say so.
-            if s.mode == Mode::Convert
-                && observed.is_none()
-                && matches!(desired, DesiredGuest::Active { .. })
-            {
-                return Err(AppError::NotSyncedYet(
-                    outcome.conflict.clone().unwrap_or_default(),
-                ));
+            // Waiting for Entra Connect is not an answer: what it brings appears on its next
+            // cycle, and nothing in AD will change to say so. The job comes back.
+            if let Some(why) = waiting {
+                return Err(AppError::NotSyncedYet(why));
             }
         }
         Ok(outcome)
@@ -481,6 +503,7 @@ impl PartnerConverger {
                     // Remembered at once: a retry reads this guest by id instead of
                     // looking for it with a query that may not see it yet.
                     outcome.guest_id = Some(new.clone());
+                    outcome.address = Some(address.clone());
                     outcome.status = PartnerStatus::Active;
                     let previous = stored.as_ref().map(|r| &r.value);
                     let mut record = new_record(guid, outcome, desired, previous);
@@ -509,23 +532,30 @@ impl PartnerConverger {
                 }
                 GuestOperation::Adopt => {
                     change.link = Some((s.link_attribute.clone(), guid.link()));
+                    if let DesiredGuest::Active { address, .. } = desired {
+                        outcome.address = Some(address.clone());
+                    }
                 }
                 GuestOperation::Convert { address } => {
                     self.guests
                         .invite(&invitation(address, id.clone(), false))
                         .await
                         .doing("converting the synced user to B2B collaboration")?;
+                    outcome.address = Some(address.clone());
                 }
                 GuestOperation::MakeGuest => change.user_type = Some("Guest".into()),
                 GuestOperation::Update(properties) => change.properties = properties.clone(),
                 GuestOperation::ResetRedemption { address } => {
-                    change.address = Some(address.clone());
+                    // A synced user's mail is Entra Connect's: it is there already.
+                    if s.mode == Mode::Invite {
+                        change.address = Some(address.clone());
+                    }
                     reset = Some(address.clone());
                 }
                 GuestOperation::Block => change.account_enabled = Some(false),
                 GuestOperation::Unblock => change.account_enabled = Some(true),
                 GuestOperation::Delete => delete = true,
-                GuestOperation::Conflict(_) => {}
+                GuestOperation::Conflict(_) | GuestOperation::AwaitSync(_) => {}
             }
         }
         let Some(id) = id else { return Ok(()) };
@@ -546,6 +576,7 @@ impl PartnerConverger {
                 .invite(&invitation(&address, Some(id.clone()), true))
                 .await
                 .doing("resetting the guest's redemption")?;
+            outcome.address = Some(address);
         }
         if delete {
             self.guests
@@ -593,10 +624,10 @@ fn new_record(
         guid: *guid,
         sam_account_name: outcome.sam_account_name.clone(),
         user_principal_name: outcome.user_principal_name.clone(),
-        address: match desired {
-            DesiredGuest::Active { address, .. } => Some(address.clone()),
-            _ => previous.and_then(|p| p.address.clone()),
-        },
+        address: outcome
+            .address
+            .clone()
+            .or_else(|| previous.and_then(|p| p.address.clone())),
         guest_id: outcome
             .guest_id
             .clone()

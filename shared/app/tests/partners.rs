@@ -414,6 +414,43 @@ async fn convert_mode_converts_the_synced_user_in_place_and_reports_a_blocked_co
 }
 
 #[tokio::test]
+async fn convert_mode_resets_the_redemption_once_entra_connect_brings_the_new_address() {
+    let w = world(Mode::Convert);
+    let pat = partner(&w, "pat");
+    let synced = w
+        .guests
+        .add_synced_user(&pat.immutable_id(), Some("pat@fabrikam.com"), None);
+    converge(&w, &pat).await;
+    w.directory
+        .set_partner_value(&pat, "mail", Some("pat@northwind.example"))
+        .unwrap();
+    // Connect has not synced the new mail yet: the job waits (retried), nothing is written.
+    let updates = w.guests.calls(GuestOp::Update);
+    let e = w.app.partners().unwrap().converge(&pat).await.unwrap_err();
+    assert!(
+        e.is_retryable() && e.to_string().contains("pat@northwind.example"),
+        "{e}"
+    );
+    assert_eq!(
+        record(&w, &pat).await.address.as_deref(),
+        Some("pat@fabrikam.com")
+    );
+    w.guests.sync_mail(&synced, "pat@northwind.example");
+    let out = converge(&w, &pat).await;
+    assert_eq!(out.plan, ["reset redemption to pat@northwind.example"]);
+    assert_eq!(
+        w.guests.calls(GuestOp::Update),
+        updates,
+        "no PATCH of Connect's mail"
+    );
+    assert_eq!(
+        record(&w, &pat).await.address.as_deref(),
+        Some("pat@northwind.example")
+    );
+    assert!(converge(&w, &pat).await.plan.is_empty(), "once");
+}
+
+#[tokio::test]
 async fn blocks_past_the_threshold_are_held_and_a_release_runs_the_partner_job() {
     let w = limited(Mode::Invite, 1, 1);
     let (pat, sam) = (partner(&w, "pat"), partner(&w, "sam"));

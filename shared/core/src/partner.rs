@@ -394,6 +394,9 @@ pub enum GuestOperation {
     Delete,
     /// Nothing is done; the reason is reported.
     Conflict(String),
+    /// Nothing can be done until Entra Connect syncs the account (or its new `mail`): the
+    /// reason is reported and the work waits for Connect's next cycle.
+    AwaitSync(String),
 }
 
 /// How partner accounts become guests (the configured mode).
@@ -404,13 +407,17 @@ pub enum Mode {
 }
 
 /// The operations that take `observed` (the guest linked to the account, else the user found
-/// at its address, else the synced user with its immutable id) to `desired`.
+/// at its address, else the synced user with its immutable id) to `desired`. `last_address` is
+/// the address the guest was last invited, converted or reset with (from state): another one
+/// now means the partner redeems again.
 pub fn plan_guest(
     guid: ObjectGuid,
     desired: &DesiredGuest,
     observed: Option<&ObservedGuest>,
     mode: Mode,
+    last_address: Option<&str>,
 ) -> Vec<GuestOperation> {
+    let moved_from = |address: &str| last_address.is_some_and(|l| !l.eq_ignore_ascii_case(address));
     use GuestOperation as Op;
     let ours = |g: &ObservedGuest| match mode {
         Mode::Invite => g.link.as_deref() == Some(guid.link().as_str()),
@@ -439,8 +446,8 @@ pub fn plan_guest(
             Mode::Invite => vec![Op::Invite {
                 address: address.clone(),
             }],
-            Mode::Convert => vec![Op::Conflict(
-                "no user synced from this account in Entra ID (onPremisesImmutableId): is Entra Connect syncing it?"
+            Mode::Convert => vec![Op::AwaitSync(
+                "no user synced from this account in Entra ID (onPremisesImmutableId) yet: is Entra Connect syncing it?"
                     .into(),
             )],
         },
@@ -470,7 +477,7 @@ pub fn plan_guest(
                             ),
                         })];
                     }
-                    if !g.has_address(address) {
+                    if !g.has_address(address) || moved_from(address) {
                         ops.push(Op::ResetRedemption {
                             address: address.clone(),
                         });
@@ -501,7 +508,7 @@ pub fn plan_guest(
                             ))];
                         }
                         if !g.mail.as_deref().is_some_and(|m| m.eq_ignore_ascii_case(address)) {
-                            return vec![Op::Conflict(format!(
+                            return vec![Op::AwaitSync(format!(
                                 "the synced user {} does not have {address} in mail yet (Entra Connect syncs it from AD): the conversion needs it first",
                                 g.id
                             ))];
@@ -510,6 +517,12 @@ pub fn plan_guest(
                             address: address.clone(),
                         });
                     } else if !g.has_address(address) {
+                        // Connect masters mail: the reset waits until it brings the new one.
+                        return vec![Op::AwaitSync(format!(
+                            "the new address {address} is not on the synced user {} yet (Entra Connect syncs mail from AD): the redemption reset needs it first",
+                            g.id
+                        ))];
+                    } else if moved_from(address) {
                         ops.push(Op::ResetRedemption {
                             address: address.clone(),
                         });
@@ -690,21 +703,22 @@ mod tests {
 
     #[test]
     fn a_new_partner_is_invited_and_an_unlinked_guest_of_its_address_adopted() {
-        let ops = plan_guest(guid(), &active(), None, Mode::Invite);
+        let ops = plan_guest(guid(), &active(), None, Mode::Invite, None);
         assert_eq!(
             ops,
             [GuestOperation::Invite {
                 address: "pat@fabrikam.com".into()
             }]
         );
-        let ops = plan_guest(guid(), &active(), Some(&guest(None)), Mode::Invite);
+        let ops = plan_guest(guid(), &active(), Some(&guest(None)), Mode::Invite, None);
         assert_eq!(ops, [GuestOperation::Adopt]);
         // Linked and equal: nothing.
         assert!(plan_guest(
             guid(),
             &active(),
             Some(&guest(Some(guid().link()))),
-            Mode::Invite
+            Mode::Invite,
+            None
         )
         .is_empty());
     }
@@ -717,17 +731,18 @@ mod tests {
             &active(),
             Some(&guest(Some(other.link()))),
             Mode::Invite,
+            None,
         );
         assert!(matches!(&ops[..], [GuestOperation::Conflict(r)] if r.contains("another account")));
         let member = ObservedGuest {
             user_type: "Member".into(),
             ..guest(None)
         };
-        let ops = plan_guest(guid(), &active(), Some(&member), Mode::Invite);
+        let ops = plan_guest(guid(), &active(), Some(&member), Mode::Invite, None);
         assert!(matches!(&ops[..], [GuestOperation::Conflict(r)] if r.contains("member")));
         // Gone: a guest that is not ours is never blocked or deleted.
         let gone = desired_guest(None, &scope(), None, now());
-        assert!(plan_guest(guid(), &gone, Some(&guest(None)), Mode::Invite).is_empty());
+        assert!(plan_guest(guid(), &gone, Some(&guest(None)), Mode::Invite, None).is_empty());
     }
 
     #[test]
@@ -743,6 +758,7 @@ mod tests {
             &desired,
             Some(&guest(Some(guid().link()))),
             Mode::Invite,
+            None,
         );
         assert_eq!(
             ops,
@@ -765,8 +781,22 @@ mod tests {
             ..guest(Some(guid().link()))
         };
         assert_eq!(
-            plan_guest(guid(), &active(), Some(&blocked), Mode::Invite),
+            plan_guest(guid(), &active(), Some(&blocked), Mode::Invite, None),
             [GuestOperation::Unblock]
+        );
+        // The address is on the guest, but it redeemed with another: reset (an earlier reset
+        // that failed after its PATCH is done again).
+        assert_eq!(
+            plan_guest(
+                guid(),
+                &active(),
+                Some(&guest(Some(guid().link()))),
+                Mode::Invite,
+                Some("pat@old.example")
+            ),
+            [GuestOperation::ResetRedemption {
+                address: "pat@fabrikam.com".into()
+            }]
         );
     }
 
@@ -787,7 +817,7 @@ mod tests {
             }
         ));
         assert_eq!(
-            plan_guest(guid(), &gone, Some(&ours), Mode::Invite),
+            plan_guest(guid(), &gone, Some(&ours), Mode::Invite, None),
             [GuestOperation::Block]
         );
 
@@ -802,7 +832,7 @@ mod tests {
             ..ours.clone()
         };
         assert_eq!(
-            plan_guest(guid(), &gone, Some(&blocked), Mode::Invite),
+            plan_guest(guid(), &gone, Some(&blocked), Mode::Invite, None),
             [GuestOperation::Delete]
         );
         let keep = PartnerScope {
@@ -835,7 +865,7 @@ mod tests {
             ..guest(None)
         };
         assert_eq!(
-            plan_guest(guid(), &active(), Some(&synced), Mode::Convert),
+            plan_guest(guid(), &active(), Some(&synced), Mode::Convert, None),
             [
                 GuestOperation::Convert {
                     address: "pat@fabrikam.com".into()
@@ -848,12 +878,18 @@ mod tests {
             user_type: "Guest".into(),
             ..synced.clone()
         };
-        assert!(plan_guest(guid(), &active(), Some(&converted), Mode::Convert).is_empty());
+        assert!(plan_guest(guid(), &active(), Some(&converted), Mode::Convert, None).is_empty());
         let blocked_by_upn = ObservedGuest {
             on_premises_user_principal_name: Some("ppartner@partners.contoso.com".into()),
             ..synced.clone()
         };
-        let ops = plan_guest(guid(), &active(), Some(&blocked_by_upn), Mode::Convert);
+        let ops = plan_guest(
+            guid(),
+            &active(),
+            Some(&blocked_by_upn),
+            Mode::Convert,
+            None,
+        );
         assert!(
             matches!(&ops[..], [GuestOperation::Conflict(r)] if r.contains("onPremisesUserPrincipalName"))
         );
@@ -861,9 +897,34 @@ mod tests {
             mail: None,
             ..synced
         };
-        let ops = plan_guest(guid(), &active(), Some(&no_mail), Mode::Convert);
-        assert!(matches!(&ops[..], [GuestOperation::Conflict(r)] if r.contains("mail")));
-        let ops = plan_guest(guid(), &active(), None, Mode::Convert);
-        assert!(matches!(&ops[..], [GuestOperation::Conflict(r)] if r.contains("Entra Connect")));
+        let ops = plan_guest(guid(), &active(), Some(&no_mail), Mode::Convert, None);
+        assert!(matches!(&ops[..], [GuestOperation::AwaitSync(r)] if r.contains("mail")));
+        let ops = plan_guest(guid(), &active(), None, Mode::Convert, None);
+        assert!(matches!(&ops[..], [GuestOperation::AwaitSync(r)] if r.contains("Entra Connect")));
+        // A new address: the reset waits for Connect to bring it, then happens once.
+        let old = Some("pat@old.example");
+        let without = ObservedGuest {
+            mail: Some("pat@old.example".into()),
+            other_mails: vec![],
+            ..converted.clone()
+        };
+        let ops = plan_guest(guid(), &active(), Some(&without), Mode::Convert, old);
+        assert!(
+            matches!(&ops[..], [GuestOperation::AwaitSync(r)] if r.contains("pat@fabrikam.com"))
+        );
+        assert_eq!(
+            plan_guest(guid(), &active(), Some(&converted), Mode::Convert, old),
+            [GuestOperation::ResetRedemption {
+                address: "pat@fabrikam.com".into()
+            }]
+        );
+        assert!(plan_guest(
+            guid(),
+            &active(),
+            Some(&converted),
+            Mode::Convert,
+            Some("PAT@fabrikam.com")
+        )
+        .is_empty());
     }
 }

@@ -75,6 +75,15 @@ impl FakeGuestGraph {
         id
     }
 
+    /// Entra Connect brings a new `mail` (and `otherMails`) from AD to a synced user.
+    pub fn sync_mail(&self, id: &ObjectId, mail: &str) {
+        let mut w = lock(&self.world);
+        if let Some((user, _)) = w.users.get_mut(id) {
+            user.mail = Some(mail.into());
+            user.other_mails = vec![mail.into()];
+        }
+    }
+
     /// A member (an employee) with `mail`.
     pub fn add_member(&self, mail: &str) -> ObjectId {
         let mut w = lock(&self.world);
