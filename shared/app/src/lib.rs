@@ -55,6 +55,9 @@ use std::time::Duration;
 use tokio::sync::Notify;
 use tokio_util::sync::CancellationToken;
 
+/// After a change notification whose round found nothing, when to look once more.
+const RECHECK_AFTER_NOTIFICATION: Duration = Duration::from_millis(250);
+
 /// When the scheduled work runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Schedule {
@@ -312,6 +315,7 @@ impl App {
             return;
         };
         let wake = Arc::new(Notify::new());
+        let mut woken = false;
         let notifications = {
             let (directory, ous, wake) = (
                 watcher.directory.clone(),
@@ -347,18 +351,31 @@ impl App {
             })
         };
         loop {
-            match watcher.round().await {
+            let found = match watcher.round().await {
                 Ok(report) if report.queued > 0 || report.full => {
-                    tracing::info!(?report, "partner accounts watched")
+                    tracing::info!(?report, "partner accounts watched");
+                    true
                 }
-                Ok(report) => tracing::debug!(?report, "partner accounts watched"),
-                Err(e) => tracing::error!(error = %e, "watching partner accounts failed"),
-            }
-            tokio::select! {
-                _ = tokio::time::sleep(*every) => {}
-                _ = wake.notified() => {}
+                Ok(report) => {
+                    tracing::debug!(?report, "partner accounts watched");
+                    false
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "watching partner accounts failed");
+                    false
+                }
+            };
+            // A notification can come before its change is committed (the round then finds
+            // nothing): one more round shortly after, rather than a whole poll interval later.
+            let pause = match (woken, found) {
+                (true, false) => RECHECK_AFTER_NOTIFICATION.min(*every),
+                _ => *every,
+            };
+            woken = tokio::select! {
+                _ = tokio::time::sleep(pause) => false,
+                _ = wake.notified() => true,
                 _ = shutdown.cancelled() => break,
-            }
+            };
         }
         let _ = notifications.await;
     }

@@ -495,11 +495,16 @@ impl PartnerConverger {
         for op in ops {
             match op {
                 GuestOperation::Invite { address } => {
-                    let new = self
-                        .guests
-                        .invite(&invitation(address, None, false))
-                        .await
-                        .doing("inviting the partner")?;
+                    let new = match self
+                        .send(&invitation(address, None, false), "inviting the partner")
+                        .await?
+                    {
+                        Ok(new) => new,
+                        Err(refused) => {
+                            outcome.conflict = Some(refused);
+                            return Ok(());
+                        }
+                    };
                     // Remembered at once: a retry reads this guest by id instead of
                     // looking for it with a query that may not see it yet.
                     outcome.guest_id = Some(new.clone());
@@ -537,10 +542,17 @@ impl PartnerConverger {
                     }
                 }
                 GuestOperation::Convert { address } => {
-                    self.guests
-                        .invite(&invitation(address, id.clone(), false))
-                        .await
-                        .doing("converting the synced user to B2B collaboration")?;
+                    let converting = invitation(address, id.clone(), false);
+                    if let Err(refused) = self
+                        .send(
+                            &converting,
+                            "converting the synced user to B2B collaboration",
+                        )
+                        .await?
+                    {
+                        outcome.conflict = Some(refused);
+                        return Ok(());
+                    }
                     outcome.address = Some(address.clone());
                 }
                 GuestOperation::MakeGuest => change.user_type = Some("Guest".into()),
@@ -572,11 +584,14 @@ impl PartnerConverger {
             }
         }
         if let Some(address) = reset {
-            self.guests
-                .invite(&invitation(&address, Some(id.clone()), true))
-                .await
-                .doing("resetting the guest's redemption")?;
-            outcome.address = Some(address);
+            let resetting = invitation(&address, Some(id.clone()), true);
+            match self
+                .send(&resetting, "resetting the guest's redemption")
+                .await?
+            {
+                Ok(_) => outcome.address = Some(address),
+                Err(refused) => outcome.conflict = Some(refused),
+            }
         }
         if delete {
             self.guests
@@ -586,6 +601,24 @@ impl PartnerConverger {
         }
         outcome.guest_id = Some(id);
         Ok(())
+    }
+
+    /// Sends an invitation; `Ok(Err(reason))` when Graph refuses it for what it holds (400: an
+    /// address in one of the tenant's verified domains, a precondition of the conversion):
+    /// reported as a conflict, not retried, not dead-lettered.
+    async fn send(
+        &self,
+        invitation: &Invitation,
+        doing: &'static str,
+    ) -> Result<Result<ObjectId, String>, AppError> {
+        match self.guests.invite(invitation).await {
+            Ok(id) => Ok(Ok(id)),
+            Err(e) if e.status() == Some(400) => Ok(Err(format!(
+                "Graph refused the invitation of {}: {e}",
+                invitation.address
+            ))),
+            Err(e) => Err(e).doing(doing),
+        }
     }
 
     /// Saves what was done, when it differs from the record.

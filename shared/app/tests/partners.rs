@@ -294,6 +294,36 @@ async fn an_account_without_an_external_address_is_reported_not_guessed() {
 }
 
 #[tokio::test]
+async fn an_invitation_graph_refuses_is_reported_and_a_failing_one_retried() {
+    let w = world(Mode::Invite);
+    let pat = partner(&w, "pat");
+    w.guests.fail(GuestOp::Invite, 1, || {
+        GraphError::client(
+            400,
+            "BadRequest",
+            "User's email address cannot be in a verified domain.",
+        )
+    });
+    let out = converge(&w, &pat).await;
+    assert_eq!(out.status, PartnerStatus::Conflict, "{out:?}");
+    assert!(out.conflict.as_deref().unwrap().contains("verified domain"));
+    assert_eq!(record(&w, &pat).await.status, PartnerStatus::Conflict);
+    assert!(w.guests.user_ids().is_empty());
+
+    w.guests.fail(GuestOp::Invite, 1, || GraphError::Server {
+        status: 503,
+        code: "ServiceUnavailable".into(),
+        message: "try later".into(),
+    });
+    let e = w.app.partners().unwrap().converge(&pat).await.unwrap_err();
+    assert!(e.is_retryable(), "{e}");
+    let out = converge(&w, &pat).await;
+    assert_eq!(out.status, PartnerStatus::Active, "{out:?}");
+    assert_eq!(out.conflict, None);
+    assert_eq!(record(&w, &pat).await.conflict, None);
+}
+
+#[tokio::test]
 async fn hostile_attribute_values_are_cleaned_and_cut_to_graph_s_limits() {
     let w = world(Mode::Invite);
     let long = "Ω".repeat(300);
