@@ -169,7 +169,11 @@ impl Row {
     }
 
     fn ratio_text(&self) -> String {
-        self.ratio().map_or("–".into(), |r| format!("{r:.2}"))
+        self.ratio().map_or("–".into(), |r| match r {
+            // A figure thousands of times below its baseline still shows its digits.
+            r if r > 0.0 && r < 0.01 => format!("{r:.1e}"),
+            r => format!("{r:.2}"),
+        })
     }
 }
 
@@ -202,7 +206,12 @@ impl Section {
     pub fn push(&mut self, row: Row) {
         println!("    {}: {}{}", row.name, row.figure, {
             match (&row.baseline, row.ratio()) {
-                (Some(b), Some(r)) => format!("   vs {} {} → ratio {r:.2}", b.name, b.measure),
+                (Some(b), Some(_)) => format!(
+                    "   vs {} {} → ratio {}",
+                    b.name,
+                    b.measure,
+                    row.ratio_text()
+                ),
                 _ => String::new(),
             }
         });
