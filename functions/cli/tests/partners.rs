@@ -387,6 +387,38 @@ async fn convert_mode_converts_the_synced_user_in_place_and_reports_a_blocked_on
         .unwrap();
     assert_eq!(u["accountEnabled"], true, "left to Entra Connect");
 
+    // The state store is lost: serve starts again and converts nobody twice.
+    host.serve.stop().await.unwrap();
+    std::fs::remove_file(host.dir.path().join("state.redb")).unwrap();
+    host.serve.spawn().await.unwrap();
+    wait_until(SETTLE, || async {
+        status_of(&host, &kim_sam).await["record"]["guest_id"] == id.as_str()
+    })
+    .await
+    .expect("the record rebuilt from the synced user");
+    let s = status_of(&host, &kim_sam).await;
+    assert_eq!(s["outcome"]["plan"], serde_json::json!([]), "{s}");
+
+    // Moved out, then deleted in AD: Entra Connect masters a synced user's lifetime too.
+    let former = host.probe.ou("Former Partners").await.unwrap();
+    let moved = host.probe.move_to(&kim_dn, &former).await.unwrap();
+    wait_until(SETTLE, || async {
+        status_of(&host, &kim.to_string()).await["record"]["status"] == "gone"
+    })
+    .await
+    .expect("seen gone");
+    host.probe.delete(&moved).await.unwrap();
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let u = host
+        .graph
+        .get_user_select(&id, SELECT)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(u["accountEnabled"], true, "left to Entra Connect");
+    assert_eq!(u["userType"], "Guest");
+    assert_eq!(host.status().await["queue"]["dead_letters"], 0);
+
     let (_, ray, ray_sam) = partner(
         &mut host.probe,
         &ou,
