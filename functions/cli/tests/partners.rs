@@ -293,6 +293,29 @@ async fn invite_mode_adopts_an_existing_guest_refuses_a_member_and_survives_a_lo
         .await
         .unwrap();
     assert_eq!(everyone.len(), 2, "one guest each: {everyone:?}");
+
+    // plan and sync cover both directions through the running serve.
+    let plan: Value =
+        serde_json::from_str(&host.serve.cli.run(&["plan"], &["--json"]).await.unwrap()).unwrap();
+    let partners = plan["partners"].as_array().expect("partners in the plan");
+    let planned = |guid: &ObjectGuid| {
+        partners
+            .iter()
+            .find(|o| o["guid"] == guid.to_string())
+            .unwrap_or_else(|| panic!("{guid} in {partners:?}"))
+            .clone()
+    };
+    assert_eq!(planned(&lee)["plan"], serde_json::json!([]));
+    assert_eq!(planned(&nomail)["status"], "conflict");
+    assert!(plan["guests"].is_array());
+    let human = host.serve.cli.run(&["plan"], &[]).await.unwrap();
+    assert!(human.contains("partner accounts:"), "{human}");
+    let synced = host.serve.cli.run(&["sync"], &[]).await.unwrap();
+    assert!(
+        synced.contains("synced by the running shadowsync serve"),
+        "{synced}"
+    );
+    assert_eq!(host.status().await["queue"]["dead_letters"], 0);
 }
 
 #[tokio::test]
