@@ -14,6 +14,7 @@ use shadowsync_core::partner::{
 };
 use shadowsync_core::{Clock, ObjectId, Policy};
 use shadowsync_ports::{GuestChange, GuestGraph, Invitation, PartnerDirectory};
+use shadowsync_state::records::PARTNERS;
 use shadowsync_state::{
     Destructive, HeldChange, KeyValueStore, PartnerRecord, PartnerStatus, Versioned,
 };
@@ -337,6 +338,21 @@ impl PartnerConverger {
             }
         }
         outcome.status = status(&desired, observed.as_ref(), &ops, &outcome);
+        // Nothing left on either side (the tombstone purged, the guest deleted): the record
+        // goes too, or every full comparison would look at it for ever.
+        let forgotten = account.is_none() && observed.is_none() && ops.is_empty();
+        if let (false, true, Some(stored)) = (dry, forgotten, &stored) {
+            match self
+                .state
+                .delete(PARTNERS, &guid.to_string(), Some(stored.version))
+                .await
+            {
+                // Written meanwhile by another job of this account: that one stands.
+                Err(e) if e.is_conflict() => {}
+                other => other?,
+            }
+            return Ok(outcome);
+        }
         if !dry {
             self.record(&outcome, &desired, record).await?;
             // Waiting for Entra Connect is not an answer: what it brings appears on its next

@@ -211,6 +211,13 @@ async fn a_deleted_account_blocks_then_deletes_its_guest_even_once_the_tombstone
     let out = converge(&w, &pat).await;
     assert_eq!(out.plan, ["delete the guest"]);
     assert!(w.guests.user(&id, LINK_ATTRIBUTE).is_none());
+    // Nothing left on either side: the record goes, and the next look changes nothing.
+    assert!(converge(&w, &pat).await.plan.is_empty());
+    assert!(PartnerRecord::load(w.store.as_ref(), &pat)
+        .await
+        .unwrap()
+        .is_none());
+    assert!(converge(&w, &pat).await.plan.is_empty());
 }
 
 #[tokio::test]
