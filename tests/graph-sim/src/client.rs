@@ -24,6 +24,13 @@ pub struct DeltaQuirks {
     pub empty_pages: bool,
 }
 
+/// One complete delta round: the items of all its pages, and the deltaLink that ended it.
+#[derive(Debug, Clone, Default)]
+pub struct DeltaRound {
+    pub items: Vec<Value>,
+    pub delta_link: String,
+}
+
 /// The user properties shadowsync reads, for `$select`.
 pub const PROJECT_USER_SELECT: &str = "id,userPrincipalName,displayName,givenName,surname,mail,otherMails,userType,externalUserState,accountEnabled,creationType,deletedDateTime";
 
@@ -492,6 +499,47 @@ impl SimClient {
         )
         .await
         .map(drop)
+    }
+
+    /// Follows a delta round from `url` (an initial delta request path or a saved deltaLink)
+    /// through its nextLinks to the deltaLink. A non-2xx answer is an error carrying its body.
+    pub async fn delta_round(&self, url: &str) -> Result<DeltaRound> {
+        let mut round = DeltaRound::default();
+        let mut next = url.to_string();
+        loop {
+            let resp = self.graph(Method::GET, &next, None).await?;
+            let page = json_or_error(resp, "GET delta").await?;
+            round
+                .items
+                .extend(page["value"].as_array().cloned().unwrap_or_default());
+            if let Some(link) = page["@odata.deltaLink"].as_str() {
+                round.delta_link = link.to_string();
+                return Ok(round);
+            }
+            next = page["@odata.nextLink"]
+                .as_str()
+                .with_context(|| format!("delta page without nextLink or deltaLink: {page}"))?
+                .to_string();
+        }
+    }
+
+    /// The first round of `GET /groups/delta`, with `$select` when given (name `members` to
+    /// get `members@delta`) and, when `ids` is not empty, `$filter=id eq '…' or id eq '…'`.
+    /// Continue with `delta_round(&round.delta_link)`.
+    pub async fn groups_delta(&self, select: Option<&str>, ids: &[&str]) -> Result<DeltaRound> {
+        let mut params = Vec::new();
+        if let Some(select) = select {
+            params.push(format!("$select={}", encode_segment(select)));
+        }
+        if !ids.is_empty() {
+            let filter: Vec<String> = ids.iter().map(|id| format!("id eq '{id}'")).collect();
+            params.push(format!("$filter={}", encode_segment(&filter.join(" or "))));
+        }
+        let mut url = "/v1.0/groups/delta".to_string();
+        if !params.is_empty() {
+            url = format!("{url}?{}", params.join("&"));
+        }
+        self.delta_round(&url).await
     }
 
     pub async fn advance_time(&self, seconds: f64) -> Result<Value> {

@@ -36,7 +36,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Router;
 use chrono::Duration as ChronoDuration;
 
-pub use client::{DeltaQuirks, SimClient};
+pub use client::{DeltaQuirks, DeltaRound, SimClient};
 pub use faults::{FaultRule, FaultStats};
 pub use state::{RetryAfterStyle, StaleDeltaTokens, Switches};
 pub use synced::SyncedUser;
@@ -84,7 +84,7 @@ pub struct SimConfig {
     pub drop_percent: f64,
     /// How long deliveries to a slow endpoint are delayed (10 minutes in Graph).
     pub slow_delay: Duration,
-    /// Maximum subscription lifetime for users, in minutes (41,760 in Graph).
+    /// Maximum subscription lifetime for users and groups, in minutes (41,760 in Graph).
     pub max_subscription_minutes: i64,
     /// How long soft-deleted users stay restorable (30 days in Entra ID).
     pub deleted_retention: Duration,

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode};
 use serde_json::{Map, Value};
 
 use crate::error::{GraphError, GraphResult};
-use crate::state::USER_ALL_PROPERTIES;
+use crate::state::{GROUP_PROPERTIES, USER_ALL_PROPERTIES};
 
 /// Query options keyed by lower-cased name.
 #[derive(Debug, Default, Clone)]
@@ -31,17 +31,32 @@ impl QueryOptions {
 
     /// `$select` for users, validated: an unknown property is a 400 like in Graph.
     pub fn user_select(&self) -> GraphResult<Option<Vec<String>>> {
+        self.select_of(USER_ALL_PROPERTIES, "User")
+    }
+
+    /// `$select` for groups: their properties and the `members` relationship (what
+    /// `groups/delta` tracks membership changes with).
+    pub fn group_select(&self) -> GraphResult<Option<Vec<String>>> {
+        let known: Vec<&str> = GROUP_PROPERTIES
+            .iter()
+            .copied()
+            .chain(std::iter::once("members"))
+            .collect();
+        self.select_of(&known, "Group")
+    }
+
+    fn select_of(&self, known: &[&str], type_name: &str) -> GraphResult<Option<Vec<String>>> {
         let Some(raw) = self.get("$select") else {
             return Ok(None);
         };
         let mut fields = Vec::new();
         for f in raw.split(',').map(str::trim).filter(|f| !f.is_empty()) {
-            let known = USER_ALL_PROPERTIES
+            let known = known
                 .iter()
                 .find(|p| p.eq_ignore_ascii_case(f))
                 .ok_or_else(|| {
                     GraphError::bad_request(format!(
-                        "Could not find a property named '{f}' on type 'Microsoft.DirectoryServices.User'."
+                        "Could not find a property named '{f}' on type 'Microsoft.DirectoryServices.{type_name}'."
                     ))
                 })?;
             if !fields.iter().any(|x: &String| x == known) {
@@ -64,6 +79,51 @@ impl QueryOptions {
             .is_some_and(|c| c.eq_ignore_ascii_case("true"));
         eventual && count
     }
+}
+
+/// Most objects a delta `$filter` may name (Graph's group: delta page: "There is a limit of 50
+/// filtered objects").
+pub const MAX_DELTA_FILTER_IDS: usize = 50;
+
+/// The only `$filter` delta queries take: `id eq '{id}'`, several joined by `or`. The ids,
+/// lower-cased.
+pub fn parse_id_filter(raw: &str) -> GraphResult<Vec<String>> {
+    let unsupported = || {
+        GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            "Unsupported Query.",
+        )
+    };
+    let lower = raw.trim().to_ascii_lowercase();
+    let mut ids: Vec<String> = Vec::new();
+    for clause in lower.split(" or ").map(str::trim) {
+        let id = clause
+            .strip_prefix("id")
+            .filter(|rest| rest.starts_with(char::is_whitespace))
+            .map(str::trim_start)
+            .and_then(|rest| rest.strip_prefix("eq"))
+            .filter(|rest| rest.starts_with(char::is_whitespace))
+            .map(str::trim)
+            .and_then(|v| v.strip_prefix('\''))
+            .and_then(|v| v.strip_suffix('\''))
+            .filter(|v| !v.is_empty() && !v.contains('\''))
+            .ok_or_else(unsupported)?;
+        if !ids.iter().any(|known| known == id) {
+            ids.push(id.to_string());
+        }
+    }
+    if ids.len() > MAX_DELTA_FILTER_IDS {
+        return Err(GraphError::new(
+            StatusCode::BAD_REQUEST,
+            "Request_UnsupportedQuery",
+            format!(
+                "The $filter names {} objects; delta queries track at most {MAX_DELTA_FILTER_IDS}.",
+                ids.len()
+            ),
+        ));
+    }
+    Ok(ids)
 }
 
 /// User properties whose `eq` and `startsWith` filters Graph serves only as advanced queries

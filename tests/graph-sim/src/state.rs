@@ -251,12 +251,85 @@ pub fn project_delta_user(
     out
 }
 
+/// The directory collections the simulator serves delta queries and subscriptions for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Collection {
+    Users,
+    Groups,
+}
+
+impl Collection {
+    /// The path segment: `users`, `groups`.
+    pub fn segment(self) -> &'static str {
+        match self {
+            Collection::Users => "users",
+            Collection::Groups => "groups",
+        }
+    }
+
+    /// How change notifications name the resource (`Users/{id}`, `Groups/{id}`) and its type,
+    /// as Graph sends them.
+    fn notification_names(self) -> (&'static str, &'static str) {
+        match self {
+            Collection::Users => ("Users", "#Microsoft.Graph.User"),
+            Collection::Groups => ("Groups", "#Microsoft.Graph.Group"),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct GroupRecord {
     pub props: Map<String, Value>,
     /// Direct members (user or group ids), in insertion order.
     pub members: Vec<String>,
+    /// Creation order, so listings and delta rounds are deterministic.
+    pub created_seq: u64,
 }
+
+impl GroupRecord {
+    pub fn id(&self) -> &str {
+        self.props.get("id").and_then(Value::as_str).unwrap_or("")
+    }
+}
+
+/// What happened to a group, as recorded in the change log that `groups/delta` reads. Members
+/// keep their `@odata.type` so a removal can still name it after the member is gone.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GroupChangeKind {
+    Created,
+    MemberAdded {
+        member_id: String,
+        odata_type: &'static str,
+    },
+    MemberRemoved {
+        member_id: String,
+        odata_type: &'static str,
+    },
+    /// Groups are deleted for good (security groups have no soft delete).
+    Deleted,
+}
+
+#[derive(Debug, Clone)]
+pub struct GroupChangeEntry {
+    pub seq: u64,
+    pub group_id: String,
+    pub kind: GroupChangeKind,
+}
+
+/// Every group property the simulator keeps (all returned without `$select`).
+pub const GROUP_PROPERTIES: &[&str] = &[
+    "id",
+    "createdDateTime",
+    "description",
+    "displayName",
+    "groupTypes",
+    "mailEnabled",
+    "mailNickname",
+    "securityEnabled",
+];
+
+pub const USER_ODATA_TYPE: &str = "#microsoft.graph.user";
+pub const GROUP_ODATA_TYPE: &str = "#microsoft.graph.group";
 
 /// What happened to a user, as recorded in the change log that delta queries read.
 #[derive(Debug, Clone, PartialEq)]
@@ -275,9 +348,26 @@ pub struct ChangeEntry {
     pub kind: ChangeKind,
 }
 
+/// What a delta link tracks: its collection and, for `groups/delta?$filter=id eq …`, the
+/// (lower-cased) ids it is limited to.
+#[derive(Debug, Clone, PartialEq)]
+pub struct DeltaScope {
+    pub collection: Collection,
+    pub ids: Option<Vec<String>>,
+}
+
+impl DeltaScope {
+    pub fn includes(&self, id: &str) -> bool {
+        self.ids
+            .as_ref()
+            .is_none_or(|ids| ids.iter().any(|i| i.eq_ignore_ascii_case(id)))
+    }
+}
+
 /// Server-side state behind an opaque `$deltatoken`.
 #[derive(Debug, Clone)]
 pub struct DeltaToken {
+    pub scope: DeltaScope,
     /// Changes with a sequence number above this are "new" for the holder.
     pub seq: u64,
     /// The sequence the previous round started from; used to replay changes when replays are on.
@@ -291,6 +381,7 @@ pub struct DeltaToken {
 /// Server-side state behind an opaque `$skiptoken` of a delta round in progress.
 #[derive(Debug, Clone)]
 pub struct DeltaSession {
+    pub scope: DeltaScope,
     pub remaining: VecDeque<Value>,
     pub end_seq: u64,
     pub start_seq: u64,
@@ -338,13 +429,15 @@ impl Subscription {
             .collect()
     }
 
-    /// Whether a change to `user_id` of `change_type` falls under this subscription.
-    pub fn matches(&self, user_id: &str, change_type: &str) -> bool {
+    /// Whether a change of `change_type` to object `id` of `collection` falls under this
+    /// subscription (`/users`, `/users/{id}`, `/groups`, `/groups/{id}`).
+    pub fn matches(&self, collection: Collection, id: &str, change_type: &str) -> bool {
         if !self.change_types.iter().any(|c| c == change_type) {
             return false;
         }
         let resource = self.resource.trim_start_matches('/').to_ascii_lowercase();
-        resource == "users" || resource == format!("users/{}", user_id.to_ascii_lowercase())
+        let segment = collection.segment();
+        resource == segment || resource == format!("{segment}/{}", id.to_ascii_lowercase())
     }
 }
 
@@ -436,6 +529,7 @@ pub struct World {
     pub groups: HashMap<String, GroupRecord>,
     pub next_seq: u64,
     pub changes: Vec<ChangeEntry>,
+    pub group_changes: Vec<GroupChangeEntry>,
     pub delta_tokens: HashMap<String, DeltaToken>,
     pub delta_sessions: HashMap<String, DeltaSession>,
     pub subscriptions: HashMap<String, Subscription>,
@@ -513,10 +607,47 @@ impl World {
         } else {
             "updated"
         };
+        self.notify(Collection::Users, user_id, change_type, now, tenant_id);
+    }
+
+    /// Records a group change for `groups/delta` and notifies the matching subscriptions:
+    /// `deleted` for a deletion, `updated` for everything else — creation and membership
+    /// changes included, as Graph documents for groups.
+    pub fn record_group_change(
+        &mut self,
+        group_id: &str,
+        kind: GroupChangeKind,
+        now: DateTime<Utc>,
+        tenant_id: &str,
+    ) {
+        let seq = self.bump_seq();
+        let change_type = if kind == GroupChangeKind::Deleted {
+            "deleted"
+        } else {
+            "updated"
+        };
+        self.group_changes.push(GroupChangeEntry {
+            seq,
+            group_id: group_id.to_string(),
+            kind,
+        });
+        self.notify(Collection::Groups, group_id, change_type, now, tenant_id);
+    }
+
+    /// Queues a basic change notification for every live subscription matching the change.
+    fn notify(
+        &mut self,
+        collection: Collection,
+        id: &str,
+        change_type: &str,
+        now: DateTime<Utc>,
+        tenant_id: &str,
+    ) {
+        let (resource_name, resource_type) = collection.notification_names();
         let mut matching: Vec<&Subscription> = self
             .subscriptions
             .values()
-            .filter(|s| s.expiration > now && s.matches(user_id, change_type))
+            .filter(|s| s.expiration > now && s.matches(collection, id, change_type))
             .collect();
         matching.sort_by(|a, b| a.id.cmp(&b.id));
         let mut queued = Vec::new();
@@ -525,11 +656,11 @@ impl World {
                 "subscriptionId": sub.id,
                 "subscriptionExpirationDateTime": crate::clock::graph_time_precise(sub.expiration),
                 "changeType": change_type,
-                "resource": format!("Users/{user_id}"),
+                "resource": format!("{resource_name}/{id}"),
                 "resourceData": {
-                    "@odata.type": "#Microsoft.Graph.User",
-                    "@odata.id": format!("Users/{user_id}"),
-                    "id": user_id,
+                    "@odata.type": resource_type,
+                    "@odata.id": format!("{resource_name}/{id}"),
+                    "id": id,
                     "organizationId": tenant_id,
                 },
                 "clientState": sub.client_state,
@@ -683,13 +814,113 @@ impl World {
         }
     }
 
+    /// Permanent deletion: the user leaves its groups (soft-deleted users keep their
+    /// memberships, as in Entra ID), each a recorded group change.
     pub fn purge_user(&mut self, id: &str, now: DateTime<Utc>, tenant_id: &str) {
-        if self.users.remove(id).is_some() {
-            for g in self.groups.values_mut() {
-                g.members.retain(|m| m != id);
+        if self.users.contains_key(id) {
+            for group_id in self.groups_with_member(id) {
+                self.remove_member(&group_id, id, now, tenant_id);
             }
+            self.users.remove(id);
             self.record_change(id, ChangeKind::Purged, now, tenant_id);
         }
+    }
+
+    /// `#microsoft.graph.user` or `#microsoft.graph.group`, as `members@delta` names members.
+    pub fn member_odata_type(&self, member_id: &str) -> &'static str {
+        if self.groups.contains_key(member_id) {
+            GROUP_ODATA_TYPE
+        } else {
+            USER_ODATA_TYPE
+        }
+    }
+
+    /// Ids of the groups `member_id` is a direct member of, in creation order.
+    pub fn groups_with_member(&self, member_id: &str) -> Vec<String> {
+        let mut found: Vec<&GroupRecord> = self
+            .groups
+            .values()
+            .filter(|g| g.members.iter().any(|m| m == member_id))
+            .collect();
+        found.sort_by_key(|g| g.created_seq);
+        found.iter().map(|g| g.id().to_string()).collect()
+    }
+
+    /// Adds a direct member (a recorded group change); false when it already was one.
+    pub fn add_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        now: DateTime<Utc>,
+        tenant_id: &str,
+    ) -> bool {
+        let odata_type = self.member_odata_type(member_id);
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return false;
+        };
+        if group.members.iter().any(|m| m == member_id) {
+            return false;
+        }
+        group.members.push(member_id.to_string());
+        self.touch_user(member_id, now);
+        self.record_group_change(
+            group_id,
+            GroupChangeKind::MemberAdded {
+                member_id: member_id.to_string(),
+                odata_type,
+            },
+            now,
+            tenant_id,
+        );
+        true
+    }
+
+    /// Removes a direct member (a recorded group change); false when it was none.
+    pub fn remove_member(
+        &mut self,
+        group_id: &str,
+        member_id: &str,
+        now: DateTime<Utc>,
+        tenant_id: &str,
+    ) -> bool {
+        let odata_type = self.member_odata_type(member_id);
+        let Some(group) = self.groups.get_mut(group_id) else {
+            return false;
+        };
+        let before = group.members.len();
+        group.members.retain(|m| m != member_id);
+        if group.members.len() == before {
+            return false;
+        }
+        self.touch_user(member_id, now);
+        self.record_group_change(
+            group_id,
+            GroupChangeKind::MemberRemoved {
+                member_id: member_id.to_string(),
+                odata_type,
+            },
+            now,
+            tenant_id,
+        );
+        true
+    }
+
+    /// Deletes a group for good: it leaves the groups it was a member of (each a change for
+    /// them), and its own deletion is a `deleted` change. False when there is no such group.
+    pub fn delete_group(&mut self, group_id: &str, now: DateTime<Utc>, tenant_id: &str) -> bool {
+        if !self.groups.contains_key(group_id) {
+            return false;
+        }
+        for parent in self.groups_with_member(group_id) {
+            self.remove_member(&parent, group_id, now, tenant_id);
+        }
+        let removed = self.groups.remove(group_id).expect("checked above");
+        // Their memberships changed: reads of them catch up after the replication lag.
+        for member in &removed.members {
+            self.touch_user(member, now);
+        }
+        self.record_group_change(group_id, GroupChangeKind::Deleted, now, tenant_id);
+        true
     }
 
     /// Ids of all groups `member_id` belongs to, directly or through nested groups.

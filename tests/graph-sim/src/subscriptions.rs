@@ -1,5 +1,6 @@
 //! `/v1.0/subscriptions`: create (with the documented validation handshake), list, get, renew
-//! (PATCH), delete and reauthorize, with Graph's limits for `users` resources.
+//! (PATCH), delete and reauthorize, with Graph's limits for the directory resources `users` and
+//! `groups`.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -16,7 +17,7 @@ use uuid::Uuid;
 use crate::clock::graph_time_precise;
 use crate::delivery::{DeliveryRecord, QueuedNotification};
 use crate::error::{GraphError, GraphResult};
-use crate::state::Subscription;
+use crate::state::{Collection, Subscription};
 use crate::Sim;
 
 pub fn routes() -> Router<Arc<Sim>> {
@@ -31,6 +32,46 @@ pub fn routes() -> Router<Arc<Sim>> {
 
 /// Shortest subscription lifetime Graph grants; shorter requests are raised to it.
 pub const MIN_SUBSCRIPTION_MINUTES: i64 = 45;
+
+/// Graph's quota for directory (users, groups) subscriptions "per app and tenant combination:
+/// 100 total subscriptions" (change-notifications-api-overview, the `user` and `group` rows;
+/// older revisions state it once for "Azure AD based resources (users, groups)"). The
+/// simulator has one app and one tenant, so the per-tenant (1,000) and per-app (50,000) quotas
+/// can never be reached first.
+pub const MAX_DIRECTORY_SUBSCRIPTIONS: usize = 100;
+
+/// The collection a subscription resource names: `users`, `users/{id}`, `groups`,
+/// `groups/{id}` (leading slash optional, no query options).
+fn subscribed_collection(resource: &str) -> GraphResult<Collection> {
+    let normalized = resource.trim_start_matches('/').to_ascii_lowercase();
+    let (head, rest) = match normalized.split_once('/') {
+        Some((head, id)) => (head, Some(id)),
+        None => (normalized.as_str(), None),
+    };
+    let collection = match head {
+        "users" => Some(Collection::Users),
+        "groups" => Some(Collection::Groups),
+        _ => None,
+    };
+    let plain_id = rest.is_none_or(|id| !id.is_empty() && !id.contains(['/', '?', '$']));
+    match collection {
+        Some(c) if plain_id => Ok(c),
+        _ => Err(GraphError::invalid_request(format!(
+            "Resource '{resource}' is not supported by this simulator; use '/users', '/users/{{id}}', '/groups' or '/groups/{{id}}' (no query options)."
+        ))),
+    }
+}
+
+fn quota_reached(sim: &Sim) -> GraphError {
+    GraphError::new(
+        StatusCode::FORBIDDEN,
+        "ExtensionError",
+        format!(
+            "Operation: Create; Exception: [Status Code: Forbidden; Reason: App '{}' has reached its limit of '{MAX_DIRECTORY_SUBSCRIPTIONS}' directory (users, groups) subscriptions on tenant '{}'.]",
+            sim.config.client_id, sim.config.tenant_id
+        ),
+    )
+}
 
 fn not_found() -> GraphError {
     GraphError::new(
@@ -208,15 +249,8 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
         .filter(|s| !s.is_empty())
         .map(String::from);
     let normalized = resource.trim_start_matches('/').to_ascii_lowercase();
-    let is_users = normalized == "users"
-        || (normalized.starts_with("users/")
-            && !normalized[6..].contains('/')
-            && !normalized[6..].is_empty());
-    if !is_users || normalized.contains('?') || normalized.contains('$') {
-        return Err(GraphError::invalid_request(format!(
-            "Resource '{resource}' is not supported by this simulator; use '/users' or '/users/{{id}}' (no query options)."
-        )));
-    }
+    let collection = subscribed_collection(&resource)?.segment();
+    // Graph documents only `updated` and `deleted` for user and group notifications.
     let mut change_types = Vec::new();
     for c in change_type_raw.split(',').map(str::trim) {
         match c {
@@ -227,15 +261,15 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
             }
             other => {
                 return Err(GraphError::invalid_request(format!(
-                    "ChangeType '{other}' is not supported for resource 'users'. Supported change types are: updated, deleted."
+                    "ChangeType '{other}' is not supported for resource '{collection}'. Supported change types are: updated, deleted."
                 )))
             }
         }
     }
     if body.get("includeResourceData").and_then(Value::as_bool) == Some(true) {
-        return Err(GraphError::invalid_request(
-            "Rich notifications (includeResourceData) are not supported for resource 'users'.",
-        ));
+        return Err(GraphError::invalid_request(format!(
+            "Rich notifications (includeResourceData) are not supported for resource '{collection}'."
+        )));
     }
     let client_state = body
         .get("clientState")
@@ -257,7 +291,8 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
         .unwrap_or("v1_2")
         .to_string();
 
-    let duplicate = |sim: &Sim| -> GraphResult<()> {
+    // Judged before the handshake and again after it (another creation may have won meanwhile).
+    let admissible = |sim: &Sim| -> GraphResult<()> {
         let w = sim.world();
         let mut wanted = change_types.clone();
         wanted.sort();
@@ -269,19 +304,22 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
                 .eq_ignore_ascii_case(&normalized)
                 && have == wanted
         });
-        match existing {
-            Some(s) => Err(GraphError::new(
+        if let Some(s) = existing {
+            return Err(GraphError::new(
                 StatusCode::CONFLICT,
                 "ObjectIdentifierInUse",
                 format!(
                     "Subscription Id {} already exists for the requested combination",
                     s.id
                 ),
-            )),
-            None => Ok(()),
+            ));
         }
+        if w.subscriptions.len() >= MAX_DIRECTORY_SUBSCRIPTIONS {
+            return Err(quota_reached(sim));
+        }
+        Ok(())
     };
-    duplicate(&sim)?;
+    admissible(&sim)?;
 
     for url in std::iter::once(&notification_url).chain(lifecycle_url.iter()) {
         if let Err(reason) = validate_endpoint(&sim, url).await {
@@ -290,7 +328,7 @@ async fn create(State(sim): State<Arc<Sim>>, body: Option<Json<Value>>) -> Graph
             )));
         }
     }
-    duplicate(&sim)?;
+    admissible(&sim)?;
 
     let sub = Subscription {
         id: Uuid::new_v4().to_string(),

@@ -14,8 +14,8 @@ use crate::clock::graph_time;
 use crate::error::{GraphError, GraphResult};
 use crate::query::{parse_filter, FilterExpr, QueryOptions};
 use crate::state::{
-    blank_user, project_user, ChangeKind, GroupRecord, UserRecord, World, USER_ALL_PROPERTIES,
-    USER_SYNC_MASTERED_PROPERTIES, USER_WRITABLE_PROPERTIES,
+    blank_user, project_user, ChangeKind, GroupChangeKind, GroupRecord, UserRecord, World,
+    USER_ALL_PROPERTIES, USER_SYNC_MASTERED_PROPERTIES, USER_WRITABLE_PROPERTIES,
 };
 use crate::Sim;
 
@@ -728,9 +728,10 @@ async fn create_group(
         }
     }
     let id = Uuid::new_v4().to_string();
+    let now = sim.now();
     let mut props = Map::new();
     props.insert("id".into(), json!(id));
-    props.insert("createdDateTime".into(), json!(graph_time(sim.now())));
+    props.insert("createdDateTime".into(), json!(graph_time(now)));
     props.insert(
         "description".into(),
         body.get("description").cloned().unwrap_or(Value::Null),
@@ -747,13 +748,19 @@ async fn create_group(
     ] {
         props.insert(k.into(), body[k].clone());
     }
-    sim.world().groups.insert(
+    let mut w = sim.world();
+    let created_seq = w.bump_seq();
+    w.groups.insert(
         id.clone(),
         GroupRecord {
             props: props.clone(),
             members: Vec::new(),
+            created_seq,
         },
     );
+    w.record_group_change(&id, GroupChangeKind::Created, now, &sim.config.tenant_id);
+    drop(w);
+    sim.wakeup.notify_one();
     props.insert(
         "@odata.context".into(),
         json!(context(&sim, "groups/$entity")),
@@ -764,11 +771,7 @@ async fn create_group(
 async fn list_groups(State(sim): State<Arc<Sim>>) -> Json<Value> {
     let w = sim.world();
     let mut groups: Vec<&GroupRecord> = w.groups.values().collect();
-    groups.sort_by(|a, b| {
-        a.props["createdDateTime"]
-            .as_str()
-            .cmp(&b.props["createdDateTime"].as_str())
-    });
+    groups.sort_by_key(|g| g.created_seq);
     let value: Vec<Value> = groups
         .iter()
         .map(|g| Value::Object(g.props.clone()))
@@ -790,23 +793,19 @@ async fn get_group(
     Ok(Json(v))
 }
 
+/// `DELETE /v1.0/groups/{id}` → 204. Groups are deleted for good (security groups have no
+/// deleted-items stage); a recorded change for the group and for the groups it was a member of.
 async fn delete_group(
     State(sim): State<Arc<Sim>>,
     Path(id): Path<String>,
 ) -> GraphResult<Response> {
     let now = sim.now();
     let mut w = sim.world();
-    let removed = w
-        .groups
-        .remove(&id)
-        .ok_or_else(|| GraphError::resource_not_found(&id))?;
-    for g in w.groups.values_mut() {
-        g.members.retain(|m| m != &id);
+    if !w.delete_group(&id, now, &sim.config.tenant_id) {
+        return Err(GraphError::resource_not_found(&id));
     }
-    // Their memberships changed: reads of them catch up after the replication lag.
-    for member in &removed.members {
-        w.touch_user(member, now);
-    }
+    drop(w);
+    sim.wakeup.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -868,14 +867,13 @@ async fn add_member(
     if !is_user && !w.groups.contains_key(&member_id) {
         return Err(GraphError::resource_not_found(&member_id));
     }
-    let group = w.groups.get_mut(&id).expect("checked above");
-    if group.members.contains(&member_id) {
+    if !w.add_member(&id, &member_id, sim.now(), &sim.config.tenant_id) {
         return Err(GraphError::bad_request(
             "One or more added object references already exist for the following modified properties: 'members'.",
         ));
     }
-    group.members.push(member_id.clone());
-    w.touch_user(&member_id, sim.now());
+    drop(w);
+    sim.wakeup.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }
 
@@ -884,15 +882,13 @@ async fn remove_member(
     Path((id, member_id)): Path<(String, String)>,
 ) -> GraphResult<Response> {
     let mut w = sim.world();
-    let group = w
-        .groups
-        .get_mut(&id)
-        .ok_or_else(|| GraphError::resource_not_found(&id))?;
-    let before = group.members.len();
-    group.members.retain(|m| m != &member_id);
-    if group.members.len() == before {
+    if !w.groups.contains_key(&id) {
+        return Err(GraphError::resource_not_found(&id));
+    }
+    if !w.remove_member(&id, &member_id, sim.now(), &sim.config.tenant_id) {
         return Err(GraphError::resource_not_found(&member_id));
     }
-    w.touch_user(&member_id, sim.now());
+    drop(w);
+    sim.wakeup.notify_one();
     Ok(StatusCode::NO_CONTENT.into_response())
 }

@@ -107,7 +107,7 @@ async fn users_subscriptions_enforce_graph_limits() {
     let cases = vec![
         base("created", "/users", rx.url("/n"), ok_exp.clone()),
         base("updated,created", "/users", rx.url("/n"), ok_exp.clone()),
-        base("updated", "/groups", rx.url("/n"), ok_exp.clone()),
+        base("updated", "/applications", rx.url("/n"), ok_exp.clone()),
         base(
             "updated",
             "/users?$filter=userType eq 'Guest'",

@@ -194,11 +194,23 @@ pub async fn subscribe(
     receiver: &Receiver,
     minutes: i64,
 ) -> (StatusCode, Value) {
+    subscribe_to(client, receiver, "/users", "updated,deleted", minutes).await
+}
+
+/// Creates a subscription on `resource` delivering to the receiver's `/notify` and `/lifecycle`,
+/// returning the response.
+pub async fn subscribe_to(
+    client: &SimClient,
+    receiver: &Receiver,
+    resource: &str,
+    change_type: &str,
+    minutes: i64,
+) -> (StatusCode, Value) {
     let body = serde_json::json!({
-        "changeType": "updated,deleted",
+        "changeType": change_type,
         "notificationUrl": receiver.url("/notify"),
         "lifecycleNotificationUrl": receiver.url("/lifecycle"),
-        "resource": "/users",
+        "resource": resource,
         "expirationDateTime": expiry_in(client, minutes).await,
         "clientState": "s3cret-state",
     });
