@@ -1067,6 +1067,36 @@ fn env_config(pairs: &[(&str, &str)]) -> EnvConfig {
 }
 
 #[test]
+fn the_environment_alone_gives_the_partners_section_as_the_template_sets_it() {
+    let env = env_config(&[
+        ("SHADOWSYNC_PARTNERS_MODE", "invite"),
+        (
+            "SHADOWSYNC_PARTNERS_OUS",
+            "OU=Partners,DC=corp,DC=example,DC=test;OU=Vendors\\, Ltd,DC=corp,DC=example,DC=test",
+        ),
+        (
+            "SHADOWSYNC_PARTNERS_FILTER",
+            "(extensionAttribute1=Partner)",
+        ),
+        (
+            "SHADOWSYNC_PARTNERS_UPN_SUFFIXES",
+            "@partners.contoso.com;@vendors.contoso.com",
+        ),
+    ]);
+    let p = env.partners().unwrap().expect("configured");
+    assert_eq!(p.mode, shadowsync_config::PartnerMode::Invite);
+    assert_eq!(p.ous.len(), 2);
+    assert_eq!(p.filter.as_deref(), Some("(extensionAttribute1=Partner)"));
+    assert_eq!(
+        p.upn_suffixes,
+        ["@partners.contoso.com", "@vendors.contoso.com"]
+    );
+    assert!(env_config(&[]).partners().unwrap().is_none(), "off");
+    let (key, _) = key_error(env_config(&[("SHADOWSYNC_PARTNERS_MODE", "invite")]).partners());
+    assert_eq!(key, "partners", "a scope is required");
+}
+
+#[test]
 fn the_environment_alone_gives_each_section_with_its_errors() {
     let webhook = env_config(&[
         (
