@@ -14,6 +14,7 @@ mod auth;
 mod client;
 mod config;
 mod error;
+mod groups;
 mod guests;
 mod port;
 mod server_clock;

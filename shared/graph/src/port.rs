@@ -5,8 +5,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Utc};
 use shadowsync_core::{Clock, GraphUser, ObjectId, UserLookup};
 use shadowsync_ports::{
-    DeltaCursor, DeltaItem, Graph, GraphIdentity, NewSubscription, Page, Subscription,
-    SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphIdentity, GroupChange, Member, NewSubscription, Page,
+    Subscription, SubscriptionId,
 };
 use std::sync::Arc;
 
@@ -34,6 +34,18 @@ impl Graph for GraphClient {
 
     async fn guests(&self, next: Option<&str>) -> Result<Page<ObjectId>, GraphError> {
         GraphClient::guests(self, next).await
+    }
+
+    async fn group_members(&self, group: &ObjectId) -> Result<Vec<Member>, GraphError> {
+        GraphClient::group_members(self, group).await
+    }
+
+    async fn group_delta(
+        &self,
+        group: &ObjectId,
+        from: &DeltaCursor,
+    ) -> Result<Page<GroupChange>, GraphError> {
+        GraphClient::group_delta(self, group, from).await
     }
 
     async fn create_subscription(

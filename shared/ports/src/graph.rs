@@ -32,6 +32,17 @@ pub trait Graph: Send + Sync {
     /// behind a nextLink.
     async fn guests(&self, next: Option<&str>) -> Result<Page<ObjectId>, GraphError>;
 
+    /// The direct members of `group` (users, groups and other objects), every page.
+    async fn group_members(&self, group: &ObjectId) -> Result<Vec<Member>, GraphError>;
+
+    /// One page of groups delta for `group` alone (`$filter=id eq`, `$select=members`): a full
+    /// round lists its members as added, a round from the last deltaLink what changed since.
+    async fn group_delta(
+        &self,
+        group: &ObjectId,
+        from: &DeltaCursor,
+    ) -> Result<Page<GroupChange>, GraphError>;
+
     /// Creates a subscription (Graph validates the notification URLs with a handshake first).
     async fn create_subscription(
         &self,
@@ -138,6 +149,49 @@ impl DeltaItem {
             Self::Changed { id, .. } | Self::Removed { id, .. } => id,
         }
     }
+}
+
+/// What kind of directory object a group member is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum MemberKind {
+    User,
+    Group,
+    /// A device, a service principal, a contact…: never a guest.
+    Other,
+}
+
+impl MemberKind {
+    /// From the member's `@odata.type` (`#microsoft.graph.user`, any case).
+    pub fn from_odata_type(odata_type: &str) -> Self {
+        match odata_type
+            .trim_start_matches('#')
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "microsoft.graph.user" => Self::User,
+            "microsoft.graph.group" => Self::Group,
+            _ => Self::Other,
+        }
+    }
+}
+
+/// A member of a group.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Member {
+    pub id: ObjectId,
+    pub kind: MemberKind,
+}
+
+/// One group's item of a groups delta page.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupChange {
+    pub group: ObjectId,
+    /// `@removed`: the group itself was deleted.
+    pub deleted: bool,
+    /// `members@delta` without `@removed`.
+    pub added: Vec<Member>,
+    /// `members@delta` with `@removed`: the membership ended, or the member was deleted.
+    pub removed: Vec<Member>,
 }
 
 /// A Graph subscription id. Graph's are GUIDs; anything outside `[A-Za-z0-9_-]` (an id from a

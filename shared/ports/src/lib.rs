@@ -20,8 +20,8 @@ pub mod partners;
 
 pub use directory::{ensure_owned, Directory, DirectoryError, DirectoryObject};
 pub use graph::{
-    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, NewSubscription, Page, Subscription,
-    SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, GroupChange, Member, MemberKind,
+    NewSubscription, Page, Subscription, SubscriptionId,
 };
 pub use guests::{GuestChange, GuestGraph, Invitation};
 pub use partners::{PartnerChanges, PartnerDirectory};

@@ -11,8 +11,8 @@ use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
 use shadowsync_core::{Clock, GraphUser, ManualClock, ObjectId, UserLookup};
 use shadowsync_ports::{
-    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, NewSubscription, Page, Subscription,
-    SubscriptionId,
+    DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, GroupChange, Member, MemberKind,
+    NewSubscription, Page, Subscription, SubscriptionId,
 };
 use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
 use std::sync::{Arc, Mutex};
@@ -35,6 +35,8 @@ pub enum GraphOp {
     GroupExists,
     UsersDelta,
     Guests,
+    GroupMembers,
+    GroupDelta,
     CreateSubscription,
     Subscription,
     Subscriptions,
@@ -62,6 +64,15 @@ enum Session {
     },
 }
 
+/// One entry of the groups' change log.
+struct GroupEvent {
+    seq: u64,
+    group: ObjectId,
+    /// `None`: the group itself was deleted.
+    member: Option<(ObjectId, MemberKind)>,
+    added: bool,
+}
+
 struct DeltaToken {
     seq: u64,
     issued_at: DateTime<Utc>,
@@ -71,6 +82,9 @@ struct World {
     users: BTreeMap<ObjectId, Stored>,
     /// Group id → member ids (users or groups).
     groups: BTreeMap<ObjectId, BTreeSet<ObjectId>>,
+    /// Every membership change and group deletion, in order (on `seq`): what a groups
+    /// deltaLink returns is computed from it.
+    group_log: Vec<GroupEvent>,
     ids: u64,
     /// Every change to a user, in order: what a deltaLink returns is computed from it.
     seq: u64,
@@ -128,6 +142,7 @@ impl FakeGraph {
             world: Mutex::new(World {
                 users: BTreeMap::new(),
                 groups: BTreeMap::new(),
+                group_log: Vec::new(),
                 ids: 0,
                 seq: 0,
                 changes: Vec::new(),
@@ -281,23 +296,42 @@ impl FakeGraph {
     }
 
     /// Adds a user or a group to `group`. Membership is not a user property: users delta does
-    /// not report it.
+    /// not report it; groups delta does.
     pub fn add_to_group(&self, group: &ObjectId, member: &ObjectId) {
         let mut w = lock(&self.world);
         let members = w
             .groups
             .get_mut(group)
             .unwrap_or_else(|| panic!("FakeGraph: no group {group}"));
-        members.insert(member.clone());
+        if members.insert(member.clone()) {
+            w.log_membership(group, member, true);
+        }
     }
 
     /// Deletes `group` (its members stay; memberships in it end).
     pub fn delete_group(&self, group: &ObjectId) {
         let mut w = lock(&self.world);
-        w.groups.remove(group);
-        for members in w.groups.values_mut() {
-            members.remove(group);
+        let parents: Vec<ObjectId> = w
+            .groups
+            .iter()
+            .filter(|(_, members)| members.contains(group))
+            .map(|(id, _)| id.clone())
+            .collect();
+        for parent in parents {
+            w.log_membership(&parent, group, false);
+            if let Some(members) = w.groups.get_mut(&parent) {
+                members.remove(group);
+            }
         }
+        w.groups.remove(group);
+        w.seq += 1;
+        let seq = w.seq;
+        w.group_log.push(GroupEvent {
+            seq,
+            group: group.clone(),
+            member: None,
+            added: false,
+        });
     }
 
     /// Points this Graph at another tenant or application, as a changed configuration would.
@@ -306,8 +340,13 @@ impl FakeGraph {
     }
 
     pub fn remove_from_group(&self, group: &ObjectId, member: &ObjectId) {
-        if let Some(members) = lock(&self.world).groups.get_mut(group) {
-            members.remove(member);
+        let mut w = lock(&self.world);
+        let removed = w
+            .groups
+            .get_mut(group)
+            .is_some_and(|members| members.remove(member));
+        if removed {
+            w.log_membership(group, member, false);
         }
     }
 
@@ -501,6 +540,78 @@ fn changed(w: &mut World, id: &ObjectId) {
 }
 
 /// Opaque, like Graph's: the counter is scrambled so nobody can construct one.
+impl World {
+    fn member_kind(&self, id: &ObjectId) -> MemberKind {
+        if self.groups.contains_key(id) {
+            MemberKind::Group
+        } else if self.users.contains_key(id) {
+            MemberKind::User
+        } else {
+            MemberKind::Other
+        }
+    }
+
+    fn log_membership(&mut self, group: &ObjectId, member: &ObjectId, added: bool) {
+        self.seq += 1;
+        let event = GroupEvent {
+            seq: self.seq,
+            group: group.clone(),
+            member: Some((member.clone(), self.member_kind(member))),
+            added,
+        };
+        self.group_log.push(event);
+    }
+
+    /// What changed in `group` after `after` (net: a member added and removed again is no
+    /// change), as a groups delta item; `None` when nothing did.
+    fn group_changes_since(&self, group: &ObjectId, after: u64) -> Option<GroupChange> {
+        let events: Vec<&GroupEvent> = self
+            .group_log
+            .iter()
+            .filter(|e| e.seq > after && e.group == *group)
+            .collect();
+        if events.is_empty() {
+            return None;
+        }
+        if events.iter().any(|e| e.member.is_none()) {
+            return Some(GroupChange {
+                group: group.clone(),
+                deleted: true,
+                added: vec![],
+                removed: vec![],
+            });
+        }
+        let mut first: BTreeMap<&ObjectId, (bool, MemberKind)> = BTreeMap::new();
+        for e in &events {
+            if let Some((member, kind)) = &e.member {
+                first.entry(member).or_insert((e.added, *kind));
+            }
+        }
+        let now = self.groups.get(group);
+        let mut change = GroupChange {
+            group: group.clone(),
+            deleted: false,
+            added: vec![],
+            removed: vec![],
+        };
+        for (member, (first_added, kind)) in first {
+            // The first event after the token says what it was before: added means it was not.
+            let was = !first_added;
+            let is = now.is_some_and(|m| m.contains(member));
+            let m = Member {
+                id: member.clone(),
+                kind,
+            };
+            match (was, is) {
+                (false, true) => change.added.push(m),
+                (true, false) => change.removed.push(m),
+                _ => {}
+            }
+        }
+        (!change.added.is_empty() || !change.removed.is_empty()).then_some(change)
+    }
+}
+
 fn new_token(w: &mut World) -> String {
     w.tokens += 1;
     format!("{:016x}", w.tokens.wrapping_mul(0x9E37_79B9_7F4A_7C15))
@@ -759,6 +870,69 @@ impl Graph for FakeGraph {
         Ok(w.groups.contains_key(group))
     }
 
+    async fn group_members(&self, group: &ObjectId) -> Result<Vec<Member>, GraphError> {
+        let w = self.begin(GraphOp::GroupMembers, group.as_str())?;
+        let members = w.groups.get(group).ok_or_else(|| not_found(group))?;
+        Ok(members
+            .iter()
+            // A soft-deleted user is not listed (and keeps the membership).
+            .filter(|m| w.users.get(*m).is_none_or(|u| !u.soft_deleted))
+            .map(|m| Member {
+                id: m.clone(),
+                kind: w.member_kind(m),
+            })
+            .collect())
+    }
+
+    /// One page always: a full round lists the current members, a link the changes since its
+    /// token (`g<seq>`); group tokens do not expire in the fake.
+    async fn group_delta(
+        &self,
+        group: &ObjectId,
+        from: &DeltaCursor,
+    ) -> Result<Page<GroupChange>, GraphError> {
+        let arg = match from {
+            DeltaCursor::Start => format!("{group} start"),
+            DeltaCursor::Link(l) => l.clone(),
+        };
+        let w = self.begin(GraphOp::GroupDelta, arg)?;
+        let items = match from {
+            DeltaCursor::Start => w
+                .groups
+                .get(group)
+                .map(|members| GroupChange {
+                    group: group.clone(),
+                    deleted: false,
+                    added: members
+                        .iter()
+                        .map(|m| Member {
+                            id: m.clone(),
+                            kind: w.member_kind(m),
+                        })
+                        .collect(),
+                    removed: vec![],
+                })
+                .into_iter()
+                .collect(),
+            DeltaCursor::Link(link) => {
+                let after = token_in(link, "$deltatoken")
+                    .and_then(|t| t.strip_prefix('g'))
+                    .and_then(|t| t.parse::<u64>().ok())
+                    .ok_or_else(expired_page_token)?;
+                w.group_changes_since(group, after).into_iter().collect()
+            }
+        };
+        Ok(Page {
+            items,
+            next_link: None,
+            delta_link: Some(format!(
+                "{LINKS}/groups/delta?$filter=id%20eq%20'{group}'&$deltatoken=g{}",
+                w.seq
+            )),
+            skipped: 0,
+        })
+    }
+
     async fn users_delta(&self, from: &DeltaCursor) -> Result<Page<DeltaItem>, GraphError> {
         let arg = match from {
             DeltaCursor::Start => "start".to_string(),
@@ -1006,6 +1180,68 @@ mod tests {
                 .await
                 .unwrap_err()
                 .is_sync_state_lost());
+        });
+    }
+
+    #[test]
+    fn group_members_and_group_delta_as_graph_reports_them() {
+        rt().block_on(async {
+            let g = FakeGraph::new();
+            let scope = g.create_group();
+            let nested = g.create_group();
+            let (a, b, c) = (
+                g.invite_guest("a@x.com"),
+                g.invite_guest("b@x.com"),
+                g.invite_guest("c@x.com"),
+            );
+            g.add_to_group(&scope, &a);
+            g.add_to_group(&scope, &nested);
+            g.add_to_group(&nested, &b);
+            let user = |id: &ObjectId| Member {
+                id: id.clone(),
+                kind: MemberKind::User,
+            };
+            let group = Member {
+                id: nested.clone(),
+                kind: MemberKind::Group,
+            };
+            assert_eq!(
+                g.group_members(&scope).await.unwrap(),
+                vec![user(&a), group.clone()]
+                    .into_iter()
+                    .collect::<BTreeSet<_>>()
+                    .into_iter()
+                    .collect::<Vec<_>>()
+            );
+            let first = g.group_delta(&scope, &DeltaCursor::Start).await.unwrap();
+            assert_eq!(first.items.len(), 1);
+            let link = first.delta_link.unwrap();
+            g.add_to_group(&scope, &c);
+            g.remove_from_group(&scope, &a);
+            // Added and removed again: no net change; a nested group's change is its own.
+            g.add_to_group(&scope, &b);
+            g.remove_from_group(&scope, &b);
+            g.remove_from_group(&nested, &b);
+            let next = g
+                .group_delta(&scope, &DeltaCursor::Link(link))
+                .await
+                .unwrap();
+            assert_eq!(next.items.len(), 1);
+            assert_eq!(next.items[0].added, [user(&c)]);
+            assert_eq!(next.items[0].removed, [user(&a)]);
+            let link = next.delta_link.unwrap();
+            g.delete_group(&nested);
+            let last = g
+                .group_delta(&scope, &DeltaCursor::Link(link.clone()))
+                .await
+                .unwrap();
+            assert_eq!(last.items[0].removed, [group]);
+            let gone = g
+                .group_delta(&nested, &DeltaCursor::Link(link))
+                .await
+                .unwrap();
+            assert!(gone.items[0].deleted);
+            assert!(g.group_members(&nested).await.unwrap_err().is_not_found());
         });
     }
 
