@@ -605,6 +605,9 @@ pub async fn dead_letters(backend: Backend, action: DeadLetterAction) -> Result<
                     shadowsync_queue::Job::Partner { guid, .. } => {
                         format!("partner account {guid}")
                     }
+                    shadowsync_queue::Job::GroupChanged { group_id, .. } => {
+                        format!("scope group {group_id} changed")
+                    }
                     shadowsync_queue::Job::Lifecycle {
                         event,
                         subscription_id,

@@ -26,6 +26,7 @@ pub async fn handle(app: &App, event: &Value) -> Result<Value, LambdaError> {
         Some(_) => Roles::ALL,
         None => Roles::DELTA,
     };
+    app.check_scope_tree().await;
     let report = app
         .reconciler
         .scheduled_run(roles, app.schedule.sweep_interval)

@@ -164,6 +164,13 @@ fn fresh(job: Job, now: DateTime<Utc>) -> Job {
             received_at: now,
             source,
         },
+        Job::GroupChanged {
+            group_id, source, ..
+        } => Job::GroupChanged {
+            group_id,
+            received_at: now,
+            source,
+        },
         Job::Lifecycle {
             event,
             subscription_id,

@@ -7,6 +7,7 @@ use crate::converge::{describe, Converger, Hint};
 use crate::keeper::SubscriptionKeeper;
 use crate::metrics::JobMetrics;
 use crate::partners::PartnerConverger;
+use crate::scope::ScopeGroups;
 use crate::worker::{JobError, JobHandler, Settled};
 use crate::AppError;
 use async_trait::async_trait;
@@ -20,6 +21,8 @@ pub struct Jobs {
     pub converger: Option<Arc<Converger>>,
     /// Converges partner accounts' guests; `None` where `[partners]` is off or AD out of reach.
     pub partners: Option<Arc<PartnerConverger>>,
+    /// Reads scope-group changes; `None` without a scope group.
+    pub scope_groups: Option<Arc<ScopeGroups>>,
     /// Handles lifecycle events; a host without a keeper leaves them to one that has.
     pub keeper: Option<Arc<SubscriptionKeeper>>,
     /// Woken when Graph says notifications were (or will be) lost (`missed`,
@@ -128,6 +131,17 @@ impl Jobs {
                     held = outcome.held.as_deref().unwrap_or_default(),
                     "partner converged"
                 );
+                Ok(())
+            }
+            Job::GroupChanged {
+                group_id, source, ..
+            } => {
+                let scope = self
+                    .scope_groups
+                    .as_ref()
+                    .ok_or(AppError::Elsewhere("the scope groups"))?;
+                let report = scope.changed(group_id).await?;
+                tracing::info!(%group_id, source = ?source, ?report, "scope group changed");
                 Ok(())
             }
             Job::Lifecycle {

@@ -10,6 +10,7 @@
 //! | [`jobs`] | the dispatcher: what each kind of job does (a new job kind goes here) |
 //! | [`worker`] | the workers: jobs off the queue, retries with backoff, dead letters |
 //! | [`access`] | Graph refuses (403): jobs parked, the refusal reported, resumed when it answers |
+//! | [`scope`] | scope-group changes: the tree of nested groups, each group's delta, converge jobs |
 //! | [`safety`] | the safety rails: pre-flight and the accidental-change threshold before any disable or delete |
 //! | [`admin`] | status, one guest's report, plan, sync |
 //! | [`build`] | [`App::build`]: the application from the settings and the chosen storage |
@@ -31,6 +32,7 @@ pub mod partner_watch;
 pub mod partners;
 pub mod reconcile;
 pub mod safety;
+pub mod scope;
 pub mod worker;
 
 pub use access::GraphAccess;
@@ -44,6 +46,7 @@ pub use partner_watch::{PartnerWatcher, WatchReport};
 pub use partners::{PartnerConverger, PartnerOutcome, PartnerSettings};
 pub use reconcile::{ManagedDirectory, Reconciler, Roles, RunReport};
 pub use safety::{Safety, SafetyLimits};
+pub use scope::ScopeGroups;
 pub use worker::{JobError, JobHandler, Settled, WorkerConfig};
 
 use shadowsync_core::{Clock, Policy};
@@ -190,6 +193,8 @@ pub struct App {
     pub partners: Option<Arc<PartnerConverger>>,
     /// The AD watcher and its pause; `None` where the partner direction is off.
     pub partner_watcher: Option<(Arc<PartnerWatcher>, Duration)>,
+    /// The scope group's tree; `None` without a scope group (or where the policy is unknown).
+    pub scope_groups: Option<Arc<ScopeGroups>>,
 }
 
 impl App {
@@ -249,6 +254,18 @@ impl App {
             };
             (Arc::new(watcher), p.poll_interval)
         });
+        let scope_groups = directory
+            .as_ref()
+            .and_then(|(_, policy)| policy.scope_group_id.clone())
+            .map(|root| {
+                Arc::new(ScopeGroups {
+                    graph: graph.clone(),
+                    state: state.clone(),
+                    queue: queue.clone(),
+                    root,
+                    clock: clock.clone(),
+                })
+            });
         let access = Arc::new(GraphAccess {
             state: state.clone(),
             clock: clock.clone(),
@@ -274,6 +291,7 @@ impl App {
         let jobs = Arc::new(Jobs {
             converger: converger.clone(),
             partners: partner_converger.clone(),
+            scope_groups: scope_groups.clone(),
             keeper: keeper.clone(),
             reconcile_now: Some(reconcile_now.clone()),
             metrics: metrics.clone(),
@@ -296,6 +314,25 @@ impl App {
             pending,
             partners: partner_converger,
             partner_watcher,
+            scope_groups,
+        }
+    }
+
+    /// Checks the scope group's tree against Graph (groups joined or left since) and queues a
+    /// round of every group's changes, where there is a scope group: what notifications missed
+    /// is caught up every `interval`. A failure is logged: the next check tries again.
+    pub async fn check_scope_tree(&self) {
+        let Some(scope) = &self.scope_groups else {
+            return;
+        };
+        let checked = async {
+            let tree = scope.ensure_tree().await?;
+            let polled = scope.poll_all().await?;
+            Ok::<_, AppError>((tree, polled))
+        };
+        match checked.await {
+            Ok((tree, polled)) => tracing::info!(?tree, polled, "scope group tree checked"),
+            Err(e) => tracing::error!(error = %e, "checking the scope group tree failed"),
         }
     }
 
@@ -432,6 +469,7 @@ impl App {
     /// when a lifecycle event asks for a delta round (where this host runs them).
     pub async fn run_schedule(&self, roles: Roles, shutdown: CancellationToken) {
         loop {
+            self.check_scope_tree().await;
             match self
                 .reconciler
                 .scheduled_run(roles, self.schedule.sweep_interval)

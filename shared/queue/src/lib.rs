@@ -64,6 +64,13 @@ pub enum Job {
         received_at: DateTime<Utc>,
         source: JobSource,
     },
+    /// A group of the scope tree changed (a member added or removed, the group deleted): what
+    /// changed is read with groups delta and becomes converge jobs.
+    GroupChanged {
+        group_id: ObjectId,
+        received_at: DateTime<Utc>,
+        source: JobSource,
+    },
     /// A subscription needs attention (the subscription keeper and the reconciler act on it).
     Lifecycle {
         event: LifecycleEvent,
@@ -79,6 +86,7 @@ impl Job {
         match self {
             Job::Converge { user_id, .. } => format!("user:{user_id}"),
             Job::Partner { guid, .. } => format!("partner:{guid}"),
+            Job::GroupChanged { group_id, .. } => format!("group:{group_id}"),
             Job::Lifecycle {
                 subscription_id, ..
             } => format!("subscription:{subscription_id}"),
@@ -104,6 +112,11 @@ impl Job {
             Job::Partner {
                 guid, received_at, ..
             } => format!("partner|{guid}|{}", received_at.timestamp_micros()),
+            Job::GroupChanged {
+                group_id,
+                received_at,
+                ..
+            } => format!("group|{group_id}|{}", received_at.timestamp_micros()),
             Job::Lifecycle {
                 event,
                 subscription_id,

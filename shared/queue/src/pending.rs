@@ -219,7 +219,13 @@ impl Job {
                 source: JobSource::Notification,
                 ..
             } => Some(format!("user:{user_id}|{change_type:?}")),
-            Job::Converge { .. } | Job::Partner { .. } => None,
+            // A group's job reads what changed when it starts: a repeat folds into a waiting one.
+            Job::GroupChanged {
+                group_id,
+                source: JobSource::Notification,
+                ..
+            } => Some(format!("group:{group_id}")),
+            Job::Converge { .. } | Job::Partner { .. } | Job::GroupChanged { .. } => None,
             Job::Lifecycle {
                 event,
                 subscription_id,

@@ -10,7 +10,7 @@ pub use embedded::EmbeddedStore;
 pub use records::{
     AccountStatus, DeltaCheckpoint, Destructive, GraphAccessDenied, GuestRecord, HeldChange,
     LastSweep, PartnerRecord, PartnerStatus, PartnerWatermark, RecordedIdentity, SafetyGuard,
-    SubscriptionRecord, Tripped,
+    ScopeGroupRecord, SubscriptionRecord, Tripped,
 };
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;

@@ -32,6 +32,9 @@ pub const SAFETY_GUARD: &str = "safety_guard";
 pub const GRAPH_IDENTITY: &str = "graph_identity";
 /// Table of per-partner-account records, keyed by the account's objectGUID.
 pub const PARTNERS: &str = "partners";
+/// Table of the groups of the scope tree (the scope group and the groups nested in it), keyed
+/// by group id: [`ScopeGroupRecord`].
+pub const SCOPE_GROUPS: &str = "scope_groups";
 /// Key of [`PartnerWatermark`] in [`CHECKPOINTS`].
 pub const PARTNER_WATERMARK: &str = "partner_watermark";
 
@@ -370,6 +373,14 @@ impl PartnerRecord {
     ) -> Result<u64, StateError> {
         put_json(store, PARTNERS, &self.guid.to_string(), self, expected).await
     }
+}
+
+/// One group of the scope tree ([`SCOPE_GROUPS`]): where its next groups delta round starts.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ScopeGroupRecord {
+    /// The deltaLink of its last round; `None` before the first.
+    pub delta_link: Option<String>,
+    pub updated_at: DateTime<Utc>,
 }
 
 /// Where the AD watcher's next round starts ([`CHECKPOINTS`] / [`PARTNER_WATERMARK`]): a

@@ -241,7 +241,7 @@ pub fn converge_ids(jobs: &[Job]) -> Vec<ObjectId> {
         .iter()
         .filter_map(|j| match j {
             Job::Converge { user_id, .. } => Some(user_id.clone()),
-            Job::Lifecycle { .. } | Job::Partner { .. } => None,
+            Job::Lifecycle { .. } | Job::Partner { .. } | Job::GroupChanged { .. } => None,
         })
         .collect();
     ids.sort();
