@@ -67,7 +67,7 @@ async fn a_guest_added_to_the_scope_group_or_a_nested_one_is_converged_at_once()
     assert_eq!(report.users, 1);
     assert!(!report.full_round);
     let jobs = w.drain().await;
-    assert_eq!(converge_ids(&jobs), [ada.clone()]);
+    assert_eq!(converge_ids(&jobs), std::slice::from_ref(&ada));
     for job in &jobs {
         w.app.jobs.handle(job).await.unwrap();
     }
@@ -78,7 +78,7 @@ async fn a_guest_added_to_the_scope_group_or_a_nested_one_is_converged_at_once()
 
     scope(&w).changed(&nested).await.unwrap();
     let jobs = w.drain().await;
-    assert_eq!(converge_ids(&jobs), [bob.clone()]);
+    assert_eq!(converge_ids(&jobs), std::slice::from_ref(&bob));
     w.app.jobs.handle(&jobs[0]).await.unwrap();
     assert_eq!(
         w.record(&bob).await.unwrap().value.status,
@@ -89,7 +89,7 @@ async fn a_guest_added_to_the_scope_group_or_a_nested_one_is_converged_at_once()
     w.graph.remove_from_group(&root, &ada);
     scope(&w).changed(&root).await.unwrap();
     let jobs = w.drain().await;
-    assert_eq!(converge_ids(&jobs), [ada.clone()]);
+    assert_eq!(converge_ids(&jobs), std::slice::from_ref(&ada));
     w.app.jobs.handle(&jobs[0]).await.unwrap();
     assert_eq!(
         w.record(&ada).await.unwrap().value.status,
@@ -122,10 +122,10 @@ async fn a_nested_group_added_brings_its_guests_in_and_removed_takes_them_out() 
     // The group's first round: its guests, and its own nested group joining.
     scope(&w).changed(&team).await.unwrap();
     let jobs = w.drain().await;
-    assert_eq!(converge_ids(&jobs), [cy.clone()]);
+    assert_eq!(converge_ids(&jobs), std::slice::from_ref(&cy));
     assert_eq!(groups_changed(&jobs), BTreeSet::from([inner.clone()]));
     scope(&w).changed(&inner).await.unwrap();
-    assert_eq!(converge_ids(&w.drain().await), [dee.clone()]);
+    assert_eq!(converge_ids(&w.drain().await), std::slice::from_ref(&dee));
 
     w.graph.remove_from_group(&root, &team);
     let report = scope(&w).changed(&root).await.unwrap();
