@@ -14,6 +14,7 @@ use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 const USER_ODATA_TYPE: &str = "#microsoft.graph.user";
+const GROUP_ODATA_TYPE: &str = "#microsoft.graph.group";
 
 /// Graph's subscription ids are GUIDs (36 characters). A longer one is not Graph's; it would
 /// travel on in the job, the queue and the logs.
@@ -63,6 +64,11 @@ pub(crate) enum Item {
         change_type: Option<ChangeType>,
         subscription_id: Option<String>,
     },
+    /// A group changed (a scope group, or one nested in it): its job reads what changed.
+    GroupChange {
+        group_id: ObjectId,
+        subscription_id: Option<String>,
+    },
     Lifecycle {
         event: LifecycleEvent,
         subscription_id: String,
@@ -83,6 +89,11 @@ impl Item {
                 received_at,
                 source: JobSource::Notification,
             },
+            Item::GroupChange { group_id, .. } => Job::GroupChanged {
+                group_id,
+                received_at,
+                source: JobSource::Notification,
+            },
             Item::Lifecycle {
                 event,
                 subscription_id,
@@ -97,6 +108,9 @@ impl Item {
     pub fn subscription_id(&self) -> Option<&str> {
         match self {
             Item::Change {
+                subscription_id, ..
+            }
+            | Item::GroupChange {
                 subscription_id, ..
             } => subscription_id.as_deref(),
             Item::Lifecycle {
@@ -164,6 +178,21 @@ pub(crate) fn classify(raw: serde_json::Value, expected: &Expected<'_>) -> Resul
     }
 
     let data = item.resource_data.as_ref();
+    let odata_type = data.and_then(|d| d.odata_type.as_deref());
+    let path_group = item.resource.as_deref().and_then(group_id_from_resource);
+    if odata_type.is_some_and(|t| t.eq_ignore_ascii_case(GROUP_ODATA_TYPE)) || path_group.is_some()
+    {
+        let group_id = data
+            .and_then(|d| d.id.as_deref())
+            .or(path_group)
+            .and_then(|id| Uuid::parse_str(id).ok())
+            .and_then(|id| ObjectId::parse(&id.hyphenated().to_string()).ok())
+            .ok_or_else(|| reject(RejectReason::MalformedItem))?;
+        return Ok(Item::GroupChange {
+            group_id,
+            subscription_id: item.subscription_id.clone().filter(|s| !s.is_empty()),
+        });
+    }
     let type_is_user = data
         .and_then(|d| d.odata_type.as_deref())
         .map(|t| t.eq_ignore_ascii_case(USER_ODATA_TYPE));
@@ -210,6 +239,17 @@ fn user_id_from_resource(resource: &str) -> Option<&str> {
     let mut parts = resource.trim_start_matches('/').split('/');
     match (parts.next(), parts.next(), parts.next()) {
         (Some(kind), Some(id), None) if kind.eq_ignore_ascii_case("users") && !id.is_empty() => {
+            Some(id)
+        }
+        _ => None,
+    }
+}
+
+/// `Groups/{id}` (Graph's spelling) or `/groups/{id}` → `Some(id)`.
+fn group_id_from_resource(resource: &str) -> Option<&str> {
+    let mut parts = resource.trim_start_matches('/').split('/');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(kind), Some(id), None) if kind.eq_ignore_ascii_case("groups") && !id.is_empty() => {
             Some(id)
         }
         _ => None,
@@ -371,11 +411,38 @@ mod tests {
     }
 
     #[test]
-    fn non_users_and_garbage() {
+    fn a_group_change_becomes_the_group_s_job() {
+        const GROUP: &str = "1b2c3d4e-5f60-4718-8293-a4b5c6d7e8f9";
         let mut group = user_item();
-        group["resource"] = json!("Groups/1b2c");
+        group["resource"] = json!(format!("Groups/{}", GROUP.to_uppercase()));
         group["resourceData"]["@odata.type"] = json!("#Microsoft.Graph.Group");
-        assert_eq!(check(group), Err(RejectReason::UnsupportedResource));
+        group["resourceData"]["id"] = json!(GROUP);
+        let item = check(group.clone()).unwrap();
+        assert!(
+            matches!(&item, Item::GroupChange { group_id, subscription_id: Some(_) } if group_id.as_str() == GROUP),
+            "{item:?}"
+        );
+        let job = item.into_job(Utc::now());
+        assert!(matches!(
+            job,
+            Job::GroupChanged {
+                source: JobSource::Notification,
+                ..
+            }
+        ));
+        // The resource alone names it too; a group id that is not a GUID is malformed.
+        group.as_object_mut().unwrap().remove("resourceData");
+        assert!(matches!(check(group.clone()), Ok(Item::GroupChange { .. })));
+        group["resource"] = json!("Groups/not-a-guid");
+        assert_eq!(check(group), Err(RejectReason::MalformedItem));
+    }
+
+    #[test]
+    fn non_users_and_garbage() {
+        let mut application = user_item();
+        application["resource"] = json!("Applications/1b2c");
+        application["resourceData"]["@odata.type"] = json!("#Microsoft.Graph.Application");
+        assert_eq!(check(application), Err(RejectReason::UnsupportedResource));
 
         let mut not_guid = user_item();
         not_guid["resource"] = json!("Users/alice");
