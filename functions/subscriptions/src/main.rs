@@ -21,6 +21,9 @@ async fn main() -> Result<(), Error> {
     let keeper = app.keeper()?;
     lambda_runtime::run(service_fn(|_: LambdaEvent<serde_json::Value>| async move {
         let ensured = keeper.ensure().await?;
+        // The scope tree's groups, as the workers recorded it in state.
+        let groups = keeper.ensure_groups().await?;
+        tracing::info!(?groups, "scope groups' subscriptions checked");
         let report = Report {
             subscription_id: ensured.record.id.clone(),
             expires: ensured.record.expiration.to_rfc3339(),

@@ -142,6 +142,14 @@ impl Jobs {
                     .ok_or(AppError::Elsewhere("the scope groups"))?;
                 let report = scope.changed(group_id).await?;
                 tracing::info!(%group_id, source = ?source, ?report, "scope group changed");
+                // A group joined or left the tree: its subscription follows at once where this
+                // host keeps them (elsewhere, at the keeper's next check).
+                if report.groups_joined + report.groups_left > 0 {
+                    if let Some(keeper) = &self.keeper {
+                        let groups = keeper.ensure_groups().await?;
+                        tracing::info!(?groups, "scope groups' subscriptions checked");
+                    }
+                }
                 Ok(())
             }
             Job::Lifecycle {
@@ -161,7 +169,7 @@ impl Jobs {
                     .keeper
                     .as_ref()
                     .ok_or(AppError::Elsewhere("the subscription keeper"))?;
-                let outcome = keeper.handle_lifecycle(*event, subscription_id).await?;
+                let outcome = keeper.handle_any_lifecycle(*event, subscription_id).await?;
                 tracing::info!(subscription_id, ?event, ?outcome, "lifecycle event handled");
                 Ok(())
             }

@@ -19,6 +19,7 @@ use sha2::{Digest, Sha256};
 use shadowsync_core::Clock;
 use shadowsync_ports::{Graph, NewSubscription, Subscription, SubscriptionId};
 use shadowsync_queue::LifecycleEvent;
+use shadowsync_state::records::{subscription_key, SUBSCRIPTIONS};
 use shadowsync_state::{KeyValueStore, SubscriptionRecord};
 use std::fmt;
 use std::sync::Arc;
@@ -207,6 +208,25 @@ pub enum IgnoreReason {
     Missed,
 }
 
+/// Groups of the scope tree that get a subscription of their own. Graph allows 100
+/// subscriptions on directory resources (users and groups together) per application and tenant
+/// (change-notifications-api-overview); half of them leaves room for the `/users` one and for
+/// other deployments of the same application. Groups past it are read every interval.
+pub const MAX_GROUP_SUBSCRIPTIONS: usize = 50;
+
+/// What [`SubscriptionKeeper::ensure_groups`] did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GroupSubscriptions {
+    /// Groups with a live subscription now.
+    pub kept: usize,
+    /// Subscriptions of groups that left the tree, deleted.
+    pub removed: usize,
+    /// Groups of the tree past [`MAX_GROUP_SUBSCRIPTIONS`]: read every interval instead.
+    pub over_quota: usize,
+    /// Groups whose subscription could not be ensured now (logged; the next check retries).
+    pub failed: usize,
+}
+
 /// The result of [`SubscriptionKeeper::ensure`]: the subscription as recorded, and what was done.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ensured {
@@ -238,7 +258,7 @@ impl SubscriptionKeeper {
     /// expire: creates, renews, recreates or adopts as needed, and records the result.
     pub async fn ensure(&self) -> Result<Ensured, AppError> {
         self.config.validate()?;
-        let Some(stored) = SubscriptionRecord::load(&*self.state).await? else {
+        let Some(stored) = SubscriptionRecord::load_for(&*self.state, &self.key()).await? else {
             info!("no subscription recorded; creating one");
             return self.create(None, None).await;
         };
@@ -259,6 +279,103 @@ impl SubscriptionKeeper {
         }
     }
 
+    /// A subscription on every group of the scope tree as recorded in state (up to
+    /// [`MAX_GROUP_SUBSCRIPTIONS`]), and none on a group that left it. One group failing
+    /// stops no other.
+    pub async fn ensure_groups(&self) -> Result<GroupSubscriptions, AppError> {
+        let tree = crate::scope::recorded_groups(&*self.state).await?;
+        let mut report = GroupSubscriptions::default();
+        let mut wanted = std::collections::BTreeSet::new();
+        for (i, group) in tree.iter().enumerate() {
+            if i >= MAX_GROUP_SUBSCRIPTIONS {
+                report.over_quota += 1;
+                continue;
+            }
+            let resource = format!("/groups/{group}");
+            wanted.insert(subscription_key(&resource));
+            match self.for_resource(&resource).ensure().await {
+                Ok(_) => report.kept += 1,
+                Err(e) => {
+                    warn!(%group, error = %e, "could not ensure the group's subscription");
+                    report.failed += 1;
+                }
+            }
+        }
+        if report.over_quota > 0 {
+            warn!(over = report.over_quota, max = MAX_GROUP_SUBSCRIPTIONS,
+                "the scope tree has more groups than subscriptions are kept for: those are read every interval");
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .state
+                .scan(SUBSCRIPTIONS, after.as_deref(), 500)
+                .await?;
+            let Some((last, _)) = page.last() else { break };
+            after = Some(last.clone());
+            for (key, raw) in page {
+                if !key.starts_with("group:") || wanted.contains(&key) {
+                    continue;
+                }
+                let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw.value) else {
+                    continue;
+                };
+                self.delete(&recorded_id(&record)?).await?;
+                match self
+                    .state
+                    .delete(SUBSCRIPTIONS, &key, Some(raw.version))
+                    .await
+                {
+                    Err(e) if e.is_conflict() => {}
+                    other => other?,
+                }
+                info!(subscription_id = %record.id, resource = %record.resource, "the group left the scope tree: its subscription deleted");
+                report.removed += 1;
+            }
+        }
+        Ok(report)
+    }
+
+    /// Acts on a lifecycle event for `subscription_id`, whichever subscription it names: the
+    /// one on users, or a scope group's.
+    pub async fn handle_any_lifecycle(
+        &self,
+        event: LifecycleEvent,
+        subscription_id: &str,
+    ) -> Result<Outcome, AppError> {
+        let outcome = self.handle_lifecycle(event, subscription_id).await?;
+        if !matches!(
+            outcome,
+            Outcome::Ignored {
+                reason: IgnoreReason::NotOurs { .. }
+            }
+        ) {
+            return Ok(outcome);
+        }
+        let mut after: Option<String> = None;
+        loop {
+            let page = self
+                .state
+                .scan(SUBSCRIPTIONS, after.as_deref(), 500)
+                .await?;
+            let Some((last, _)) = page.last() else {
+                return Ok(outcome);
+            };
+            after = Some(last.clone());
+            for (key, raw) in page {
+                let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw.value) else {
+                    continue;
+                };
+                if key.starts_with("group:") && record.id == subscription_id {
+                    return self
+                        .for_resource(&record.resource)
+                        .handle_lifecycle(event, subscription_id)
+                        .await;
+                }
+            }
+        }
+    }
+
     /// Acts on a lifecycle event the webhook received for `subscription_id`.
     pub async fn handle_lifecycle(
         &self,
@@ -272,7 +389,7 @@ impl SubscriptionKeeper {
                 reason: IgnoreReason::Missed,
             });
         }
-        let Some(stored) = SubscriptionRecord::load(&*self.state).await? else {
+        let Some(stored) = SubscriptionRecord::load_for(&*self.state, &self.key()).await? else {
             // State was lost, or the keeper never ran: the event may well be about ours, and
             // ensure() finds it and replaces it with one it knows.
             warn!(
@@ -536,6 +653,25 @@ impl SubscriptionKeeper {
         client_state_fingerprint(&self.config.client_state)
     }
 
+    /// Where this keeper's subscription is recorded.
+    fn key(&self) -> String {
+        subscription_key(&self.config.resource)
+    }
+
+    /// The same keeper for another resource (a group of the scope tree): same Graph, state,
+    /// URLs, client state and clock.
+    pub fn for_resource(&self, resource: &str) -> SubscriptionKeeper {
+        SubscriptionKeeper {
+            graph: self.graph.clone(),
+            state: self.state.clone(),
+            config: KeeperConfig {
+                resource: resource.to_string(),
+                ..self.config.clone()
+            },
+            clock: self.clock.clone(),
+        }
+    }
+
     fn record_of(
         &self,
         live: &Subscription,
@@ -581,7 +717,10 @@ impl SubscriptionKeeper {
         record: &SubscriptionRecord,
         version: Option<u64>,
     ) -> Result<(), AppError> {
-        record.save(&*self.state, version).await.map_err(|e| {
+        record
+            .save_for(&*self.state, &self.key(), version)
+            .await
+            .map_err(|e| {
             // A lost compare-and-set means another run got there first; the next run reconciles.
             warn!(subscription_id = %record.id, error = %e, "could not record the subscription");
             AppError::from(e)

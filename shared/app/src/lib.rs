@@ -328,10 +328,17 @@ impl App {
         let checked = async {
             let tree = scope.ensure_tree().await?;
             let polled = scope.poll_all().await?;
-            Ok::<_, AppError>((tree, polled))
+            // Where this host keeps the subscriptions, the tree's groups get theirs now.
+            let subscriptions = match &self.keeper {
+                Some(keeper) => Some(keeper.ensure_groups().await?),
+                None => None,
+            };
+            Ok::<_, AppError>((tree, polled, subscriptions))
         };
         match checked.await {
-            Ok((tree, polled)) => tracing::info!(?tree, polled, "scope group tree checked"),
+            Ok((tree, polled, subscriptions)) => {
+                tracing::info!(?tree, polled, ?subscriptions, "scope group tree checked")
+            }
             Err(e) => tracing::error!(error = %e, "checking the scope group tree failed"),
         }
     }
@@ -456,6 +463,22 @@ impl App {
                 Err(e) => {
                     tracing::error!(error = %e, "subscription check failed");
                     every.min(Duration::from_secs(60))
+                }
+            };
+            let pause = match keeper.ensure_groups().await {
+                Ok(groups) if groups.failed == 0 => {
+                    if groups != Default::default() {
+                        tracing::info!(?groups, "scope groups' subscriptions checked");
+                    }
+                    pause
+                }
+                Ok(groups) => {
+                    tracing::warn!(?groups, "scope groups' subscriptions checked");
+                    pause.min(Duration::from_secs(60))
+                }
+                Err(e) => {
+                    tracing::error!(error = %e, "checking the scope groups' subscriptions failed");
+                    pause.min(Duration::from_secs(60))
                 }
             };
             tokio::select! {

@@ -188,19 +188,7 @@ impl ScopeGroups {
 
     /// Every group of the tree as recorded.
     pub async fn recorded(&self) -> Result<BTreeSet<ObjectId>, AppError> {
-        let mut groups = BTreeSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .state
-                .scan(SCOPE_GROUPS, after.as_deref(), PAGE)
-                .await?;
-            let Some((last, _)) = page.last() else {
-                return Ok(groups);
-            };
-            after = Some(last.clone());
-            groups.extend(page.iter().filter_map(|(k, _)| ObjectId::parse(k).ok()));
-        }
+        recorded_groups(&*self.state).await
     }
 
     /// A group joins the tree: recorded without a link, and a job that reads its members.
@@ -315,6 +303,21 @@ impl ScopeGroups {
         }
         batch.finish().await?;
         Ok(())
+    }
+}
+
+/// Every group of the scope tree as recorded in state (read from state alone: the subscription
+/// keeper has no policy of its own on AWS).
+pub async fn recorded_groups(state: &dyn KeyValueStore) -> Result<BTreeSet<ObjectId>, AppError> {
+    let mut groups = BTreeSet::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = state.scan(SCOPE_GROUPS, after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(groups);
+        };
+        after = Some(last.clone());
+        groups.extend(page.iter().filter_map(|(k, _)| ObjectId::parse(k).ok()));
     }
 }
 

@@ -193,3 +193,72 @@ async fn the_scope_group_deleted_disables_nobody() {
         "held by the pre-flight"
     );
 }
+
+#[tokio::test]
+async fn every_group_of_the_tree_gets_a_subscription_and_loses_it_when_it_leaves() {
+    use shadowsync_app::keeper::{GroupSubscriptions, Outcome};
+    use shadowsync_ports::Graph;
+    use shadowsync_queue::LifecycleEvent;
+    let w = Setup {
+        scope_group: true,
+        keeper: Some(keeper_config()),
+        ..Setup::default()
+    }
+    .build();
+    let (root, nested) = settled(&w).await;
+    let keeper = w.app.keeper().unwrap().clone();
+    keeper.ensure().await.unwrap();
+    let report = keeper.ensure_groups().await.unwrap();
+    assert_eq!(
+        report,
+        GroupSubscriptions {
+            kept: 2,
+            ..GroupSubscriptions::default()
+        }
+    );
+    let resources = |subs: Vec<shadowsync_ports::Subscription>| -> BTreeSet<String> {
+        subs.into_iter().map(|s| s.resource).collect()
+    };
+    assert_eq!(
+        resources(w.graph.subscriptions().await.unwrap()),
+        BTreeSet::from([
+            "/users".to_string(),
+            format!("/groups/{root}"),
+            format!("/groups/{nested}")
+        ])
+    );
+    // Checked again: nothing new.
+    assert_eq!(keeper.ensure_groups().await.unwrap().kept, 2);
+    assert_eq!(w.graph.subscriptions().await.unwrap().len(), 3);
+
+    // A lifecycle event for a group's subscription reaches that subscription.
+    let nested_sub = w
+        .graph
+        .subscriptions()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|s| s.resource == format!("/groups/{nested}"))
+        .unwrap();
+    let outcome = keeper
+        .handle_any_lifecycle(
+            LifecycleEvent::ReauthorizationRequired,
+            nested_sub.id.as_str(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        matches!(outcome, Outcome::Reauthorized { .. }),
+        "{outcome:?}"
+    );
+
+    // The nested group leaves: its subscription goes.
+    w.graph.remove_from_group(&root, &nested);
+    scope(&w).changed(&root).await.unwrap();
+    let report = keeper.ensure_groups().await.unwrap();
+    assert_eq!((report.kept, report.removed), (1, 1));
+    assert_eq!(
+        resources(w.graph.subscriptions().await.unwrap()),
+        BTreeSet::from(["/users".to_string(), format!("/groups/{root}")])
+    );
+}

@@ -142,19 +142,50 @@ pub struct SubscriptionRecord {
 }
 
 impl SubscriptionRecord {
+    /// The subscription on users.
     pub async fn load(
         store: &dyn KeyValueStore,
     ) -> Result<Option<Versioned<SubscriptionRecord>>, StateError> {
-        get_json(store, SUBSCRIPTIONS, USERS_KEY).await
+        Self::load_for(store, USERS_KEY).await
     }
 
-    /// Saves with compare-and-set: `expected` is the version loaded (`None` if there was none).
+    /// The subscription recorded under `key` (see [`subscription_key`]).
+    pub async fn load_for(
+        store: &dyn KeyValueStore,
+        key: &str,
+    ) -> Result<Option<Versioned<SubscriptionRecord>>, StateError> {
+        get_json(store, SUBSCRIPTIONS, key).await
+    }
+
+    /// Saves under `key` with compare-and-set: `expected` is the version loaded (`None` if
+    /// there was none).
+    pub async fn save_for(
+        &self,
+        store: &dyn KeyValueStore,
+        key: &str,
+        expected: Option<u64>,
+    ) -> Result<u64, StateError> {
+        put_json(store, SUBSCRIPTIONS, key, self, expected).await
+    }
+
+    /// Saves the subscription on users.
     pub async fn save(
         &self,
         store: &dyn KeyValueStore,
         expected: Option<u64>,
     ) -> Result<u64, StateError> {
-        put_json(store, SUBSCRIPTIONS, USERS_KEY, self, expected).await
+        self.save_for(store, USERS_KEY, expected).await
+    }
+}
+
+/// Where the subscription on `resource` is recorded in [`SUBSCRIPTIONS`]: `users` for `/users`
+/// (as ever), `group:<id>` for `/groups/{id}`.
+pub fn subscription_key(resource: &str) -> String {
+    let r = resource.trim_matches('/');
+    match r.split_once('/') {
+        Some((kind, id)) if kind.eq_ignore_ascii_case("groups") => format!("group:{id}"),
+        _ if r.eq_ignore_ascii_case("users") => USERS_KEY.to_string(),
+        _ => r.to_ascii_lowercase(),
     }
 }
 
