@@ -98,7 +98,7 @@ fn delivery_of(sim: &RunningSim, user_id: &str) -> Option<(DateTime<Utc>, Durati
 
 /// Reads AD every [`AD_POLL`] until the account holding `upn` is enabled; returns when the read
 /// that first saw it was sent.
-async fn wait_visible(ldap: &mut Ldap, ou: &str, upn: &str) -> Result<DateTime<Utc>> {
+pub(crate) async fn wait_visible(ldap: &mut Ldap, ou: &str, upn: &str) -> Result<DateTime<Utc>> {
     let filter = format!("(userPrincipalName={})", ldap_escape(upn));
     let started = Instant::now();
     while started.elapsed() < SETTLE {

@@ -14,6 +14,7 @@ mod machine;
 mod partners;
 mod reconcile;
 mod report;
+mod scope;
 mod stats;
 mod webhook;
 
@@ -25,7 +26,15 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 /// Every section, in the order they run and appear.
-pub const SECTIONS: &[&str] = &["webhook", "e2e", "bulk", "reconcile", "lambda", "partners"];
+pub const SECTIONS: &[&str] = &[
+    "webhook",
+    "e2e",
+    "bulk",
+    "reconcile",
+    "lambda",
+    "partners",
+    "scope",
+];
 
 #[derive(Debug, Parser)]
 #[command(
@@ -43,7 +52,7 @@ pub struct Args {
     /// Guests of the end-to-end section [default: 200].
     #[arg(long)]
     e2e_guests: Option<usize>,
-    /// Sections to run, comma-separated [default: all: webhook,e2e,bulk,reconcile,lambda,partners].
+    /// Sections to run, comma-separated [default: all: webhook,e2e,bulk,reconcile,lambda,partners,scope].
     #[arg(long, value_delimiter = ',')]
     only: Vec<String>,
     /// Tiny sizes (20 guests, 2,000 users, 10 end-to-end guests, short webhook runs); writes no
@@ -117,6 +126,7 @@ async fn run_section(key: &str, ctx: &Ctx) -> Result<Section> {
         "reconcile" => reconcile::run(ctx).await,
         "lambda" => lambda::run(ctx).await,
         "partners" => partners::run(ctx).await,
+        "scope" => scope::run(ctx).await,
         other => bail!("unknown section {other}"),
     }
 }
