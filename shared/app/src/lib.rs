@@ -465,22 +465,20 @@ impl App {
                     every.min(Duration::from_secs(60))
                 }
             };
-            let pause = match keeper.ensure_groups().await {
-                Ok(groups) if groups.failed == 0 => {
-                    if groups != Default::default() {
-                        tracing::info!(?groups, "scope groups' subscriptions checked");
-                    }
-                    pause
+            // A group's subscription that fails (Group.Read.All not granted, say) is said and
+            // tried at the next check: every group's changes are read every interval anyway.
+            match keeper.ensure_groups().await {
+                Ok(groups) if groups.failed > 0 => {
+                    tracing::warn!(?groups, "scope groups' subscriptions checked")
                 }
-                Ok(groups) => {
-                    tracing::warn!(?groups, "scope groups' subscriptions checked");
-                    pause.min(Duration::from_secs(60))
+                Ok(groups) if groups != Default::default() => {
+                    tracing::info!(?groups, "scope groups' subscriptions checked")
                 }
+                Ok(_) => {}
                 Err(e) => {
-                    tracing::error!(error = %e, "checking the scope groups' subscriptions failed");
-                    pause.min(Duration::from_secs(60))
+                    tracing::error!(error = %e, "checking the scope groups' subscriptions failed")
                 }
-            };
+            }
             tokio::select! {
                 _ = tokio::time::sleep(pause) => {}
                 _ = shutdown.cancelled() => return,
