@@ -262,3 +262,45 @@ async fn every_group_of_the_tree_gets_a_subscription_and_loses_it_when_it_leaves
         BTreeSet::from(["/users".to_string(), format!("/groups/{root}")])
     );
 }
+
+#[tokio::test]
+async fn an_emptied_scope_group_is_held_by_the_threshold() {
+    let w = Setup {
+        scope_group: true,
+        safety: shadowsync_app::SafetyLimits {
+            max_disables_per_hour: 1,
+            max_deletes_per_hour: 1,
+        },
+        ..Setup::default()
+    }
+    .build();
+    let (root, _) = settled(&w).await;
+    let guests: Vec<ObjectId> = (0..3)
+        .map(|i| w.graph.invite_guest(&format!("g{i}@fabrikam.com")))
+        .collect();
+    for g in &guests {
+        w.graph.add_to_group(&root, g);
+    }
+    scope(&w).changed(&root).await.unwrap();
+    for job in w.drain().await {
+        w.app.jobs.handle(&job).await.unwrap();
+    }
+    for g in &guests {
+        w.graph.remove_from_group(&root, g);
+    }
+    scope(&w).changed(&root).await.unwrap();
+    let jobs = w.drain().await;
+    assert_eq!(converge_ids(&jobs).len(), 3);
+    for job in &jobs {
+        w.app.jobs.handle(job).await.unwrap();
+    }
+    let enabled = guests
+        .iter()
+        .filter(|g| w.account_of(g).is_some_and(|a| a.is_enabled()))
+        .count();
+    assert_eq!(enabled, 2, "one disable let through, the rest held");
+    let held = shadowsync_app::safety::held_changes(w.store.as_ref())
+        .await
+        .unwrap();
+    assert_eq!(held.len(), 2);
+}
