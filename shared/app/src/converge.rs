@@ -398,11 +398,24 @@ impl Converger {
             _ => false,
         };
         let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
-        let held = self.safety.held(user_id, None).await?;
-        let found = self
-            .directory
-            .find_by_anchor(&self.policy.anchor.value_for(user_id))
-            .await?;
+        // A member (an employee) shadowsync never made an account for costs no search of AD
+        // (the anchor is not indexed: every user object would be read) and no further state
+        // read. A guest who became a member has a record, and is looked up as before; an account
+        // whose record was lost is found by the sweep of the managed OUs.
+        let employee =
+            record.is_none() && matches!(&lookup, UserLookup::Active(user) if !user.is_guest());
+        let held = match employee {
+            true => None,
+            false => self.safety.held(user_id, None).await?,
+        };
+        let found = match employee {
+            true => Vec::new(),
+            false => {
+                self.directory
+                    .find_by_anchor(&self.policy.anchor.value_for(user_id))
+                    .await?
+            }
+        };
         // An object outside the managed OUs carrying the anchor as well (copied by hand, or
         // planted) must not keep the guest's own account enabled: with exactly one account of
         // ours, disabling and deleting it go ahead and the other is left alone. Anything else

@@ -972,3 +972,32 @@ async fn a_user_graph_just_reported_gets_time_to_become_visible() {
     assert_eq!(out.status, AccountStatus::NotProvisioned);
     assert!(w.record(&ghost).await.is_none());
 }
+
+#[tokio::test]
+async fn an_employee_costs_no_search_of_ad_and_a_guest_turned_member_is_still_disabled() {
+    let w = World::new();
+    let employee = w.graph.add_member("emp@contoso.com", "Emp Loyee");
+    // Every read of AD would fail: none is made for an employee without a record.
+    w.directory.fail(shadowsync_testkit::DirOp::Read, 1, || {
+        shadowsync_ports::DirectoryError::server_down("no read expected")
+    });
+    let out = w.converge(&employee).await;
+    assert_eq!(out.status, AccountStatus::NotProvisioned);
+    assert!(out.plan.is_empty());
+    assert!(
+        w.record(&employee).await.is_none(),
+        "no record for an employee"
+    );
+    // The fault is still there: the next read takes it.
+    let guest = w.graph.invite_guest("pat@fabrikam.com");
+    assert!(w
+        .converger()
+        .converge(&guest, Default::default())
+        .await
+        .is_err());
+    assert_eq!(w.converge(&guest).await.status, AccountStatus::Enabled);
+    // A guest who becomes a member has a record: looked up, and disabled.
+    w.graph
+        .update_user(&guest, |u| u.user_type = Some("Member".into()));
+    assert_eq!(w.converge(&guest).await.status, AccountStatus::Disabled);
+}
