@@ -398,12 +398,14 @@ impl Converger {
             _ => false,
         };
         let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
-        // A member (an employee) shadowsync never made an account for costs no search of AD
-        // (the anchor is not indexed: every user object would be read) and no further state
-        // read. A guest who became a member has a record, and is looked up as before; an account
-        // whose record was lost is found by the sweep of the managed OUs.
-        let employee =
-            record.is_none() && matches!(&lookup, UserLookup::Active(user) if !user.is_guest());
+        // Graph reporting a change to a member (an employee) shadowsync never made an account
+        // for costs no search of AD (the anchor is not indexed: every user object would be
+        // read) and no further state read. A guest who became a member has a record, and is
+        // looked up as before; an account whose record was lost is found by the sweep of the
+        // managed OUs, whose jobs (like an administrator's) always look.
+        let employee = hint.reported_at.is_some()
+            && record.is_none()
+            && matches!(&lookup, UserLookup::Active(user) if !user.is_guest());
         let held = match employee {
             true => None,
             false => self.safety.held(user_id, None).await?,

@@ -976,12 +976,16 @@ async fn a_user_graph_just_reported_gets_time_to_become_visible() {
 #[tokio::test]
 async fn an_employee_costs_no_search_of_ad_and_a_guest_turned_member_is_still_disabled() {
     let w = World::new();
+    let reported = Hint {
+        deleted_in_graph: false,
+        reported_at: Some(now(&w)),
+    };
     let employee = w.graph.add_member("emp@contoso.com", "Emp Loyee");
-    // Every read of AD would fail: none is made for an employee without a record.
-    w.directory.fail(shadowsync_testkit::DirOp::Read, 1, || {
-        shadowsync_ports::DirectoryError::server_down("no read expected")
+    // Every read of AD would fail: none is made for an employee Graph reports without a record.
+    w.directory.fail(DirOp::Read, 1, || {
+        DirectoryError::server_down("no read expected")
     });
-    let out = w.converge(&employee).await;
+    let out = w.converger().converge(&employee, reported).await.unwrap();
     assert_eq!(out.status, AccountStatus::NotProvisioned);
     assert!(out.plan.is_empty());
     assert!(
@@ -992,12 +996,26 @@ async fn an_employee_costs_no_search_of_ad_and_a_guest_turned_member_is_still_di
     let guest = w.graph.invite_guest("pat@fabrikam.com");
     assert!(w
         .converger()
-        .converge(&guest, Default::default())
+        .converge(&guest, Hint::default())
         .await
         .is_err());
     assert_eq!(w.converge(&guest).await.status, AccountStatus::Enabled);
     // A guest who becomes a member has a record: looked up, and disabled.
     w.graph
         .update_user(&guest, |u| u.user_type = Some("Member".into()));
-    assert_eq!(w.converge(&guest).await.status, AccountStatus::Disabled);
+    let out = w.converger().converge(&guest, reported).await.unwrap();
+    assert_eq!(out.status, AccountStatus::Disabled);
+    // A member's account whose record was lost: the sweep's job (no report from Graph) looks.
+    let other = w.graph.invite_guest("sam@fabrikam.com");
+    w.converge(&other).await;
+    w.graph
+        .update_user(&other, |u| u.user_type = Some("Member".into()));
+    let v = w.record(&other).await.unwrap().version;
+    w.store
+        .delete(GUESTS, other.as_str(), Some(v))
+        .await
+        .unwrap();
+    let skipped = w.converger().converge(&other, reported).await.unwrap();
+    assert!(skipped.plan.is_empty(), "reported by Graph: no search");
+    assert_eq!(w.converge(&other).await.status, AccountStatus::Disabled);
 }
