@@ -129,35 +129,17 @@ pub async fn status(
         .ok()
         .flatten()
         .map(|v| v.value.at);
-    let (partners, partner_conflicts) = partner_counts(state).await?;
+    let (partners, partner_conflicts) = tally(state, PARTNERS, |r: PartnerRecord| {
+        (r.status.as_str(), r.conflict)
+    })
+    .await?;
     let partner_watermark = get_json::<PartnerWatermark>(state, CHECKPOINTS, PARTNER_WATERMARK)
         .await?
         .map(|w| w.value);
-    let mut accounts = BTreeMap::new();
-    let mut conflicts = Vec::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.scan(GUESTS, after.as_deref(), 500).await?;
-        let Some((last, _)) = page.last() else { break };
-        after = Some(last.clone());
-        for (key, raw) in page {
-            // One damaged record must not hide everything else: it is counted and listed.
-            let record: GuestRecord = match serde_json::from_slice(&raw.value) {
-                Ok(record) => record,
-                Err(e) => {
-                    *accounts.entry("unreadable".to_string()).or_insert(0) += 1;
-                    conflicts.push((key, format!("the state record cannot be read: {e}")));
-                    continue;
-                }
-            };
-            *accounts
-                .entry(record.status.as_str().to_string())
-                .or_insert(0) += 1;
-            if let Some(reason) = record.conflict {
-                conflicts.push((record.object_id.to_string(), reason));
-            }
-        }
-    }
+    let (accounts, conflicts) = tally(state, GUESTS, |r: GuestRecord| {
+        (r.status.as_str(), r.conflict)
+    })
+    .await?;
     Ok(StatusReport {
         subscription,
         delta_checkpoint,
@@ -175,31 +157,32 @@ pub async fn status(
     })
 }
 
-/// Partner records by status, and the conflicts among them.
-async fn partner_counts(
+/// The records of `table` counted by status (`status_and_conflict` says each one's), with the
+/// conflicts among them by key. One damaged record must not hide everything else: it is counted
+/// (`unreadable`) and listed.
+async fn tally<T: serde::de::DeserializeOwned>(
     state: &dyn KeyValueStore,
+    table: &str,
+    status_and_conflict: impl Fn(T) -> (&'static str, Option<String>),
 ) -> Result<(BTreeMap<String, u64>, Vec<(String, String)>), AppError> {
     let mut counts = BTreeMap::new();
     let mut conflicts = Vec::new();
     let mut after: Option<String> = None;
     loop {
-        let page = state.scan(PARTNERS, after.as_deref(), 500).await?;
+        let page = state.scan(table, after.as_deref(), 500).await?;
         let Some((last, _)) = page.last() else { break };
         after = Some(last.clone());
         for (key, raw) in page {
-            match serde_json::from_slice::<PartnerRecord>(&raw.value) {
-                Ok(record) => {
-                    *counts
-                        .entry(record.status.as_str().to_string())
-                        .or_insert(0) += 1;
-                    if let Some(reason) = record.conflict {
-                        conflicts.push((key, reason));
-                    }
-                }
-                Err(e) => {
-                    *counts.entry("unreadable".to_string()).or_insert(0) += 1;
-                    conflicts.push((key, format!("the state record cannot be read: {e}")));
-                }
+            let (status, conflict) = match serde_json::from_slice::<T>(&raw.value) {
+                Ok(record) => status_and_conflict(record),
+                Err(e) => (
+                    "unreadable",
+                    Some(format!("the state record cannot be read: {e}")),
+                ),
+            };
+            *counts.entry(status.to_string()).or_insert(0) += 1;
+            if let Some(reason) = conflict {
+                conflicts.push((key, reason));
             }
         }
     }

@@ -305,33 +305,17 @@ impl SubscriptionKeeper {
             warn!(over = report.over_quota, max = MAX_GROUP_SUBSCRIPTIONS,
                 "the scope tree has more groups than subscriptions are kept for: those are read every interval");
         }
-        let mut after: Option<String> = None;
-        loop {
-            let page = self
-                .state
-                .scan(SUBSCRIPTIONS, after.as_deref(), 500)
-                .await?;
-            let Some((last, _)) = page.last() else { break };
-            after = Some(last.clone());
-            for (key, raw) in page {
-                if !key.starts_with("group:") || wanted.contains(&key) {
-                    continue;
-                }
-                let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw.value) else {
-                    continue;
-                };
-                self.delete(&recorded_id(&record)?).await?;
-                match self
-                    .state
-                    .delete(SUBSCRIPTIONS, &key, Some(raw.version))
-                    .await
-                {
-                    Err(e) if e.is_conflict() => {}
-                    other => other?,
-                }
-                info!(subscription_id = %record.id, resource = %record.resource, "the group left the scope tree: its subscription deleted");
-                report.removed += 1;
+        for (key, version, record) in self.group_subscriptions().await? {
+            if wanted.contains(&key) {
+                continue;
             }
+            self.delete(&recorded_id(&record)?).await?;
+            match self.state.delete(SUBSCRIPTIONS, &key, Some(version)).await {
+                Err(e) if e.is_conflict() => {}
+                other => other?,
+            }
+            info!(subscription_id = %record.id, resource = %record.resource, "the group left the scope tree: its subscription deleted");
+            report.removed += 1;
         }
         Ok(report)
     }
@@ -352,6 +336,23 @@ impl SubscriptionKeeper {
         ) {
             return Ok(outcome);
         }
+        let groups = self.group_subscriptions().await?;
+        match groups.into_iter().find(|(_, _, r)| r.id == subscription_id) {
+            Some((_, _, record)) => {
+                self.for_resource(&record.resource)
+                    .handle_lifecycle(event, subscription_id)
+                    .await
+            }
+            None => Ok(outcome),
+        }
+    }
+
+    /// The scope groups' subscriptions as recorded: key, version and record (an unreadable
+    /// record is skipped: the group's next check replaces it).
+    async fn group_subscriptions(
+        &self,
+    ) -> Result<Vec<(String, u64, SubscriptionRecord)>, AppError> {
+        let mut found = Vec::new();
         let mut after: Option<String> = None;
         loop {
             let page = self
@@ -359,18 +360,15 @@ impl SubscriptionKeeper {
                 .scan(SUBSCRIPTIONS, after.as_deref(), 500)
                 .await?;
             let Some((last, _)) = page.last() else {
-                return Ok(outcome);
+                return Ok(found);
             };
             after = Some(last.clone());
             for (key, raw) in page {
-                let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw.value) else {
+                if !key.starts_with("group:") {
                     continue;
-                };
-                if key.starts_with("group:") && record.id == subscription_id {
-                    return self
-                        .for_resource(&record.resource)
-                        .handle_lifecycle(event, subscription_id)
-                        .await;
+                }
+                if let Ok(record) = serde_json::from_slice::<SubscriptionRecord>(&raw.value) {
+                    found.push((key, raw.version, record));
                 }
             }
         }

@@ -328,10 +328,11 @@ impl App {
         let checked = async {
             let tree = scope.ensure_tree().await?;
             let polled = scope.poll_all().await?;
-            // Where this host keeps the subscriptions, the tree's groups get theirs now.
+            // A group joined or left: where this host keeps the subscriptions, it follows now
+            // (otherwise the keeper's own check keeps them, at start and every check interval).
             let subscriptions = match &self.keeper {
-                Some(keeper) => Some(keeper.ensure_groups().await?),
-                None => None,
+                Some(keeper) if tree.joined + tree.left > 0 => Some(keeper.ensure_groups().await?),
+                _ => None,
             };
             Ok::<_, AppError>((tree, polled, subscriptions))
         };

@@ -21,13 +21,10 @@ use shadowsync_core::{dn, Clock};
 use shadowsync_ports::{GuestGraph, PartnerChanges, PartnerDirectory};
 use shadowsync_queue::{Job, JobSource, Queue};
 use shadowsync_state::records::{CHECKPOINTS, PARTNERS, PARTNER_WATERMARK};
-use shadowsync_state::{get_json, put_json, KeyValueStore, PartnerWatermark};
+use shadowsync_state::{get_json, keys, put_json, KeyValueStore, PartnerWatermark};
 use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::Duration;
-
-/// Records read per step of a full comparison.
-const PAGE: usize = 500;
 
 pub struct PartnerWatcher {
     pub directory: Arc<dyn PartnerDirectory>,
@@ -194,18 +191,10 @@ impl PartnerWatcher {
 
     /// Every account shadowsync has a record of.
     async fn recorded(&self) -> Result<BTreeSet<ObjectGuid>, AppError> {
-        let mut guids = BTreeSet::new();
-        let mut after: Option<String> = None;
-        loop {
-            let page = self.state.scan(PARTNERS, after.as_deref(), PAGE).await?;
-            let Some((last, _)) = page.last() else {
-                return Ok(guids);
-            };
-            after = Some(last.clone());
-            guids.extend(
-                page.iter()
-                    .filter_map(|(key, _)| key.parse::<ObjectGuid>().ok()),
-            );
-        }
+        Ok(keys(&*self.state, PARTNERS)
+            .await?
+            .iter()
+            .filter_map(|key| key.parse::<ObjectGuid>().ok())
+            .collect())
     }
 }

@@ -232,8 +232,10 @@ impl PartnerConverger {
     async fn run(&self, guid: &ObjectGuid, dry: bool) -> Result<PartnerOutcome, AppError> {
         let s = &self.settings;
         let account = self.account(guid).await?;
-        let stored = PartnerRecord::load(&*self.state, guid).await?;
-        let record = stored.as_ref().map(|r| &r.value);
+        // `loaded` is what the decisions read; `stored` follows what this converge saves.
+        let mut stored = PartnerRecord::load(&*self.state, guid).await?;
+        let loaded = stored.clone();
+        let record = loaded.as_ref().map(|r| &r.value);
         let now = self.clock.now();
         let desired = desired_guest(
             account.as_ref(),
@@ -277,7 +279,7 @@ impl PartnerConverger {
                 outcome.plan = vec![describe_operation(&GuestOperation::Conflict(why))];
                 outcome.guest_id = record.and_then(|r| r.guest_id.clone());
                 if !dry {
-                    self.record(&outcome, &desired, record).await?;
+                    self.record(&outcome, &desired, stored.as_ref()).await?;
                 }
                 return Ok(outcome);
             }
@@ -323,15 +325,20 @@ impl PartnerConverger {
             if !ops.is_empty() {
                 tracing::info!(%guid, plan = %describe_operations(&ops), "applying to the partner's guest");
             }
-            self.apply(
-                guid,
-                &ops,
-                &desired,
-                observed.as_ref(),
-                &mut outcome,
-                &stored,
-            )
-            .await?;
+            // The record an invitation saved on the way, if it did.
+            let saved = self
+                .apply(
+                    guid,
+                    &ops,
+                    &desired,
+                    observed.as_ref(),
+                    &mut outcome,
+                    &stored,
+                )
+                .await?;
+            if saved.is_some() {
+                stored = saved;
+            }
             // Applied, or no longer needed: a held change of this guest is settled.
             if let Some(held) = &settled {
                 self.safety.forget(held).await?;
@@ -354,7 +361,7 @@ impl PartnerConverger {
             return Ok(outcome);
         }
         if !dry {
-            self.record(&outcome, &desired, record).await?;
+            self.record(&outcome, &desired, stored.as_ref()).await?;
             // Waiting for Entra Connect is not an answer: what it brings appears on its next
             // cycle, and nothing in AD will change to say so. The job comes back.
             if let Some(why) = waiting {
@@ -493,7 +500,7 @@ impl PartnerConverger {
         observed: Option<&ObservedGuest>,
         outcome: &mut PartnerOutcome,
         stored: &Option<Versioned<PartnerRecord>>,
-    ) -> Result<(), AppError> {
+    ) -> Result<Option<Versioned<PartnerRecord>>, AppError> {
         let s = &self.settings;
         let invitation = |address: &str, invited_user: Option<ObjectId>, reset: bool| Invitation {
             address: address.to_string(),
@@ -508,6 +515,7 @@ impl PartnerConverger {
         let mut reset = None;
         let mut delete = false;
         let mut invited = false;
+        let mut saved = None;
         for op in ops {
             match op {
                 GuestOperation::Invite { address } => {
@@ -518,7 +526,7 @@ impl PartnerConverger {
                         Ok(new) => new,
                         Err(refused) => {
                             outcome.conflict = Some(refused);
-                            return Ok(());
+                            return Ok(saved);
                         }
                     };
                     // Remembered at once: a retry reads this guest by id instead of
@@ -529,9 +537,13 @@ impl PartnerConverger {
                     let previous = stored.as_ref().map(|r| &r.value);
                     let mut record = new_record(guid, outcome, desired, previous);
                     record.guest_id = Some(new.clone());
-                    record
+                    let version = record
                         .save(&*self.state, stored.as_ref().map(|r| r.version))
                         .await?;
+                    saved = Some(Versioned {
+                        value: record,
+                        version,
+                    });
                     id = Some(new);
                     invited = true;
                     change.link = Some((s.link_attribute.clone(), guid.link()));
@@ -567,7 +579,7 @@ impl PartnerConverger {
                         .await?
                     {
                         outcome.conflict = Some(refused);
-                        return Ok(());
+                        return Ok(saved);
                     }
                     outcome.address = Some(address.clone());
                 }
@@ -586,7 +598,7 @@ impl PartnerConverger {
                 GuestOperation::Conflict(_) | GuestOperation::AwaitSync(_) => {}
             }
         }
-        let Some(id) = id else { return Ok(()) };
+        let Some(id) = id else { return Ok(saved) };
         if !change.is_empty() {
             match self.guests.update_guest(&id, &change).await {
                 // A guest just invited may not be on the replica that answers yet: the job
@@ -616,7 +628,7 @@ impl PartnerConverger {
                 .doing("deleting the partner's guest")?;
         }
         outcome.guest_id = Some(id);
-        Ok(())
+        Ok(saved)
     }
 
     /// Sends an invitation; `Ok(Err(reason))` when Graph refuses it for what it holds (400: an
@@ -637,19 +649,17 @@ impl PartnerConverger {
         }
     }
 
-    /// Saves what was done, when it differs from the record.
+    /// Saves what was done over `current` (the record as loaded, or as an invitation saved it
+    /// during this converge), when it differs.
     async fn record(
         &self,
         outcome: &PartnerOutcome,
         desired: &DesiredGuest,
-        previous: Option<&PartnerRecord>,
+        current: Option<&Versioned<PartnerRecord>>,
     ) -> Result<(), AppError> {
-        // Reload: an invitation saved a newer version during this converge.
-        let current = PartnerRecord::load(&*self.state, &outcome.guid).await?;
-        let version = current.as_ref().map(|r| r.version);
-        let base = current.as_ref().map(|r| &r.value).or(previous);
-        let mut record = new_record(&outcome.guid, outcome, desired, base);
-        if let Some(current) = &current {
+        let version = current.map(|r| r.version);
+        let mut record = new_record(&outcome.guid, outcome, desired, current.map(|r| &r.value));
+        if let Some(current) = current {
             let mut same = record.clone();
             same.updated_at = current.value.updated_at;
             if same == current.value {

@@ -504,13 +504,23 @@ impl Reconciler {
     }
 
     fn job(&self, user_id: ObjectId, change_type: Option<ChangeType>) -> Job {
-        Job::Converge {
-            user_id,
-            change_type,
-            subscription_id: None,
-            received_at: self.clock.now(),
-            source: JobSource::Reconciler,
-        }
+        reconciler_job(user_id, change_type, self.clock.now())
+    }
+}
+
+/// A converge job the reconciler's side of shadowsync makes (a delta item, a sweep, a scope
+/// group's change): `change_type` when Graph said what changed.
+pub(crate) fn reconciler_job(
+    user_id: ObjectId,
+    change_type: Option<ChangeType>,
+    at: DateTime<Utc>,
+) -> Job {
+    Job::Converge {
+        user_id,
+        change_type,
+        subscription_id: None,
+        received_at: at,
+        source: JobSource::Reconciler,
     }
 }
 

@@ -12,19 +12,16 @@
 //! other: an emptied or deleted scope group is held by the threshold and the pre-flight.
 
 use crate::error::{AppError, Doing};
-use crate::reconcile::Batch;
+use crate::reconcile::{reconciler_job, Batch};
 use chrono::Utc;
 use serde::{Deserialize, Serialize};
 use shadowsync_core::{Clock, ObjectId};
 use shadowsync_ports::{DeltaCursor, Graph, MemberKind};
 use shadowsync_queue::{Job, JobSource, Queue};
 use shadowsync_state::records::SCOPE_GROUPS;
-use shadowsync_state::{get_json, put_json, KeyValueStore, ScopeGroupRecord};
+use shadowsync_state::{get_json, keys, put_json, KeyValueStore, ScopeGroupRecord};
 use std::collections::{BTreeSet, VecDeque};
 use std::sync::Arc;
-
-/// Groups read per step when the tree is listed from state.
-const PAGE: usize = 500;
 
 pub struct ScopeGroups {
     pub graph: Arc<dyn Graph>,
@@ -288,18 +285,12 @@ impl ScopeGroups {
     }
 
     async fn converge(&self, users: BTreeSet<ObjectId>) -> Result<(), AppError> {
+        // Stamped by the system clock, as a notification's job is: each change's jobs are
+        // distinct from an earlier one's for the queue's deduplication.
         let now = Utc::now();
         let mut batch = Batch::new(self.queue.as_ref());
         for user_id in users {
-            batch
-                .push(Job::Converge {
-                    user_id,
-                    change_type: None,
-                    subscription_id: None,
-                    received_at: now,
-                    source: JobSource::Reconciler,
-                })
-                .await?;
+            batch.push(reconciler_job(user_id, None, now)).await?;
         }
         batch.finish().await?;
         Ok(())
@@ -309,16 +300,11 @@ impl ScopeGroups {
 /// Every group of the scope tree as recorded in state (read from state alone: the subscription
 /// keeper has no policy of its own on AWS).
 pub async fn recorded_groups(state: &dyn KeyValueStore) -> Result<BTreeSet<ObjectId>, AppError> {
-    let mut groups = BTreeSet::new();
-    let mut after: Option<String> = None;
-    loop {
-        let page = state.scan(SCOPE_GROUPS, after.as_deref(), PAGE).await?;
-        let Some((last, _)) = page.last() else {
-            return Ok(groups);
-        };
-        after = Some(last.clone());
-        groups.extend(page.iter().filter_map(|(k, _)| ObjectId::parse(k).ok()));
-    }
+    Ok(keys(state, SCOPE_GROUPS)
+        .await?
+        .iter()
+        .filter_map(|key| ObjectId::parse(key).ok())
+        .collect())
 }
 
 /// What a check of the tree found.

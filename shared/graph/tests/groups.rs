@@ -1,27 +1,16 @@
 //! Scope-group reads against the simulator: a group's direct members, and groups delta for one
 //! group (its members first, then only what changed, a nested group as a group, a deleted group).
 
-use graph_sim::{RunningSim, SimClient, SimConfig};
+mod support;
+
+use graph_sim::{RunningSim, SimClient};
 use shadowsync_core::ObjectId;
-use shadowsync_graph::{Credential, GraphClient, GraphConfig};
+use shadowsync_graph::GraphClient;
 use shadowsync_ports::{DeltaCursor, GroupChange, Member, MemberKind};
 use std::collections::BTreeSet;
 
 async fn start() -> (RunningSim, SimClient, GraphClient) {
-    let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let c = sim.config();
-    let mut config = GraphConfig::new(
-        &c.tenant_id,
-        &c.client_id,
-        Credential::secret(&c.client_secret),
-    );
-    config.login_endpoint = sim.base_url().parse().unwrap();
-    config.graph_endpoint = sim.base_url().parse().unwrap();
-    let client = GraphClient::new(config).unwrap();
-    let control = SimClient::new(sim.base_url(), sim.config());
-    (sim, control, client)
+    support::simulator().await
 }
 
 fn id(v: &serde_json::Value) -> ObjectId {

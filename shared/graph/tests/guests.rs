@@ -2,29 +2,18 @@
 //! (advanced queries required, invitations of existing guests, conversions, on-premises-mastered
 //! properties refused).
 
+mod support;
+
 use graph_sim::synced::SyncedUser;
-use graph_sim::{RunningSim, SimClient, SimConfig};
+use graph_sim::{RunningSim, SimClient};
 use shadowsync_core::partner::{ObjectGuid, PartnerAttribute};
-use shadowsync_graph::{Credential, GraphClient, GraphConfig};
+use shadowsync_graph::GraphClient;
 use shadowsync_ports::{GuestChange, GuestGraph, Invitation};
 
 const LINK: &str = "extensionAttribute15";
 
 async fn start() -> (RunningSim, SimClient, GraphClient) {
-    let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse().unwrap())
-        .await
-        .unwrap();
-    let c = sim.config();
-    let mut config = GraphConfig::new(
-        &c.tenant_id,
-        &c.client_id,
-        Credential::secret(&c.client_secret),
-    );
-    config.login_endpoint = sim.base_url().parse().unwrap();
-    config.graph_endpoint = sim.base_url().parse().unwrap();
-    let client = GraphClient::new(config).unwrap();
-    let control = SimClient::new(sim.base_url(), sim.config());
-    (sim, control, client)
+    support::simulator().await
 }
 
 fn invitation(address: &str) -> Invitation {

@@ -133,6 +133,21 @@ pub async fn get_json<T: serde::de::DeserializeOwned>(
     }))
 }
 
+/// Every key `table` holds, read a page at a time.
+pub async fn keys(store: &dyn KeyValueStore, table: &str) -> Result<Vec<String>, StateError> {
+    const PAGE: usize = 500;
+    let mut keys = Vec::new();
+    let mut after: Option<String> = None;
+    loop {
+        let page = store.scan(table, after.as_deref(), PAGE).await?;
+        let Some((last, _)) = page.last() else {
+            return Ok(keys);
+        };
+        after = Some(last.clone());
+        keys.extend(page.into_iter().map(|(key, _)| key));
+    }
+}
+
 /// How many keys `table` holds, a page at a time.
 pub async fn count_keys(store: &dyn KeyValueStore, table: &str) -> Result<usize, StateError> {
     const PAGE: usize = 500;

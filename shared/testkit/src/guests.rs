@@ -161,6 +161,20 @@ impl FakeGuestGraph {
         user
     }
 
+    /// Users whose `link_attribute` holds a value `matches` accepts (a find call).
+    fn linked(
+        &self,
+        link_attribute: &str,
+        matches: impl Fn(&str) -> bool,
+    ) -> Result<Vec<ObservedGuest>, GraphError> {
+        let w = self.begin(GuestOp::Find)?;
+        Ok(w.users
+            .values()
+            .map(|(u, _)| Self::view(&w, u, link_attribute))
+            .filter(|u| u.link.as_deref().is_some_and(&matches))
+            .collect())
+    }
+
     fn holds(user: &ObservedGuest, address: &str) -> bool {
         user.mail
             .iter()
@@ -176,16 +190,7 @@ impl GuestGraph for FakeGuestGraph {
         link_attribute: &str,
         link: &str,
     ) -> Result<Vec<ObservedGuest>, GraphError> {
-        let w = self.begin(GuestOp::Find)?;
-        Ok(w.users
-            .values()
-            .map(|(u, _)| Self::view(&w, u, link_attribute))
-            .filter(|u| {
-                u.link
-                    .as_deref()
-                    .is_some_and(|l| l.eq_ignore_ascii_case(link))
-            })
-            .collect())
+        self.linked(link_attribute, |l| l.eq_ignore_ascii_case(link))
     }
 
     async fn guest(
@@ -200,16 +205,9 @@ impl GuestGraph for FakeGuestGraph {
     }
 
     async fn linked_guests(&self, link_attribute: &str) -> Result<Vec<ObservedGuest>, GraphError> {
-        let w = self.begin(GuestOp::Find)?;
-        Ok(w.users
-            .values()
-            .map(|(u, _)| Self::view(&w, u, link_attribute))
-            .filter(|u| {
-                u.link
-                    .as_deref()
-                    .is_some_and(|l| l.starts_with(shadowsync_core::partner::LINK_PREFIX))
-            })
-            .collect())
+        self.linked(link_attribute, |l| {
+            l.starts_with(shadowsync_core::partner::LINK_PREFIX)
+        })
     }
 
     async fn users_by_address(

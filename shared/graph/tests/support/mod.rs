@@ -590,3 +590,29 @@ pub fn other_key(dir: &Path) -> PathBuf {
     .unwrap();
     path
 }
+
+/// The Graph simulator on a random port, a control client for it, and a `GraphClient`
+/// configured for it (the partner and scope-group calls' tests).
+pub async fn simulator() -> (
+    graph_sim::RunningSim,
+    graph_sim::SimClient,
+    shadowsync_graph::GraphClient,
+) {
+    let sim = graph_sim::start(
+        graph_sim::SimConfig::default(),
+        "127.0.0.1:0".parse().unwrap(),
+    )
+    .await
+    .unwrap();
+    let c = sim.config();
+    let mut config = GraphConfig::new(
+        &c.tenant_id,
+        &c.client_id,
+        Credential::secret(&c.client_secret),
+    );
+    config.login_endpoint = sim.base_url().parse().unwrap();
+    config.graph_endpoint = sim.base_url().parse().unwrap();
+    let client = shadowsync_graph::GraphClient::new(config).unwrap();
+    let control = graph_sim::SimClient::new(sim.base_url(), sim.config());
+    (sim, control, client)
+}
