@@ -228,6 +228,15 @@ async fn invite_mode_follows_a_partner_account_through_its_life() {
     assert_eq!(linked(&host.graph, &guid).await.len(), 1);
     let status = host.status().await;
     assert_eq!(status["queue"]["dead_letters"], 0, "{status}");
+    // status counts the partner accounts by where their guest stands, and shows the watermark.
+    assert_eq!(status["partners"]["gone"], 1, "{status}");
+    assert!(
+        status["partner_watermark"]["usn"].as_u64().unwrap() > 0,
+        "{status}"
+    );
+    let human = host.serve.cli.run(&["status"], &[]).await.unwrap();
+    assert!(human.contains("partners       1 gone"), "{human}");
+    assert!(human.contains("AD watcher     past uSNChanged"), "{human}");
 }
 
 #[tokio::test]
