@@ -134,7 +134,37 @@ EOF
     || die "generated server certificate does not verify against its CA"
 }
 
-is_provisioned() { [[ -f "$MARKER" && -f "$SMB_CONF" && -d "$PRISTINE_DIR" ]]; }
+# What the marker says: a directory provisioned before the schema extension lacks it, and is
+# provisioned again.
+MARKER_TEXT="schema: Windows Server 2012 R2 + msDS-ExternalDirectoryObjectId"
+is_provisioned() {
+  [[ -f "$MARKER" && -f "$SMB_CONF" && -d "$PRISTINE_DIR" ]] \
+    && [[ "$(cat "$MARKER")" == "$MARKER_TEXT" ]]
+}
+
+# Windows Server 2016's msDS-ExternalDirectoryObjectId (indexed: searchFlags 9), which
+# shadowsync uses as its indexed anchor where the schema has it. Samba 4.17 provisions the 2012 R2
+# schema (objectVersion 69) and cannot upgrade past it, but ships the 2016 definitions: the
+# attribute's entry is taken from them as it is (CRLF line ends, `changetype` and
+# `objectCategory` stripped: the offline add fills the category in) and, as in Windows, the
+# `mailRecipient` auxiliary class of `user` may contain it. Written into the stopped DC's database
+# with schema updates allowed for this one command.
+extend_schema() {
+  local definitions=/usr/share/samba/setup/ad-schema/AD_DS_Attributes__Windows_Server_2016.ldf
+  [[ -f "$definitions" ]] || die "Samba's Windows Server 2016 schema definitions are missing: $definitions"
+  local entry
+  entry="$(tr -d '\r' <"$definitions" \
+    | awk 'BEGIN { RS = ""; ORS = "\n\n" } /^dn: CN=ms-DS-External-Directory-Object-Id,/' \
+    | grep -v '^changetype:\|^objectCategory:' | sed "s/DC=X\$/$BASE_DN/")"
+  [[ "$entry" == *"lDAPDisplayName: msDS-ExternalDirectoryObjectId"* ]] \
+    || die "msDS-ExternalDirectoryObjectId not found in $definitions"
+  local schema_update=(--option="dsdb:schema update allowed = true")
+  printf '%s\n' "$entry" | ldbadd -H "$SAMBA_DIR/private/sam.ldb" "${schema_update[@]}" >/dev/null \
+    || die "adding msDS-ExternalDirectoryObjectId to the schema failed"
+  printf 'dn: CN=Mail-Recipient,CN=Schema,CN=Configuration,%s\nchangetype: modify\nadd: mayContain\nmayContain: msDS-ExternalDirectoryObjectId\n' \
+    "$BASE_DN" | ldbmodify -H "$SAMBA_DIR/private/sam.ldb" "${schema_update[@]}" >/dev/null \
+    || die "allowing msDS-ExternalDirectoryObjectId on users failed"
+}
 
 cmd_provision() {
   need_root provision
@@ -192,6 +222,7 @@ cmd_provision() {
   printf 'dn: %s\nchangetype: modify\nreplace: userAccountControl\nuserAccountControl: 66048\n' \
     "$ADMIN_DN" | ldbmodify -H "$SAMBA_DIR/private/sam.ldb" >/dev/null \
     || die "setting Administrator's password to never expire failed"
+  extend_schema
 
   # Keep a pristine copy of the stopped DC for `reset`. It comes back to the same absolute
   # path, so the absolute paths in smb.conf stay right.
@@ -203,7 +234,7 @@ cmd_provision() {
       cp -a "$SAMBA_DIR/$d" "$PRISTINE_DIR/$d"
     fi
   done
-  touch "$MARKER"
+  printf '%s' "$MARKER_TEXT" >"$MARKER"
   log "provisioned in $(since "$t0")"
 }
 
@@ -456,7 +487,7 @@ cmd_env() {
 }
 
 cmd_ensure() {
-  if [[ -z "$(missing_tools)" ]] && is_running && ldaps_probe; then
+  if [[ -z "$(missing_tools)" ]] && is_provisioned && is_running && ldaps_probe; then
     return 0
   fi
   with_lock ensure_locked
@@ -466,6 +497,10 @@ ensure_locked() {
   # Re-check under the lock: another process may have done the work while we waited.
   cmd_install
   if ! is_provisioned; then
+    # A DC provisioned by an earlier version of this script (without the schema extension).
+    if is_running; then
+      cmd_stop
+    fi
     cmd_provision
   fi
   cmd_start

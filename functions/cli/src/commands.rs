@@ -314,6 +314,28 @@ pub async fn status(backend: Backend, user: Option<String>, json: bool) -> Resul
         ),
         None => println!("delta          no completed round yet"),
     }
+    if let Some(r) = &report.delta_round_in_progress {
+        println!(
+            "delta          {} round in progress since {}: {} pages, {} users, {} jobs so far (saved {} min ago)",
+            if r.full { "full" } else { "incremental" },
+            r.started_at.to_rfc3339(),
+            r.pages,
+            r.users_seen,
+            r.jobs_enqueued,
+            (chrono::Utc::now() - r.saved_at).num_minutes()
+        );
+    }
+    if let Some(a) = &report.anchor_lookup {
+        println!(
+            "AD anchor      accounts looked up by {} ({}): {}",
+            a.lookup.attribute,
+            match a.lookup.indexed {
+                true => "indexed",
+                false => "not indexed: every user object is read",
+            },
+            a.lookup.reason
+        );
+    }
     println!(
         "queue          {} waiting or in progress ({} in progress), {} dead letters",
         report.queue.depth, report.queue.in_flight, report.queue.dead_letters

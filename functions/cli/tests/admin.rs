@@ -68,6 +68,12 @@ async fn status_works_through_serve_and_on_the_store() {
     assert!(probe.by_anchor(&id).await.unwrap().is_some());
     assert!(remote["subscription"]["id"].is_string(), "{remote}");
     assert_eq!(remote["queue"]["dead_letters"], 0);
+    // The test DC's schema has the indexed anchor (tests/samba/samba-dc.sh extends it).
+    assert_eq!(
+        remote["anchor_lookup"]["attribute"], "msDS-ExternalDirectoryObjectId",
+        "{remote}"
+    );
+    assert_eq!(remote["anchor_lookup"]["indexed"], true);
 
     let user: Value =
         serde_json::from_str(&serve.cli.run(&["status"], &[&upn, "--json"]).await.unwrap())
@@ -86,6 +92,12 @@ async fn status_works_through_serve_and_on_the_store() {
     assert_eq!(local["subscription"]["id"], remote["subscription"]["id"]);
     let text = serve.cli.run(&["status"], &[]).await.unwrap();
     assert!(text.contains("1 enabled"), "{text}");
+    assert!(
+        text.contains(
+            "AD anchor      accounts looked up by msDS-ExternalDirectoryObjectId (indexed)"
+        ),
+        "{text}"
+    );
     let sam = probe
         .by_anchor(&id)
         .await

@@ -19,7 +19,8 @@ async fn main() -> Result<(), Error> {
     let settings = host.settings()?;
     let queue = host.queue(settings.provisioner.max_attempts)?;
     let storage = Storage::shared(host.store()?, queue.clone());
-    let app = App::build(&settings, storage).await?;
+    // AD is reached at the first job that needs it, not at the function's start.
+    let app = App::build_deferred(&settings, storage).await?;
     let handler = SqsBatchHandler {
         queue,
         jobs: app.jobs.clone(),

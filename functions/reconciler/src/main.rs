@@ -11,7 +11,8 @@ async fn main() -> Result<(), Error> {
     let app = host.app().await?;
     let app = &app;
     lambda_runtime::run(service_fn(|event: LambdaEvent<Value>| async move {
-        shadowsync_reconciler::handle(app, &event.payload).await
+        let deadline = event.context.deadline().into();
+        shadowsync_reconciler::handle(app, &event.payload, Some(deadline)).await
     }))
     .await
 }

@@ -21,6 +21,11 @@ fn fixture(name: &str) -> Value {
 
 /// An application with AD, and the partner direction when `partners`.
 fn app(partners: bool) -> (App, Arc<FakeDirectory>, Arc<EmbeddedQueue>) {
+    app_on(Arc::new(FakeGraph::new()), partners)
+}
+
+/// [`app`] on `graph`.
+fn app_on(graph: Arc<FakeGraph>, partners: bool) -> (App, Arc<FakeDirectory>, Arc<EmbeddedQueue>) {
     let policy = Policy::new(
         format!("OU=Guests,{BASE}"),
         format!("OU=Disabled Guests,{BASE}"),
@@ -29,7 +34,7 @@ fn app(partners: bool) -> (App, Arc<FakeDirectory>, Arc<EmbeddedQueue>) {
     directory.add_ou(PARTNERS).unwrap();
     let store = EmbeddedStore::in_memory().unwrap();
     let queue = Arc::new(EmbeddedQueue::new(&store, 3).unwrap());
-    let mut parts = Parts::new(Arc::new(FakeGraph::new()), Arc::new(store), queue.clone())
+    let mut parts = Parts::new(graph, Arc::new(store), queue.clone())
         .directory(directory.clone(), policy.clone());
     if partners {
         parts = parts.partners(PartnerParts {
@@ -61,9 +66,10 @@ async fn the_partner_schedule_runs_a_watcher_round() {
     let guid = directory
         .add_partner(PARTNERS, "Pat", "pat", &[("mail", "pat@fabrikam.com")])
         .unwrap();
-    let report = shadowsync_reconciler::handle(&app, &fixture("scheduler-partner-watch.json"))
-        .await
-        .unwrap();
+    let report =
+        shadowsync_reconciler::handle(&app, &fixture("scheduler-partner-watch.json"), None)
+            .await
+            .unwrap();
     assert_eq!(report["full"], true, "{report}");
     assert_eq!(report["queued"], 1);
     let jobs = queue.receive(10, Duration::from_secs(30)).await.unwrap();
@@ -76,15 +82,58 @@ async fn the_partner_schedule_runs_a_watcher_round() {
 #[tokio::test]
 async fn without_the_partner_direction_the_watch_is_skipped_and_the_default_schedule_reconciles() {
     let (app, _, queue) = app(false);
-    let skipped = shadowsync_reconciler::handle(&app, &fixture("scheduler-partner-watch.json"))
-        .await
-        .unwrap();
+    let skipped =
+        shadowsync_reconciler::handle(&app, &fixture("scheduler-partner-watch.json"), None)
+            .await
+            .unwrap();
     assert!(skipped["skipped"].is_string(), "{skipped}");
     assert_eq!(queue.stats().await.unwrap().depth, 0);
 
-    let report = shadowsync_reconciler::handle(&app, &fixture("scheduler-default.json"))
+    let report = shadowsync_reconciler::handle(&app, &fixture("scheduler-default.json"), None)
         .await
         .unwrap();
     assert!(report.get("skipped").is_none(), "{report}");
     assert!(report.is_object(), "a reconciliation report: {report}");
+}
+
+#[tokio::test]
+async fn a_run_stops_its_delta_round_before_the_lambda_deadline_and_the_next_run_resumes_it() {
+    let graph = Arc::new(FakeGraph::new());
+    graph.set_delta_page_size(1);
+    for n in 0..3 {
+        graph.invite_guest(&format!("g{n}@fabrikam.com"));
+    }
+    let (app, _, queue) = app_on(graph, false);
+    let event = fixture("scheduler-default.json");
+
+    // Less than the margin left: the round reads one page, saves its place, and no sweep starts.
+    let deadline = chrono::Utc::now() + shadowsync_reconciler::DEADLINE_MARGIN / 2;
+    let report = shadowsync_reconciler::handle(&app, &event, Some(deadline))
+        .await
+        .unwrap();
+    assert_eq!(report["delta"]["complete"], false, "{report}");
+    assert_eq!(report["delta"]["pages"], 1, "{report}");
+    assert!(report["sweep"].is_null(), "{report}");
+    assert_eq!(queue.stats().await.unwrap().depth, 1);
+
+    let report = shadowsync_reconciler::handle(&app, &event, None)
+        .await
+        .unwrap();
+    let delta = &report["delta"];
+    assert_eq!(
+        (&delta["complete"], &delta["resumed"], &delta["full"]),
+        (&true.into(), &true.into(), &true.into()),
+        "{report}"
+    );
+    assert_eq!(
+        (&delta["pages"], &delta["jobs_enqueued"]),
+        (&3.into(), &3.into())
+    );
+    let swept = report["sweep"]["jobs_enqueued"].as_u64();
+    assert_eq!(swept, Some(3), "never swept: {report}");
+    assert_eq!(
+        queue.stats().await.unwrap().depth,
+        3 + 3,
+        "one delta job per guest, and the sweep's"
+    );
 }

@@ -13,14 +13,15 @@ use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use shadowsync_core::partner::ObjectGuid;
 use shadowsync_core::{ActualAccount, GraphUser, ObjectId, Operation, UserLookup};
-use shadowsync_ports::GraphIdentity;
+use shadowsync_ports::{AnchorLookup, Directory, GraphIdentity};
 use shadowsync_queue::{Job, JobSource, Queue, QueueStats};
 use shadowsync_state::records::{
     CHECKPOINTS, GUESTS, HELD, LAST_SWEEP, PARTNERS, PARTNER_WATERMARK, USERS_DELTA,
+    USERS_DELTA_RESUME,
 };
 use shadowsync_state::{
-    get_json, put_json, DeltaCheckpoint, GuestRecord, HeldChange, KeyValueStore, LastSweep,
-    PartnerRecord, PartnerWatermark, SubscriptionRecord,
+    get_json, put_json, DeltaCheckpoint, DeltaResumePoint, GuestRecord, HeldChange, KeyValueStore,
+    LastSweep, PartnerRecord, PartnerWatermark, SubscriptionRecord,
 };
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -32,6 +33,9 @@ pub struct StatusReport {
     pub subscription: Option<SubscriptionRecord>,
     /// When the reconciler last completed a delta round.
     pub delta_checkpoint: Option<DateTime<Utc>>,
+    /// A delta round under way, or stopped (a deadline, a crash) where the next run resumes it.
+    #[serde(default)]
+    pub delta_round_in_progress: Option<RoundInProgress>,
     /// When the managed OUs were last swept.
     #[serde(default)]
     pub last_sweep: Option<DateTime<Utc>>,
@@ -62,6 +66,53 @@ pub struct StatusReport {
     /// Where the AD watcher's next round starts, and its last full comparison.
     #[serde(default)]
     pub partner_watermark: Option<PartnerWatermark>,
+    /// How shadow accounts are looked up in AD, as the directory last reported it.
+    #[serde(default)]
+    pub anchor_lookup: Option<AnchorLookupRecord>,
+}
+
+/// Key in [`CHECKPOINTS`] of the [`AnchorLookupRecord`].
+pub const ANCHOR_LOOKUP: &str = "anchor_lookup";
+
+/// The anchor lookup a host found when it reached AD, for `status` (which reads state alone).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorLookupRecord {
+    #[serde(flatten)]
+    pub lookup: AnchorLookup,
+    pub at: DateTime<Utc>,
+}
+
+/// Records how `directory` looks accounts up, when it has been reached. Only for `status`: a
+/// failure is logged and changes nothing else.
+pub async fn record_anchor_lookup(state: &dyn KeyValueStore, directory: &dyn Directory) {
+    let Some(lookup) = directory.anchor_lookup() else {
+        return;
+    };
+    let record = AnchorLookupRecord {
+        lookup,
+        at: Utc::now(),
+    };
+    let current = state.get(CHECKPOINTS, ANCHOR_LOOKUP).await;
+    let version = match &current {
+        Ok(current) => current.as_ref().map(|c| c.version),
+        Err(_) => None,
+    };
+    if let Err(e) = put_json(state, CHECKPOINTS, ANCHOR_LOOKUP, &record, version).await {
+        tracing::warn!(error = %e, "could not record the directory's anchor lookup for status");
+    }
+}
+
+/// A delta round not completed yet, as far as its last saved position tells.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoundInProgress {
+    /// It enumerates every user.
+    pub full: bool,
+    pub started_at: DateTime<Utc>,
+    /// When its position was last saved: the counts are as of then.
+    pub saved_at: DateTime<Utc>,
+    pub pages: usize,
+    pub users_seen: usize,
+    pub jobs_enqueued: usize,
 }
 
 /// The offset worth reporting between Graph's clock and the local one: a minute or more.
@@ -119,11 +170,28 @@ pub async fn status(
     queue: &dyn Queue,
 ) -> Result<StatusReport, AppError> {
     let subscription = SubscriptionRecord::load(state).await?.map(|v| v.value);
-    let delta_checkpoint = get_json::<DeltaCheckpoint>(state, CHECKPOINTS, USERS_DELTA)
+    let checkpoint = get_json::<DeltaCheckpoint>(state, CHECKPOINTS, USERS_DELTA)
         .await
         .ok()
         .flatten()
-        .map(|v| v.value.completed_at);
+        .map(|v| v.value);
+    let delta_checkpoint = checkpoint.as_ref().map(|cp| cp.completed_at);
+    let delta_round_in_progress =
+        get_json::<DeltaResumePoint>(state, CHECKPOINTS, USERS_DELTA_RESUME)
+            .await
+            .ok()
+            .flatten()
+            .map(|v| v.value)
+            // One a crash left behind after its round completed is no round in progress.
+            .filter(|point| point.continues(checkpoint.as_ref()))
+            .map(|point| RoundInProgress {
+                full: point.full,
+                started_at: point.started_at,
+                saved_at: point.saved_at,
+                pages: point.pages,
+                users_seen: point.users_seen,
+                jobs_enqueued: point.jobs_enqueued,
+            });
     let last_sweep = get_json::<LastSweep>(state, CHECKPOINTS, LAST_SWEEP)
         .await
         .ok()
@@ -136,6 +204,11 @@ pub async fn status(
     let partner_watermark = get_json::<PartnerWatermark>(state, CHECKPOINTS, PARTNER_WATERMARK)
         .await?
         .map(|w| w.value);
+    let anchor_lookup = get_json::<AnchorLookupRecord>(state, CHECKPOINTS, ANCHOR_LOOKUP)
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.value);
     let (accounts, conflicts) = tally(state, GUESTS, |r: GuestRecord| {
         (r.status.as_str(), r.conflict)
     })
@@ -143,6 +216,7 @@ pub async fn status(
     Ok(StatusReport {
         subscription,
         delta_checkpoint,
+        delta_round_in_progress,
         last_sweep,
         queue: queue.stats().await?,
         accounts,
@@ -154,6 +228,7 @@ pub async fn status(
         partners,
         partner_conflicts,
         partner_watermark,
+        anchor_lookup,
     })
 }
 

@@ -120,12 +120,34 @@ impl App {
     /// yet) and, where configured, the directory (a bind, so that a wrong URL, certificate or
     /// password fails here, before anything starts).
     pub async fn build(settings: &Settings, storage: Storage) -> Result<App, AppError> {
+        Self::build_with(settings, storage, true).await
+    }
+
+    /// Like [`App::build`], but AD is reached when a job first needs it: a Lambda function
+    /// that may not need AD in an invocation does not pay for the TLS handshake and bind at
+    /// its start (a wrong URL or password then fails that job, retried, and is logged).
+    pub async fn build_deferred(settings: &Settings, storage: Storage) -> Result<App, AppError> {
+        Self::build_with(settings, storage, false).await
+    }
+
+    async fn build_with(
+        settings: &Settings,
+        storage: Storage,
+        connect_now: bool,
+    ) -> Result<App, AppError> {
         let graph = Arc::new(graph_client(&settings.graph)?);
         let mut partners = None;
         let directory = match &settings.directory {
             Some((section, policy)) => {
-                let directory =
-                    Arc::new(LdapDirectory::connect(directory_config(section), policy).await?);
+                let config = directory_config(section);
+                let directory = Arc::new(match connect_now {
+                    true => LdapDirectory::connect(config, policy).await?,
+                    false => LdapDirectory::new(config, policy),
+                });
+                if connect_now {
+                    crate::admin::record_anchor_lookup(storage.state.as_ref(), directory.as_ref())
+                        .await;
+                }
                 partners = settings.partners.as_ref().map(|p| PartnerParts {
                     guests: graph.clone(),
                     directory: directory.clone(),
@@ -193,5 +215,6 @@ pub fn directory_config(d: &DirectorySection) -> DirectoryConfig {
     let mut config = DirectoryConfig::new(&d.url, &d.bind_dn, d.bind_password.clone());
     config.ca_file = d.ca_file.clone();
     config.base_dn = d.base_dn.clone();
+    config.indexed_anchor = d.indexed_anchor;
     config
 }

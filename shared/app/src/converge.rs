@@ -259,8 +259,8 @@ impl Converger {
         let after = match status {
             AccountStatus::Deleted | AccountStatus::NotProvisioned => None,
             _ if !writes => account.cloned(),
-            // Read back where apply left the account, not by anchor: a search by anchor reads
-            // every user object of the domain (adminDescription is not indexed by default).
+            // Read back where apply left the account, not by anchor: a base read costs the same
+            // whatever the domain, and the anchor is unindexed on older schemas.
             _ => match dn_after {
                 Some(dn) => self.directory.read_account(&dn).await?,
                 None => None,
@@ -399,8 +399,8 @@ impl Converger {
         };
         let record = GuestRecord::load(self.state.as_ref(), user_id).await?;
         // Graph reporting a change to a member (an employee) shadowsync never made an account
-        // for costs no search of AD (the anchor is not indexed: every user object would be
-        // read) and no further state read. A guest who became a member has a record, and is
+        // for costs no search of AD (on a schema without the indexed anchor every user object
+        // would be read) and no further state read. A guest who became a member has a record, and is
         // looked up as before; an account whose record was lost is found by the sweep of the
         // managed OUs, whose jobs (like an administrator's) always look.
         let employee = hint.reported_at.is_some()

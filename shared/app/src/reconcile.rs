@@ -4,7 +4,8 @@
 //!
 //! - [`Reconciler::run_delta`]: Graph delta query over users. The first round (no checkpoint,
 //!   or an expired delta token) enumerates every user; later rounds start from the stored
-//!   deltaLink and see only what changed.
+//!   deltaLink and see only what changed. A round saves its position as it goes
+//!   ([`DeltaResumePoint`]), so one stopped by a deadline or a crash goes on from there.
 //! - [`Reconciler::sweep`]: looks at AD instead of Graph. Every anchored account in the managed
 //!   OUs gets a job, so orphans (guest gone), accounts out of scope and accounts past their
 //!   retention are found even if Graph never reports them again. With a scope group, guests
@@ -19,11 +20,11 @@ use serde::Serialize;
 use shadowsync_core::{Clock, ObjectId, Policy};
 use shadowsync_ports::{DeltaCursor, DeltaItem, Directory, Graph};
 use shadowsync_queue::{ChangeType, Job, JobSource, Queue};
-use shadowsync_state::records::{CHECKPOINTS, LAST_SWEEP, USERS_DELTA};
+use shadowsync_state::records::{CHECKPOINTS, LAST_SWEEP, USERS_DELTA, USERS_DELTA_RESUME};
 use shadowsync_state::{
-    get_json, put_json, DeltaCheckpoint, GuestRecord, KeyValueStore, LastSweep,
+    get_json, put_json, DeltaCheckpoint, DeltaResumePoint, GuestRecord, KeyValueStore, LastSweep,
 };
-use std::collections::HashSet;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tracing::{info, warn};
@@ -34,6 +35,24 @@ pub const JOB_BATCH: usize = 100;
 
 /// Full rounds started in one run when Graph keeps losing their state.
 const FULL_ROUND_ATTEMPTS: u32 = 3;
+
+/// How often a round saves its position (after sending the jobs of the pages read since). Not
+/// every page: that is a durable write per 100 to 999 users, more than the jobs' own batches of
+/// 100 (a third of a tenant's users may be guests), and those batches are what a round costs on
+/// the embedded store (BENCHMARKS.md, section 4). A crash makes the next run read again at most
+/// this much of the round (its jobs are idempotent). A round also saves when it stops for its
+/// deadline, and when Graph fails it.
+const RESUME_SAVE_INTERVAL: chrono::Duration = chrono::Duration::seconds(10);
+
+/// A saved round older than this starts over instead. Graph keeps delta state 7 days for
+/// directory objects (documented for deltaLinks; nothing is documented for a round's nextLinks).
+/// An older position is not tried at all: Graph might answer a link it forgot otherwise than as
+/// stale (a 5xx, say), and every run would fail on it.
+const RESUME_MAX_AGE: chrono::Duration = chrono::Duration::days(6);
+
+/// Recent ids a round remembers to fold Graph's repeats (see [`Reconciler::follow`]): a couple
+/// of MB at most, whatever the tenant's size.
+const RECENT_IDS: usize = 10_000;
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
 pub struct DeltaReport {
@@ -49,6 +68,11 @@ pub struct DeltaReport {
     pub removed: usize,
     /// Items that could not be read (no usable id) and were left out.
     pub skipped: usize,
+    /// The round reached its deltaLink. `false`: it stopped for its deadline with its position
+    /// saved; the next run resumes it.
+    pub complete: bool,
+    /// The round went on from where an earlier run left it; the counts include that run's.
+    pub resumed: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
@@ -60,6 +84,8 @@ pub struct SweepReport {
     pub unmanaged: Vec<String>,
     /// Guests enumerated from Graph (only with a scope group).
     pub guests_checked: usize,
+    /// Accounts of ours that gained the indexed anchor (see [`Directory::stamp_indexed_anchors`]).
+    pub anchors_stamped: usize,
 }
 
 /// Which parts of reconciliation a host does: delta rounds need Graph, sweeps need AD.
@@ -129,64 +155,258 @@ fn stale_link(error: &shadowsync_ports::GraphError) -> Option<&'static str> {
     }
 }
 
+/// Whether a saved nextLink is no use: stale as a delta link is, or refused outright (a 4xx
+/// other than an access refusal, such as `Directory_ExpiredPageToken`: trying it again would
+/// fail every run).
+fn resume_link_refused(error: &shadowsync_ports::GraphError) -> bool {
+    stale_link(error).is_some()
+        || (matches!(error, shadowsync_ports::GraphError::Client { .. })
+            && !error.is_access_denied())
+}
+
+/// A users delta round being followed: where it is, and its counts (an earlier run's included
+/// when it was resumed).
+struct Round {
+    cursor: DeltaCursor,
+    report: DeltaReport,
+    started_at: DateTime<Utc>,
+    /// `completed_at` of the checkpoint the round started from.
+    checkpoint_at: Option<DateTime<Utc>>,
+    /// When the last full round completed, for an incremental round (the checkpoint keeps it).
+    previous_full: Option<DateTime<Utc>>,
+}
+
+impl Round {
+    fn full(reason: String, now: DateTime<Utc>) -> Self {
+        Self {
+            cursor: DeltaCursor::Start,
+            report: DeltaReport {
+                full: true,
+                reason_for_full: Some(reason),
+                ..DeltaReport::default()
+            },
+            started_at: now,
+            checkpoint_at: None,
+            previous_full: None,
+        }
+    }
+
+    fn incremental(checkpoint: &DeltaCheckpoint, now: DateTime<Utc>) -> Self {
+        Self {
+            cursor: DeltaCursor::Link(checkpoint.delta_link.clone()),
+            report: DeltaReport::default(),
+            started_at: now,
+            checkpoint_at: Some(checkpoint.completed_at),
+            previous_full: Some(checkpoint.full_sync_at),
+        }
+    }
+
+    /// `checkpoint`: the one the round started from ([`DeltaResumePoint::continues`] it).
+    fn resumed(point: DeltaResumePoint, checkpoint: Option<&DeltaCheckpoint>) -> Self {
+        Self {
+            cursor: DeltaCursor::Link(point.next_link),
+            report: DeltaReport {
+                full: point.full,
+                reason_for_full: point.reason_for_full,
+                pages: point.pages,
+                users_seen: point.users_seen,
+                jobs_enqueued: point.jobs_enqueued,
+                removed: point.removed,
+                skipped: point.skipped,
+                complete: false,
+                resumed: true,
+            },
+            started_at: point.started_at,
+            checkpoint_at: point.checkpoint_at,
+            previous_full: checkpoint.filter(|_| !point.full).map(|cp| cp.full_sync_at),
+        }
+    }
+
+    fn resume_point(&self, next_link: String, now: DateTime<Utc>) -> DeltaResumePoint {
+        let r = &self.report;
+        DeltaResumePoint {
+            next_link,
+            full: r.full,
+            reason_for_full: r.reason_for_full.clone(),
+            checkpoint_at: self.checkpoint_at,
+            started_at: self.started_at,
+            saved_at: now,
+            pages: r.pages,
+            users_seen: r.users_seen,
+            jobs_enqueued: r.jobs_enqueued,
+            removed: r.removed,
+            skipped: r.skipped,
+        }
+    }
+}
+
+/// How [`Reconciler::follow`] left a round.
+enum Followed {
+    /// At its last page, with the page's deltaLink (`None` when Graph gave none).
+    Ended(Option<String>),
+    /// Stopped for the deadline, its position saved.
+    Stopped,
+}
+
+/// The last `capacity` keys inserted: folds repeats close together without keeping every key.
+struct RecentIds {
+    order: VecDeque<(ObjectId, ChangeType)>,
+    keys: HashSet<(ObjectId, ChangeType)>,
+    capacity: usize,
+}
+
+impl RecentIds {
+    fn new(capacity: usize) -> Self {
+        Self {
+            order: VecDeque::new(),
+            keys: HashSet::new(),
+            capacity,
+        }
+    }
+
+    fn contains(&self, key: &(ObjectId, ChangeType)) -> bool {
+        self.keys.contains(key)
+    }
+
+    /// `false` when `key` is among the recent ones already.
+    fn insert(&mut self, key: (ObjectId, ChangeType)) -> bool {
+        if !self.keys.insert(key.clone()) {
+            return false;
+        }
+        self.order.push_back(key);
+        if self.order.len() > self.capacity {
+            if let Some(oldest) = self.order.pop_front() {
+                self.keys.remove(&oldest);
+            }
+        }
+        true
+    }
+}
+
 impl Reconciler {
     /// One delta round over users; see the module docs. The checkpoint moves only when the round
-    /// reached its deltaLink, so a failed round is simply repeated (jobs are idempotent).
+    /// reached its deltaLink; until then the round saves where it is as it goes, so a failed
+    /// round goes on from there (jobs are idempotent). No deadline: see [`Self::run_delta_until`].
     pub async fn run_delta(&self) -> Result<DeltaReport, AppError> {
-        let (checkpoint, mut version) = self.load_checkpoint().await?;
-        let reason = match &checkpoint {
-            None if version.is_some() => "the delta checkpoint is unreadable".to_string(),
-            None => "no delta checkpoint (first run)".to_string(),
-            Some(cp) => match self.round(DeltaCursor::Link(cp.delta_link.clone())).await {
-                Ok((report, link)) => {
-                    self.save_checkpoint(link, Some(cp.full_sync_at), version)
-                        .await?;
-                    info!(
-                        pages = report.pages,
-                        users_seen = report.users_seen,
-                        jobs = report.jobs_enqueued,
-                        removed = report.removed,
-                        "incremental delta round complete"
-                    );
-                    return Ok(report);
-                }
-                Err(e) => {
-                    let Some(why) = e.graph_error().and_then(stale_link) else {
-                        return Err(e);
-                    };
-                    warn!(error = %e, "{why}; starting a full sync");
-                    self.state.delete(CHECKPOINTS, USERS_DELTA, version).await?;
-                    version = None;
-                    format!("{why} ({e})")
-                }
-            },
-        };
-        // Graph may lose a round's state mid-round too (a nextLink answered 410): start over,
-        // a few times; the jobs already sent are idempotent.
-        let mut attempt = 1;
-        let (mut report, link) = loop {
-            match self.round(DeltaCursor::Start).await {
-                Err(e)
-                    if attempt < FULL_ROUND_ATTEMPTS
-                        && e.graph_error().is_some_and(|g| g.is_sync_state_lost()) =>
-                {
-                    warn!(error = %e, attempt, "Graph lost the full round's state; starting it over");
-                    attempt += 1;
-                }
-                other => break other?,
+        self.run_delta_until(None).await
+    }
+
+    /// [`Self::run_delta`] that stops by `deadline` (on the reconciler's clock): a round still
+    /// going then saves where it is after the page in hand and reports itself incomplete; the
+    /// next run resumes it. The first page is always read, so every run makes progress.
+    pub async fn run_delta_until(
+        &self,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<DeltaReport, AppError> {
+        let (mut checkpoint, mut version) = self.load_checkpoint().await?;
+        let (saved_point, mut saved) = self.load_resume_point(checkpoint.as_ref()).await?;
+        let now = self.clock.now();
+        let mut round = match (saved_point, &checkpoint) {
+            (Some(point), _) => Round::resumed(point, checkpoint.as_ref()),
+            (None, Some(cp)) => Round::incremental(cp, now),
+            (None, None) if version.is_some() => {
+                Round::full("the delta checkpoint is unreadable".into(), now)
             }
+            (None, None) => Round::full("no delta checkpoint (first run)".into(), now),
         };
-        report.full = true;
-        report.reason_for_full = Some(reason);
-        self.save_checkpoint(link, None, version).await?;
-        info!(
-            pages = report.pages,
-            users_seen = report.users_seen,
-            jobs = report.jobs_enqueued,
-            reason = report.reason_for_full.as_deref().unwrap_or(""),
-            "full delta round complete"
-        );
-        Ok(report)
+        let mut full_rounds = 0;
+        loop {
+            if round.report.full {
+                full_rounds += 1;
+            }
+            let pages_before = round.report.pages;
+            let error = match self.follow(&mut round, &mut saved, deadline).await {
+                Ok(Followed::Ended(delta_link)) => {
+                    return self.complete(round, delta_link, version, saved).await;
+                }
+                Ok(Followed::Stopped) => {
+                    info!(
+                        full = round.report.full,
+                        pages = round.report.pages,
+                        users_seen = round.report.users_seen,
+                        jobs = round.report.jobs_enqueued,
+                        "delta round stopped for the deadline; the next run resumes it"
+                    );
+                    return Ok(round.report);
+                }
+                Err(e) => e,
+            };
+            let Some(graph) = error.graph_error() else {
+                return Err(error);
+            };
+            let now = self.clock.now();
+            round = if round.report.resumed
+                && round.report.pages == pages_before
+                && resume_link_refused(graph)
+            {
+                // The saved link is no use: the round starts as it would have without it.
+                warn!(error = %error, "Graph refused the saved position of the delta round; starting the round over");
+                match &checkpoint {
+                    Some(cp) => Round::incremental(cp, now),
+                    None => Round::full(round.report.reason_for_full.unwrap_or_default(), now),
+                }
+            } else if let Some(why) = stale_link(graph).filter(|_| !round.report.full) {
+                warn!(error = %error, "{why}; starting a full sync");
+                self.state.delete(CHECKPOINTS, USERS_DELTA, version).await?;
+                (checkpoint, version) = (None, None);
+                Round::full(format!("{why} ({error})"), now)
+            } else if round.report.full
+                && graph.is_sync_state_lost()
+                && full_rounds < FULL_ROUND_ATTEMPTS
+            {
+                // Graph may lose a round's state mid-round too (a nextLink answered 410): start
+                // over, a few times; the jobs already sent are idempotent.
+                warn!(error = %error, attempt = full_rounds, "Graph lost the full round's state; starting it over");
+                Round::full(round.report.reason_for_full.unwrap_or_default(), now)
+            } else {
+                return Err(error);
+            };
+            // A position in the abandoned round is no use to the next run.
+            if saved.is_some() {
+                self.state
+                    .delete(CHECKPOINTS, USERS_DELTA_RESUME, saved.take())
+                    .await?;
+            }
+        }
+    }
+
+    /// The round reached its deltaLink: the checkpoint moves there, then the saved position
+    /// goes (one a crash leaves behind no longer [`DeltaResumePoint::continues`]: ignored).
+    async fn complete(
+        &self,
+        mut round: Round,
+        delta_link: Option<String>,
+        version: Option<u64>,
+        saved: Option<u64>,
+    ) -> Result<DeltaReport, AppError> {
+        self.save_checkpoint(delta_link, round.previous_full, version)
+            .await?;
+        if saved.is_some() {
+            self.state
+                .delete(CHECKPOINTS, USERS_DELTA_RESUME, saved)
+                .await?;
+        }
+        let report = &mut round.report;
+        report.complete = true;
+        match report.full {
+            true => info!(
+                pages = report.pages,
+                users_seen = report.users_seen,
+                jobs = report.jobs_enqueued,
+                resumed = report.resumed,
+                reason = report.reason_for_full.as_deref().unwrap_or(""),
+                "full delta round complete"
+            ),
+            false => info!(
+                pages = report.pages,
+                users_seen = report.users_seen,
+                jobs = report.jobs_enqueued,
+                removed = report.removed,
+                resumed = report.resumed,
+                "incremental delta round complete"
+            ),
+        }
+        Ok(round.report)
     }
 
     /// The checkpoint and the version it is stored at. An unreadable checkpoint is `None` with
@@ -203,6 +423,41 @@ impl Reconciler {
                 Ok((None, Some(raw.version)))
             }
         }
+    }
+
+    /// The saved position of an unfinished round, when it can be resumed, and the version of
+    /// the stored record (kept even when it cannot: the next save or the round's end replaces
+    /// it).
+    async fn load_resume_point(
+        &self,
+        checkpoint: Option<&DeltaCheckpoint>,
+    ) -> Result<(Option<DeltaResumePoint>, Option<u64>), AppError> {
+        let Some(raw) = self.state.get(CHECKPOINTS, USERS_DELTA_RESUME).await? else {
+            return Ok((None, None));
+        };
+        let age = |point: &DeltaResumePoint| self.clock.now() - point.started_at;
+        let why_not = match serde_json::from_slice::<DeltaResumePoint>(&raw.value) {
+            Err(e) => format!("the saved position is unreadable: {e}"),
+            Ok(point) if !point.continues(checkpoint) => {
+                "a round completed since the saved one started".into()
+            }
+            Ok(point) if age(&point) >= RESUME_MAX_AGE => format!(
+                "the saved round started {} h ago; Graph may have lost its state",
+                age(&point).num_hours()
+            ),
+            Ok(point) => {
+                info!(
+                    full = point.full,
+                    started_at = %point.started_at,
+                    pages = point.pages,
+                    users_seen = point.users_seen,
+                    "resuming the delta round where it stopped"
+                );
+                return Ok((Some(point), Some(raw.version)));
+            }
+        };
+        warn!(reason = %why_not, "not resuming the saved delta round");
+        Ok((None, Some(raw.version)))
     }
 
     /// `previous_full`: when the last full round completed, for an incremental round; `None`
@@ -234,28 +489,52 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Follows one round page by page, enqueueing as it goes, so memory stays flat whatever
-    /// the tenant's size. Returns the report and the round's deltaLink.
-    async fn round(&self, start: DeltaCursor) -> Result<(DeltaReport, Option<String>), AppError> {
-        let full = start == DeltaCursor::Start;
-        let mut cursor = start;
-        let mut report = DeltaReport::default();
+    /// Follows `round` page by page from where it is, enqueueing as it goes, so memory stays
+    /// flat whatever the tenant's size, until its last page or `deadline`. `saved`: the version
+    /// of the stored position.
+    async fn follow(
+        &self,
+        round: &mut Round,
+        saved: &mut Option<u64>,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<Followed, AppError> {
         let mut jobs = Batch::new(self.queue.as_ref());
-        // Graph may return an object more than once in a round: one job each.
-        let mut enqueued = HashSet::new();
+        let jobs_before = round.report.jobs_enqueued;
+        // Graph may return an object more than once in a round: one job each, as far as a
+        // bounded window of recent ids can tell (every id of the round would grow with the
+        // tenant). A repeat further apart, or across runs of a resumed round, makes a second
+        // job for the user: jobs are idempotent (the worker re-reads the guest from Graph and
+        // finds nothing more to change), so it costs a read, never a wrong result.
+        let mut recent = RecentIds::new(RECENT_IDS);
+        let mut last_save = self.clock.now();
+        let mut unsaved_pages = 0;
         loop {
-            let page = self
+            let page = match self
                 .graph
-                .users_delta(&cursor)
+                .users_delta(&round.cursor)
                 .await
-                .doing("reading users delta")?;
-            report.pages += 1;
-            report.users_seen += page.items.len() + page.skipped;
-            report.skipped += page.skipped;
+                .doing("reading users delta")
+            {
+                Ok(page) => page,
+                Err(e) => {
+                    // Keep the pages read so far, unless the link that failed is no use.
+                    let refused = e.graph_error().is_some_and(resume_link_refused);
+                    if unsaved_pages > 0 && !refused {
+                        let saving = self.save_position(round, &mut jobs, jobs_before, saved);
+                        if let Err(save) = saving.await {
+                            warn!(error = %save, "could not save the delta round's position");
+                        }
+                    }
+                    return Err(e);
+                }
+            };
+            round.report.pages += 1;
+            round.report.users_seen += page.items.len() + page.skipped;
+            round.report.skipped += page.skipped;
             for item in page.items {
                 match item {
                     DeltaItem::Removed { id, permanently } => {
-                        report.removed += 1;
+                        round.report.removed += 1;
                         // `deleted` is permanent: the worker may then delete the account.
                         // `changed` is a soft delete: converge disables (Graph still has them).
                         let change = if permanently {
@@ -263,7 +542,7 @@ impl Reconciler {
                         } else {
                             ChangeType::Updated
                         };
-                        if enqueued.insert((id.clone(), change)) {
+                        if recent.insert((id.clone(), change)) {
                             jobs.push(self.job(id, Some(change))).await?;
                         }
                     }
@@ -274,10 +553,10 @@ impl Reconciler {
                             .as_deref()
                             .is_none_or(|t| t.eq_ignore_ascii_case("Guest"));
                         let key = (id, ChangeType::Updated);
-                        if enqueued.contains(&key) {
+                        if recent.contains(&key) {
                             continue;
                         }
-                        let wanted = match full {
+                        let wanted = match round.report.full {
                             true => guest,
                             // A former guest (turned Member) must have their account disabled.
                             false => {
@@ -290,18 +569,58 @@ impl Reconciler {
                         if wanted {
                             jobs.push(self.job(key.0.clone(), Some(ChangeType::Updated)))
                                 .await?;
-                            enqueued.insert(key);
+                            recent.insert(key);
                         }
                     }
                 }
             }
-            if let Some(next) = page.next_link {
-                cursor = DeltaCursor::Link(next);
-                continue;
+            let Some(next) = page.next_link else {
+                jobs.flush().await?;
+                round.report.jobs_enqueued = jobs_before + jobs.sent();
+                return Ok(Followed::Ended(page.delta_link));
+            };
+            round.cursor = DeltaCursor::Link(next);
+            unsaved_pages += 1;
+            let now = self.clock.now();
+            let stop = deadline.is_some_and(|d| now >= d);
+            if stop || now - last_save >= RESUME_SAVE_INTERVAL {
+                self.save_position(round, &mut jobs, jobs_before, saved)
+                    .await?;
+                (last_save, unsaved_pages) = (now, 0);
             }
-            report.jobs_enqueued = jobs.finish().await?;
-            return Ok((report, page.delta_link));
+            if stop {
+                return Ok(Followed::Stopped);
+            }
         }
+    }
+
+    /// Sends the jobs of the pages read, then saves the round's position after them: never
+    /// before, or a crash between would skip users whose jobs were not sent. A compare-and-set
+    /// on `saved`, so two reconcilers cannot both move the round silently.
+    async fn save_position(
+        &self,
+        round: &mut Round,
+        jobs: &mut Batch<'_>,
+        jobs_before: usize,
+        saved: &mut Option<u64>,
+    ) -> Result<(), AppError> {
+        jobs.flush().await?;
+        round.report.jobs_enqueued = jobs_before + jobs.sent();
+        let DeltaCursor::Link(next_link) = &round.cursor else {
+            return Ok(()); // No page read yet: nothing to save.
+        };
+        let point = round.resume_point(next_link.clone(), self.clock.now());
+        *saved = Some(
+            put_json(
+                self.state.as_ref(),
+                CHECKPOINTS,
+                USERS_DELTA_RESUME,
+                &point,
+                *saved,
+            )
+            .await?,
+        );
+        Ok(())
     }
 
     /// Converge jobs for every anchored account in the managed OUs and, with a scope group, for
@@ -312,7 +631,12 @@ impl Reconciler {
                 "the directory (the sweep runs where AD is)",
             ));
         };
-        let mut report = SweepReport::default();
+        let mut report = SweepReport {
+            // Accounts an older version made since the last check would escape the indexed
+            // lookup.
+            anchors_stamped: directory.stamp_indexed_anchors().await?,
+            ..SweepReport::default()
+        };
         let mut jobs = Batch::new(self.queue.as_ref());
         // Lower-cased DNs (one OU may lie inside the other) and object ids (one job per guest,
         // even if two objects carry the same anchor: converge reports that as a conflict).
@@ -379,7 +703,19 @@ impl Reconciler {
         roles: Roles,
         sweep_interval: Duration,
     ) -> Result<RunReport, AppError> {
-        match self.run_scheduled(roles, sweep_interval).await {
+        self.scheduled_run_until(roles, sweep_interval, None).await
+    }
+
+    /// [`Self::scheduled_run`] within `deadline` (the reconciler Lambda's, less a margin): a
+    /// delta round still going then saves its position for the next run
+    /// ([`Self::run_delta_until`]), and a sweep due waits for a run with time left.
+    pub async fn scheduled_run_until(
+        &self,
+        roles: Roles,
+        sweep_interval: Duration,
+        deadline: Option<DateTime<Utc>>,
+    ) -> Result<RunReport, AppError> {
+        match self.run_scheduled(roles, sweep_interval, deadline).await {
             Err(e) if GraphAccess::is_denied(&e) => {
                 self.access.refused(&e).await?;
                 Err(e)
@@ -392,11 +728,12 @@ impl Reconciler {
         &self,
         roles: Roles,
         sweep_interval: Duration,
+        deadline: Option<DateTime<Utc>>,
     ) -> Result<RunReport, AppError> {
         // A failed delta round does not stop a sweep that is due: the sweep is the net under
         // what the rounds miss, outages included. The round's error is reported after it.
         let (delta, resumed, rechecked, delta_failed) = match roles.delta {
-            true => match self.run_delta().await {
+            true => match self.run_delta_until(deadline).await {
                 Ok(report) => (
                     Some(report),
                     self.access.restored(self.queue.as_ref()).await?,
@@ -409,7 +746,7 @@ impl Reconciler {
             false => (None, 0, 0, None),
         };
         let report = self
-            .sweep_if_due(roles, sweep_interval, delta, resumed, rechecked)
+            .sweep_if_due(roles, sweep_interval, deadline, delta, resumed, rechecked)
             .await;
         match delta_failed {
             Some(e) => {
@@ -429,17 +766,21 @@ impl Reconciler {
         &self,
         roles: Roles,
         sweep_interval: Duration,
+        deadline: Option<DateTime<Utc>>,
         delta: Option<DeltaReport>,
         resumed: usize,
         rechecked: usize,
     ) -> Result<RunReport, AppError> {
-        if !roles.sweep {
-            return Ok(RunReport {
+        let no_sweep = |delta| {
+            Ok(RunReport {
                 delta,
                 sweep: None,
                 resumed,
                 rechecked,
-            });
+            })
+        };
+        if !roles.sweep {
+            return no_sweep(delta);
         }
         let last = get_json::<LastSweep>(self.state.as_ref(), CHECKPOINTS, LAST_SWEEP).await?;
         let now = self.clock.now();
@@ -455,16 +796,18 @@ impl Reconciler {
                 let elapsed = (now - last.value.at).to_std().unwrap_or_default();
                 elapsed >= sweep_interval
                     || full_round_at.is_some_and(|full| full > last.value.at)
-                    || delta.as_ref().is_some_and(|d| d.full)
+                    // A full round stopped for its deadline has not enumerated everyone yet.
+                    || delta.as_ref().is_some_and(|d| d.full && d.complete)
             }
         };
         if !due {
-            return Ok(RunReport {
-                delta,
-                sweep: None,
-                resumed,
-                rechecked,
-            });
+            return no_sweep(delta);
+        }
+        // A round that stopped for the deadline left no time (it stops only then): the sweep
+        // stays due, and a later run makes it.
+        if deadline.is_some_and(|d| now >= d) {
+            info!("a sweep is due, but the run's deadline has passed; a later run sweeps");
+            return no_sweep(delta);
         }
         let sweep = self.sweep().await?;
         put_json(
@@ -577,13 +920,19 @@ impl<'a> Batch<'a> {
         Ok(())
     }
 
-    async fn flush(&mut self) -> Result<(), AppError> {
+    /// Sends the jobs waiting.
+    pub(crate) async fn flush(&mut self) -> Result<(), AppError> {
         if !self.pending.is_empty() {
             let jobs = std::mem::replace(&mut self.pending, Vec::with_capacity(JOB_BATCH));
             self.sent += jobs.len();
             self.queue.send_batch(jobs).await?;
         }
         Ok(())
+    }
+
+    /// Jobs sent so far.
+    pub(crate) fn sent(&self) -> usize {
+        self.sent
     }
 
     /// Sends the rest; returns how many jobs were sent in all.

@@ -260,10 +260,10 @@ async fn a_round_that_fails_half_way_leaves_the_checkpoint_where_it_was() {
     assert!(e.is_retryable() && e.kind() == "Graph", "{e}");
     assert_eq!(checkpoint(&w).await.unwrap(), before, "not moved");
 
-    // The next round starts from the same link and sees every change.
+    // The next run goes on from the page that failed; the round sees every change.
     let r = w.app.reconciler.run_delta().await.unwrap();
-    assert!(!r.full);
-    assert_eq!((r.pages, r.jobs_enqueued), (3, 3));
+    assert!(!r.full && r.resumed);
+    assert_eq!((r.pages, r.jobs_enqueued), (3, 3), "the round's, both runs");
     assert_eq!(
         jobs(&w).await,
         sorted(guests)

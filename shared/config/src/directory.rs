@@ -28,6 +28,10 @@ pub struct DirectorySection {
     /// `base_dn`, optional: the search base for name clashes; default the domain's
     /// `defaultNamingContext` (read from the rootDSE).
     pub base_dn: Option<String>,
+    /// `indexed_anchor`, optional: `"auto"` (the default) looks shadow accounts up by
+    /// `msDS-ExternalDirectoryObjectId` where the schema has it indexed (Windows Server 2016 and
+    /// later) and writes it; `"off"` keeps to `adminDescription` alone.
+    pub indexed_anchor: bool,
 }
 
 #[derive(Deserialize)]
@@ -41,6 +45,7 @@ struct Raw {
     guests_ou: Option<String>,
     disabled_ou: Option<String>,
     base_dn: Option<String>,
+    indexed_anchor: Option<String>,
 }
 
 impl DirectorySection {
@@ -67,11 +72,23 @@ impl DirectorySection {
                 .base_dn
                 .map(|dn| values::dn("directory.base_dn", dn))
                 .transpose()?,
+            indexed_anchor: indexed_anchor(raw.indexed_anchor)?,
         };
         if shadowsync_core::dn::same(&section.guests_ou, &section.disabled_ou) {
             return Err(error("directory.disabled_ou", "must differ from guests_ou"));
         }
         Ok(section)
+    }
+}
+
+fn indexed_anchor(value: Option<String>) -> Result<bool, ConfigError> {
+    match value.as_deref().map(str::trim) {
+        None | Some("auto") => Ok(true),
+        Some("off") => Ok(false),
+        Some(other) => Err(error(
+            "directory.indexed_anchor",
+            format!("{other:?} must be \"auto\" or \"off\""),
+        )),
     }
 }
 

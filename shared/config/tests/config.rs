@@ -146,6 +146,7 @@ fn loads_with_defaults_and_env_secrets() {
     assert_eq!(c.directory.bind_password.expose_secret(), BIND_PASSWORD);
     assert_eq!(c.directory.ca_file, None);
     assert_eq!(c.directory.base_dn, None);
+    assert!(c.directory.indexed_anchor, "auto by default");
     assert!(
         !format!("{c:?}").contains(CLIENT_SECRET),
         "secrets stay out of Debug"
@@ -622,6 +623,22 @@ fn directory_rules() {
             .base_dn
             .as_deref(),
         Some("DC=corp,DC=example,DC=test")
+    );
+    assert!(
+        !set("indexed_anchor", "off")
+            .unwrap()
+            .directory
+            .indexed_anchor
+    );
+    assert!(
+        set("indexed_anchor", "auto")
+            .unwrap()
+            .directory
+            .indexed_anchor
+    );
+    assert_eq!(
+        key_error(set("indexed_anchor", "yes")).0,
+        "directory.indexed_anchor"
     );
     assert_eq!(
         key_error(set("ca_file", "/nonexistent/ca.pem")).0,
@@ -1403,6 +1420,7 @@ fn no_value_of_any_key_panics() {
         ("directory", "guests_ou"),
         ("directory", "disabled_ou"),
         ("directory", "base_dn"),
+        ("directory", "indexed_anchor"),
         ("policy", "scope_group_id"),
         ("policy", "require_accepted"),
         ("policy", "retention"),

@@ -7,15 +7,17 @@
 //! ever target accounts the caller found by anchor inside the managed OUs;
 //! [`LdapDirectory::apply`] refuses anything else ([`shadowsync_ports::ensure_owned`]).
 
+mod anchor;
 mod error;
 mod partners;
 mod password;
 mod tls;
 
+pub use anchor::{indexed_anchor_filter, EXTERNAL_ID};
 pub use error::DirectoryError;
 pub use partners::{escape_binary, partner_filter};
 pub use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
-pub use shadowsync_ports::{Directory, DirectoryObject};
+pub use shadowsync_ports::{AnchorLookup, Directory, DirectoryObject};
 pub use tls::client_config as tls_client_config;
 
 use async_trait::async_trait;
@@ -35,8 +37,8 @@ use shadowsync_core::{
 };
 use std::collections::HashSet;
 use std::path::PathBuf;
-use std::time::Duration;
-use tokio::sync::Mutex;
+use std::time::{Duration, Instant};
+use tokio::sync::{Mutex, OnceCell};
 
 /// How to reach and bind to the directory.
 #[derive(Debug, Clone)]
@@ -57,6 +59,9 @@ pub struct DirectoryConfig {
     pub base_dn: Option<String>,
     /// Entries per page in paged searches (AD's MaxPageSize is 1,000).
     pub page_size: i32,
+    /// Look accounts up by `msDS-ExternalDirectoryObjectId` where the schema has it indexed
+    /// (`[directory] indexed_anchor`, on by default); see [`anchor`].
+    pub indexed_anchor: bool,
 }
 
 impl DirectoryConfig {
@@ -75,6 +80,7 @@ impl DirectoryConfig {
             operation_timeout: Duration::from_secs(30),
             base_dn: None,
             page_size: 500,
+            indexed_anchor: true,
         }
     }
 }
@@ -93,19 +99,30 @@ const ACCOUNT_ATTRS: [&str; 10] = [
     "objectGUID",
 ];
 
-/// A connection to one directory, re-established when it drops.
+/// A connection to one directory, opened when first needed and re-established when it drops.
 pub struct LdapDirectory {
     config: DirectoryConfig,
-    anchor_attribute: String,
-    base_dn: String,
+    /// The managed OUs and the anchor (the ownership mark).
+    policy: Policy,
+    /// What the first connection read of the domain.
+    site: OnceCell<Site>,
+    /// When the managed OUs were last checked for accounts without the indexed anchor.
+    stamped_at: Mutex<Option<Instant>>,
     ldap: Mutex<Option<Ldap>>,
+}
+
+/// The domain as the first connection found it.
+#[derive(Debug)]
+struct Site {
+    base_dn: String,
+    lookup: AnchorLookup,
 }
 
 impl std::fmt::Debug for LdapDirectory {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("LdapDirectory")
             .field("url", &self.config.url)
-            .field("base_dn", &self.base_dn)
+            .field("site", &self.site.get())
             .finish_non_exhaustive()
     }
 }
@@ -115,23 +132,65 @@ impl std::fmt::Debug for LdapDirectory {
 type LdapResult<T> = Result<T, LdapError>;
 
 impl LdapDirectory {
-    /// Connects and binds once, so that a wrong URL, certificate or password fails here.
-    pub async fn connect(config: DirectoryConfig, policy: &Policy) -> Result<Self, DirectoryError> {
-        let mut ldap = open(&config).await?;
-        let base_dn = match &config.base_dn {
-            Some(base) => base.clone(),
-            None => default_naming_context(&mut ldap, config.operation_timeout).await?,
-        };
-        Ok(Self {
-            anchor_attribute: policy.anchor.attribute.clone(),
-            base_dn,
+    /// The directory, reached at its first use (a Lambda function that may never need AD in an
+    /// invocation does not pay for the TLS handshake and bind up front).
+    pub fn new(config: DirectoryConfig, policy: &Policy) -> Self {
+        Self {
             config,
-            ldap: Mutex::new(Some(ldap)),
-        })
+            policy: policy.clone(),
+            site: OnceCell::new(),
+            stamped_at: Mutex::new(None),
+            ldap: Mutex::new(None),
+        }
     }
 
-    pub fn base_dn(&self) -> &str {
-        &self.base_dn
+    /// Connects, binds and reads the domain at once, so that a wrong URL, certificate or
+    /// password fails here.
+    pub async fn connect(config: DirectoryConfig, policy: &Policy) -> Result<Self, DirectoryError> {
+        let directory = Self::new(config, policy);
+        directory.site().await?;
+        Ok(directory)
+    }
+
+    /// The search base and the anchor lookup, read at the first connection: the rootDSE's
+    /// naming contexts and the schema's `msDS-ExternalDirectoryObjectId`.
+    async fn site(&self) -> Result<&Site, DirectoryError> {
+        self.site
+            .get_or_try_init(|| async {
+                let (default_nc, schema_nc) = self
+                    .read(|ldap, timeout| Box::pin(naming_contexts(ldap, timeout)))
+                    .await?;
+                let base_dn = match (&self.config.base_dn, default_nc) {
+                    (Some(base), _) => base.clone(),
+                    (None, Some(default)) => default,
+                    (None, None) => {
+                        return Err(DirectoryError::Config(
+                            "the rootDSE has no defaultNamingContext; set a base DN".into(),
+                        ))
+                    }
+                };
+                let lookup = self.detect_lookup(schema_nc.as_deref()).await?;
+                tracing::info!(
+                    url = %self.config.url,
+                    %base_dn,
+                    anchor_lookup = %lookup.attribute,
+                    indexed = lookup.indexed,
+                    reason = %lookup.reason,
+                    "directory reached"
+                );
+                Ok(Site { base_dn, lookup })
+            })
+            .await
+    }
+
+    /// The search base for name clashes and anchors.
+    pub async fn base_dn(&self) -> Result<&str, DirectoryError> {
+        Ok(&self.site().await?.base_dn)
+    }
+
+    /// How accounts are looked up by anchor; `None` until the directory was reached.
+    pub fn anchor_lookup(&self) -> Option<AnchorLookup> {
+        self.site.get().map(|s| s.lookup.clone())
     }
 
     /// A live connection handle; reconnects when the last one was closed.
@@ -255,16 +314,19 @@ impl LdapDirectory {
         ACCOUNT_ATTRS
             .iter()
             .map(|a| a.to_string())
-            .chain([self.anchor_attribute.clone()])
+            .chain([self.policy.anchor.attribute.clone()])
             .collect()
     }
 
-    /// Every user object in the domain whose anchor attribute equals `anchor` (the caller
-    /// decides what to do with ones outside the managed OUs).
+    /// Every user object in the domain carrying `anchor` (the caller decides what to do with
+    /// ones outside the managed OUs): by the indexed anchor where the schema has it, after the
+    /// accounts of ours without it gained it.
     pub async fn find_by_anchor(&self, anchor: &str) -> Result<Vec<ActualAccount>, DirectoryError> {
-        let filter = anchor_filter(&self.anchor_attribute, anchor);
+        let site = self.site().await?;
+        self.stamp(&site.lookup, false).await?;
+        let filter = anchor::lookup_filter(&site.lookup, &self.policy.anchor.attribute, anchor);
         let entries = self
-            .search(&self.base_dn, filter, self.account_attrs())
+            .search(&site.base_dn, filter, self.account_attrs())
             .await?;
         Ok(entries.into_iter().map(|e| self.to_account(e)).collect())
     }
@@ -287,16 +349,21 @@ impl LdapDirectory {
             .await
     }
 
+    /// One object by an indexed attribute (sAMAccountName and userPrincipalName are indexed in
+    /// AD's schema: the DC reads only the match).
     async fn find_one(&self, filter: String) -> Result<Option<DirectoryObject>, DirectoryError> {
-        let attrs = vec!["objectGUID".to_string(), self.anchor_attribute.clone()];
+        let attrs = vec![
+            "objectGUID".to_string(),
+            self.policy.anchor.attribute.clone(),
+        ];
         let entry = self
-            .search(&self.base_dn, filter, attrs)
+            .search(self.base_dn().await?, filter, attrs)
             .await?
             .into_iter()
             .next();
         Ok(entry.map(|e| DirectoryObject {
             object_guid: object_guid(&e),
-            anchor: first(&e, &self.anchor_attribute),
+            anchor: first(&e, &self.policy.anchor.attribute),
             dn: e.dn,
         }))
     }
@@ -313,7 +380,7 @@ impl LdapDirectory {
         let get = |a: &str| first(&e, a);
         ActualAccount {
             object_guid: object_guid(&e),
-            anchor: get(&self.anchor_attribute),
+            anchor: get(&self.policy.anchor.attribute),
             sam_account_name: get(attr::SAM_ACCOUNT_NAME).unwrap_or_default(),
             location: Location {
                 cn: get(attr::CN)
@@ -342,17 +409,21 @@ impl LdapDirectory {
     /// three times (the benchmark's bulk section measures both sequences).
     pub async fn create(&self, account: &ShadowAccount) -> Result<String, DirectoryError> {
         let dn = account.location.dn();
+        let lookup = &self.site().await?.lookup;
         let mut attrs: Vec<(Vec<u8>, HashSet<Vec<u8>>)> = vec![
             value("objectClass", "user"),
             value(attr::CN, &account.location.cn),
             value(attr::SAM_ACCOUNT_NAME, &account.sam_account_name),
-            value(&self.anchor_attribute, &account.anchor),
+            value(&self.policy.anchor.attribute, &account.anchor),
             value(attr::USER_ACCOUNT_CONTROL, &uac::ENABLED.to_string()),
             (
                 b"unicodePwd".to_vec(),
                 HashSet::from([password::encode(&password::random())]),
             ),
         ];
+        if lookup.indexed {
+            attrs.push(value(&lookup.attribute, &account.anchor));
+        }
         for (name, v) in account.attributes.fields() {
             if let Some(v) = v {
                 attrs.push(value(name, v));
@@ -566,28 +637,24 @@ async fn open_ldap(config: &DirectoryConfig) -> Result<Ldap, Opening> {
     Ok(ldap)
 }
 
-async fn default_naming_context(
+/// The rootDSE's `defaultNamingContext` and `schemaNamingContext`.
+async fn naming_contexts(
     ldap: &mut Ldap,
     timeout: Duration,
-) -> Result<String, DirectoryError> {
+) -> LdapResult<(Option<String>, Option<String>)> {
     let (entries, _) = ldap
         .with_timeout(timeout)
         .search(
             "",
             Scope::Base,
             "(objectClass=*)",
-            vec!["defaultNamingContext"],
+            vec!["defaultNamingContext", "schemaNamingContext"],
         )
-        .await
-        .and_then(|r| r.success())
-        .map_err(from_ldap)?;
-    entries
-        .into_iter()
-        .next()
-        .and_then(|e| first(&SearchEntry::construct(e), "defaultNamingContext"))
-        .ok_or_else(|| {
-            DirectoryError::Config("the rootDSE has no defaultNamingContext; set a base DN".into())
-        })
+        .await?
+        .success()?;
+    let root = entries.into_iter().next().map(SearchEntry::construct);
+    let get = |a: &str| root.as_ref().and_then(|e| first(e, a));
+    Ok((get("defaultNamingContext"), get("schemaNamingContext")))
 }
 
 fn first(e: &SearchEntry, attribute: &str) -> Option<String> {
@@ -661,5 +728,14 @@ impl Directory for LdapDirectory {
         policy: &Policy,
     ) -> Result<Option<String>, DirectoryError> {
         LdapDirectory::apply(self, account, plan, policy).await
+    }
+
+    fn anchor_lookup(&self) -> Option<AnchorLookup> {
+        LdapDirectory::anchor_lookup(self)
+    }
+
+    async fn stamp_indexed_anchors(&self) -> Result<usize, DirectoryError> {
+        let site = self.site().await?;
+        self.stamp(&site.lookup, true).await
     }
 }

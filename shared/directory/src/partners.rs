@@ -207,7 +207,7 @@ impl LdapDirectory {
         let by_guid = format!("(objectGUID={})", escape_binary(&guid.to_ad_bytes()));
         let entries = self
             .search_scoped(
-                &self.base_dn,
+                self.base_dn().await?,
                 Scope::Subtree,
                 format!("(&(objectClass=user){by_guid})"),
                 Self::partner_attrs(attributes),
@@ -292,7 +292,7 @@ impl LdapDirectory {
         let by_name = format!("(|(sAMAccountName={v})(userPrincipalName={v})(mail={v}))");
         let entries = self
             .search_scoped(
-                &self.base_dn,
+                self.base_dn().await?,
                 Scope::Subtree,
                 format!("(&(objectCategory=person)(objectClass=user){by_name})"),
                 Self::partner_attrs(attributes),
@@ -302,7 +302,7 @@ impl LdapDirectory {
         let matching = match admin_filter(filter).is_empty() || entries.is_empty() {
             true => None,
             false => Some(
-                self.matching(&self.base_dn, Scope::Subtree, filter, &by_name)
+                self.matching(self.base_dn().await?, Scope::Subtree, filter, &by_name)
                     .await?,
             ),
         };
@@ -330,7 +330,7 @@ impl LdapDirectory {
         // A tombstone keeps objectClass and loses objectCategory; computers are users too.
         let entries = self
             .search_scoped(
-                &self.base_dn,
+                self.base_dn().await?,
                 Scope::Subtree,
                 format!(
                     "(&(objectClass=user)(!(objectClass=computer))(|(objectCategory=person)(isDeleted=TRUE)){usn})"
@@ -343,7 +343,7 @@ impl LdapDirectory {
             None
         } else {
             Some(
-                self.matching(&self.base_dn, Scope::Subtree, filter, &usn)
+                self.matching(self.base_dn().await?, Scope::Subtree, filter, &usn)
                     .await?,
             )
         };

@@ -1,8 +1,20 @@
 //! Active Directory, as the application needs it.
 
 use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
 use shadowsync_core::{ActualAccount, Operation, Policy};
 use thiserror::Error;
+
+/// How the directory finds a guest's account by its anchor: by an indexed attribute (AD then
+/// reads only the matching objects) or by one it must compare on every user object.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AnchorLookup {
+    /// The attribute searched.
+    pub attribute: String,
+    pub indexed: bool,
+    /// Why this one, in a sentence (what the schema holds, or the configuration).
+    pub reason: String,
+}
 
 /// Any object found by a uniqueness check: enough to say who holds a name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +28,8 @@ pub struct DirectoryObject {
 #[async_trait]
 pub trait Directory: Send + Sync {
     /// Every user object in the domain whose anchor attribute equals `anchor` (the caller
-    /// decides what to do with ones outside the managed OUs).
+    /// decides what to do with ones outside the managed OUs). Where the lookup is indexed, an
+    /// object must carry the anchor in the indexed attribute as well to be found.
     async fn find_by_anchor(&self, anchor: &str) -> Result<Vec<ActualAccount>, DirectoryError>;
 
     /// The object holding `sAMAccountName` (unique in the domain, compared case-insensitively),
@@ -47,6 +60,18 @@ pub trait Directory: Send + Sync {
         plan: &[Operation],
         policy: &Policy,
     ) -> Result<Option<String>, DirectoryError>;
+
+    /// How [`Directory::find_by_anchor`] searches; `None` until the directory was reached.
+    fn anchor_lookup(&self) -> Option<AnchorLookup> {
+        None
+    }
+
+    /// Where the lookup is indexed, gives every account of ours in the managed OUs that lacks
+    /// the indexed anchor (made by an older version, or before the schema had it) the anchor
+    /// there too, so that the lookup finds it; returns how many. A sweep calls it first.
+    async fn stamp_indexed_anchors(&self) -> Result<usize, DirectoryError> {
+        Ok(0)
+    }
 }
 
 /// shadowsync writes only to accounts inside its managed OUs that carry its anchor (a prefix
@@ -111,11 +136,14 @@ pub enum DirectoryError {
 }
 
 impl DirectoryError {
-    /// Can the same operation succeed later without anyone changing anything?
+    /// Can the same operation succeed later? A refused bind is a fault outside shadowsync (the
+    /// password rotated or expired) that someone fixes: the jobs wait for it like for a DC
+    /// down, instead of failing for good. A certificate refused is not waited for: it may be
+    /// someone in the middle.
     pub fn is_retryable(&self) -> bool {
         matches!(
             self,
-            Self::Busy { .. } | Self::ServerDown(_) | Self::Timeout
+            Self::Busy { .. } | Self::ServerDown(_) | Self::Timeout | Self::InvalidCredentials(_)
         )
     }
 
@@ -186,6 +214,7 @@ mod tests {
             text: String::new()
         }
         .is_retryable());
+        assert!(DirectoryError::InvalidCredentials("data 52e".into()).is_retryable());
         assert!(!DirectoryError::AlreadyExists(String::new()).is_retryable());
         assert!(!DirectoryError::NotOwned { dn: String::new() }.is_retryable());
     }

@@ -18,7 +18,7 @@ pub mod graph;
 pub mod guests;
 pub mod partners;
 
-pub use directory::{ensure_owned, Directory, DirectoryError, DirectoryObject};
+pub use directory::{ensure_owned, AnchorLookup, Directory, DirectoryError, DirectoryObject};
 pub use graph::{
     DeltaCursor, DeltaItem, Graph, GraphError, GraphIdentity, GroupChange, Member, MemberKind,
     NewSubscription, Page, Subscription, SubscriptionId,

@@ -2,7 +2,9 @@
 //! (redb allows one open handle per file).
 //!
 //! Every operation is one redb write transaction, so it is atomic, durable once it returns, and
-//! serialised against every other operation (redb has one writer at a time). Tables:
+//! serialised against every other operation (redb has one writer at a time). `send_batch` calls
+//! that arrive while the writer is busy share one transaction and its fsync (group commit, see
+//! [`Sends`]): each caller is still answered only once that commit is durable. Tables:
 //!
 //! - `queue_jobs`: seq → job record (JSON). `seq` comes from a persistent counter that is never
 //!   reused, so it is the global FIFO order and receipts of deleted jobs can never match new ones.
@@ -32,8 +34,10 @@ use shadowsync_state::redb::{
     self, Database, ReadableTable, ReadableTableMetadata, Table, TableDefinition, WriteTransaction,
 };
 use shadowsync_state::EmbeddedStore;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
+use tokio::sync::oneshot;
 
 const JOBS: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_jobs");
 const GROUPS: TableDefinition<(&str, u64), ()> = TableDefinition::new("queue_groups");
@@ -242,6 +246,24 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
+    /// Stores one caller's batch, in order, except jobs whose dedup key was sent within the
+    /// window (by this batch, an earlier caller of the same transaction, or before).
+    fn send(&mut self, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<(), QueueError> {
+        let now_us = micros(now);
+        self.purge_dedup(now_us)?;
+        for job in jobs {
+            let key = job.dedup_key();
+            // Purged above, so any key still present was sent within the window.
+            if self.dedup.get(key.as_str())?.is_some() {
+                continue;
+            }
+            self.dedup.insert(key.as_str(), now_us)?;
+            self.dedup_expiry.insert((now_us, key.as_str()), ())?;
+            self.push(job, now)?;
+        }
+        Ok(())
+    }
+
     /// Makes a head invisible until `visible_at` (in flight or delayed).
     fn hide(&mut self, seq: u64, record: &mut Record, visible_at: i64) -> Result<(), QueueError> {
         self.ready.remove(seq)?;
@@ -311,12 +333,121 @@ impl<'t> Tables<'t> {
     }
 }
 
+/// One `send_batch` call waiting for the commit that will hold its jobs.
+struct Waiting {
+    jobs: Vec<Job>,
+    answer: oneshot::Sender<Result<(), QueueError>>,
+}
+
+#[derive(Default)]
+struct SendState {
+    waiting: Vec<Waiting>,
+    /// A committer runs: it will take whatever waits, so no other is started.
+    committing: bool,
+}
+
+/// Group commit of `send_batch`: a call adds its batch to `waiting` and, if no committer runs,
+/// starts one. The committer takes every batch waiting once it holds the write lock, writes them
+/// in one transaction in the order they arrived (so dedup and per-group order are as if they
+/// had been sent one after another), commits once, answers each caller, and goes on while more
+/// wait. A commit is as durable as before (redb's default, `Durability::Immediate`: fsync'd
+/// before `commit` returns); only its cost is shared.
+///
+/// The committer is a blocking task of its own, not one of the callers, so that a caller whose
+/// request is dropped (a client that hangs up) strands nobody.
+#[derive(Default)]
+struct Sends {
+    state: Mutex<SendState>,
+    /// Transactions that stored sends.
+    commits: AtomicU64,
+}
+
+impl Sends {
+    fn state(&self) -> std::sync::MutexGuard<'_, SendState> {
+        // Never held across anything that can panic: a poisoned lock has consistent contents.
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Runs until nothing waits.
+    fn commit_all(&self, db: &Database, clock: &dyn Clock) {
+        loop {
+            {
+                let mut state = self.state();
+                if state.waiting.is_empty() {
+                    state.committing = false;
+                    return;
+                }
+            }
+            // Taken only once the write lock is ours: batches that arrive while another
+            // operation (or the previous group) writes join this transaction.
+            let tx = db.begin_write();
+            let group = std::mem::take(&mut self.state().waiting);
+            let (jobs, answers): (Vec<_>, Vec<_>) =
+                group.into_iter().map(|w| (w.jobs, w.answer)).unzip();
+            let stored = match tx {
+                Err(e) => Err(e.into()),
+                // A panic is this group's failure, as it was a failed send before; the committer
+                // must go on, or every later call would wait for ever.
+                Ok(tx) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                    write_group(tx, jobs, clock)
+                }))
+                .unwrap_or_else(|_| Err(storage("the queue's commit panicked"))),
+            };
+            match stored {
+                Ok(()) => {
+                    self.commits.fetch_add(1, Ordering::Relaxed);
+                    for answer in answers {
+                        // A caller that went away needs no answer; its jobs are stored.
+                        let _ = answer.send(Ok(()));
+                    }
+                }
+                Err(e) => {
+                    let e = Arc::new(e);
+                    for answer in answers {
+                        let _ = answer.send(Err(shared(&e)));
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Stores the batches of one group, in order, in `tx`, and commits.
+fn write_group(
+    tx: WriteTransaction,
+    batches: Vec<Vec<Job>>,
+    clock: &dyn Clock,
+) -> Result<(), QueueError> {
+    {
+        let mut tables = Tables::open(&tx)?;
+        let now = clock.now();
+        for jobs in batches {
+            tables.send(jobs, now)?;
+        }
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// One failure told to every caller of a group; the cause is kept as the source.
+fn shared(e: &Arc<QueueError>) -> QueueError {
+    let message = match &**e {
+        QueueError::Storage { message, .. } => message.clone(),
+        other => other.to_string(),
+    };
+    QueueError::Storage {
+        message,
+        source: Box::new(e.clone()),
+    }
+}
+
 /// The durable queue of the all-in-one host.
 #[derive(Clone)]
 pub struct EmbeddedQueue {
     db: Arc<Database>,
     max_attempts: u32,
     clock: Arc<dyn Clock>,
+    sends: Arc<Sends>,
 }
 
 impl std::fmt::Debug for EmbeddedQueue {
@@ -374,7 +505,10 @@ impl EmbeddedQueue {
         max_attempts: u32,
         clock: Arc<dyn Clock>,
     ) -> Result<Self, QueueError> {
-        let db = store.database();
+        Self::on(store.database(), max_attempts, clock)
+    }
+
+    fn on(db: Arc<Database>, max_attempts: u32, clock: Arc<dyn Clock>) -> Result<Self, QueueError> {
         // Create the tables up front so that read-only transactions can always open them.
         let tx = db.begin_write()?;
         drop(Tables::open(&tx)?);
@@ -383,7 +517,14 @@ impl EmbeddedQueue {
             db,
             max_attempts: max_attempts.max(1),
             clock,
+            sends: Arc::default(),
         })
+    }
+
+    /// How many transactions `send_batch` calls have been stored in so far (by this queue and
+    /// its clones): fewer than the calls when group commit joined some.
+    pub fn send_commits(&self) -> u64 {
+        self.sends.commits.load(Ordering::Relaxed)
     }
 
     /// Runs `work` in one write transaction off the async runtime; commits only if it succeeds.
@@ -428,22 +569,19 @@ impl Queue for EmbeddedQueue {
         if jobs.is_empty() {
             return Ok(());
         }
-        self.write(move |t, now| {
-            let now_us = micros(now);
-            t.purge_dedup(now_us)?;
-            for job in jobs {
-                let key = job.dedup_key();
-                // Purged above, so any key still present was sent within the window.
-                if t.dedup.get(key.as_str())?.is_some() {
-                    continue;
-                }
-                t.dedup.insert(key.as_str(), now_us)?;
-                t.dedup_expiry.insert((now_us, key.as_str()), ())?;
-                t.push(job, now)?;
-            }
-            Ok(())
-        })
-        .await
+        let (answer, answered) = oneshot::channel();
+        let start = {
+            let mut state = self.sends.state();
+            state.waiting.push(Waiting { jobs, answer });
+            !std::mem::replace(&mut state.committing, true)
+        };
+        if start {
+            let (db, clock, sends) = (self.db.clone(), self.clock.clone(), self.sends.clone());
+            tokio::task::spawn_blocking(move || sends.commit_all(&db, clock.as_ref()));
+        }
+        answered
+            .await
+            .unwrap_or_else(|_| Err(storage("the queue's committer stopped")))
     }
 
     async fn receive(&self, max: usize, visibility: Duration) -> Result<Vec<Delivery>, QueueError> {
@@ -601,5 +739,222 @@ impl Queue for EmbeddedQueue {
             Ok(())
         })
         .await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::JobSource;
+    use shadowsync_core::ObjectId;
+    use shadowsync_state::redb::backends::InMemoryBackend;
+    use shadowsync_state::redb::StorageBackend;
+    use std::collections::HashMap;
+    use std::sync::atomic::AtomicBool;
+    use std::time::Instant;
+
+    fn job(user: &str, n: i64) -> Job {
+        Job::Converge {
+            user_id: ObjectId::from_label(user),
+            change_type: None,
+            subscription_id: None,
+            received_at: DateTime::from_timestamp(1_700_000_000 + n, 0).unwrap(),
+            source: JobSource::Reconciler,
+        }
+    }
+
+    /// Waits until `n` sends wait for a commit (the write lock is held elsewhere).
+    async fn waiting(queue: &EmbeddedQueue, n: usize) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while queue.sends.state().waiting.len() < n {
+            assert!(Instant::now() < deadline, "{n} sends never waited together");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Starts `send_batch(jobs)` once each earlier one waits, while the write lock is held, so
+    /// that all of them land in the next commit in this order.
+    async fn send_together(
+        queue: &EmbeddedQueue,
+        batches: Vec<Vec<Job>>,
+    ) -> Vec<Result<(), QueueError>> {
+        let hold = queue.db.begin_write().unwrap();
+        let mut calls = Vec::new();
+        for (i, jobs) in batches.into_iter().enumerate() {
+            let q = queue.clone();
+            calls.push(tokio::spawn(async move { q.send_batch(jobs).await }));
+            waiting(queue, i + 1).await;
+        }
+        // Aborted: the committer's transaction comes next.
+        drop(hold);
+        let mut results = Vec::new();
+        for call in calls {
+            results.push(call.await.unwrap());
+        }
+        results
+    }
+
+    /// Receives and acknowledges every job; returns each group's jobs in delivery order.
+    async fn drain(queue: &EmbeddedQueue) -> HashMap<String, Vec<Job>> {
+        let mut groups: HashMap<String, Vec<Job>> = HashMap::new();
+        loop {
+            let got = queue.receive(100, Duration::from_secs(60)).await.unwrap();
+            if got.is_empty() {
+                return groups;
+            }
+            for d in got {
+                queue.ack(&d.receipt).await.unwrap();
+                groups.entry(d.job.group()).or_default().push(d.job);
+            }
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+    async fn concurrent_sends_share_commits_each_stored_once_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = EmbeddedStore::open(dir.path().join("s.redb")).unwrap();
+        let queue = EmbeddedQueue::new(&store, 3).unwrap();
+        const SENDERS: usize = 64;
+        const EACH: i64 = 3;
+        // Each sender owns a group and sends one job at a time, waiting for each answer: its
+        // group's order is the order it sent them.
+        let senders: Vec<_> = (0..SENDERS)
+            .map(|k| {
+                let q = queue.clone();
+                tokio::spawn(async move {
+                    for n in 0..EACH {
+                        q.send_batch(vec![job(&format!("u{k}"), n)]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for s in senders {
+            s.await.unwrap();
+        }
+        let calls = SENDERS as u64 * EACH as u64;
+        let commits = queue.send_commits();
+        assert!(
+            commits < SENDERS as u64,
+            "{commits} commits for {calls} concurrent sends of {SENDERS} senders"
+        );
+        assert_eq!(queue.stats().await.unwrap().depth, calls);
+        let groups = drain(&queue).await;
+        assert_eq!(groups.len(), SENDERS);
+        for k in 0..SENDERS {
+            let user = format!("u{k}");
+            let want: Vec<Job> = (0..EACH).map(|n| job(&user, n)).collect();
+            assert_eq!(groups[&job(&user, 0).group()], want, "group {user}");
+        }
+    }
+
+    #[tokio::test]
+    async fn one_commit_for_sends_that_wait_together_deduplicated_as_if_sent_in_turn() {
+        let store = EmbeddedStore::in_memory().unwrap();
+        let queue = EmbeddedQueue::new(&store, 3).unwrap();
+        let (a1, a2, b, c) = (job("a", 1), job("a", 2), job("b", 1), job("c", 1));
+        let results = send_together(
+            &queue,
+            vec![
+                vec![a1.clone(), b.clone()],
+                // b again, from another caller: stored once, as if sent after the first.
+                vec![b.clone(), a2.clone()],
+                vec![c.clone(), c.clone(), a1.clone()],
+            ],
+        )
+        .await;
+        assert!(results.iter().all(Result::is_ok), "{results:?}");
+        assert_eq!(queue.send_commits(), 1, "three waiting sends, one commit");
+        assert_eq!(queue.stats().await.unwrap().depth, 4);
+        let groups = drain(&queue).await;
+        assert_eq!(groups[&a1.group()], vec![a1.clone(), a2], "callers' order");
+        assert_eq!(groups[&b.group()], vec![b]);
+        assert_eq!(groups[&c.group()], vec![c]);
+
+        // The keys stay within the window after the group, as after any send.
+        queue.send_batch(vec![a1]).await.unwrap();
+        assert_eq!(queue.stats().await.unwrap().depth, 0);
+        assert_eq!(queue.send_commits(), 2);
+    }
+
+    /// Memory that fails every write while `fail` is set (a disk that went away).
+    #[derive(Debug)]
+    struct Flaky {
+        memory: Arc<InMemoryBackend>,
+        fail: Arc<AtomicBool>,
+    }
+
+    impl StorageBackend for Flaky {
+        fn len(&self) -> Result<u64, std::io::Error> {
+            self.memory.len()
+        }
+        fn read(&self, offset: u64, len: usize) -> Result<Vec<u8>, std::io::Error> {
+            self.memory.read(offset, len)
+        }
+        fn set_len(&self, len: u64) -> Result<(), std::io::Error> {
+            self.memory.set_len(len)
+        }
+        fn sync_data(&self, eventual: bool) -> Result<(), std::io::Error> {
+            self.memory.sync_data(eventual)
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> Result<(), std::io::Error> {
+            if self.fail.load(Ordering::SeqCst) {
+                return Err(std::io::Error::other("injected write failure"));
+            }
+            self.memory.write(offset, data)
+        }
+    }
+
+    fn flaky_queue(memory: &Arc<InMemoryBackend>, fail: &Arc<AtomicBool>) -> EmbeddedQueue {
+        let backend = Flaky {
+            memory: memory.clone(),
+            fail: fail.clone(),
+        };
+        let db = Database::builder().create_with_backend(backend).unwrap();
+        EmbeddedQueue::on(Arc::new(db), 3, Arc::new(SystemClock)).unwrap()
+    }
+
+    #[tokio::test]
+    async fn a_failed_commit_fails_every_caller_of_its_group_and_stores_none() {
+        let memory = Arc::new(InMemoryBackend::new());
+        let fail = Arc::new(AtomicBool::new(false));
+        let queue = flaky_queue(&memory, &fail);
+        let before = job("z", 0);
+        queue.send_batch(vec![before.clone()]).await.unwrap();
+
+        let hold = queue.db.begin_write().unwrap();
+        let calls: Vec<_> = (0..5)
+            .map(|k| {
+                let q = queue.clone();
+                tokio::spawn(async move { q.send_batch(vec![job(&format!("f{k}"), 1)]).await })
+            })
+            .collect();
+        waiting(&queue, 5).await;
+        fail.store(true, Ordering::SeqCst);
+        drop(hold);
+        for call in calls {
+            let e = call
+                .await
+                .unwrap()
+                .expect_err("a caller of the failed commit");
+            assert!(e.is_retryable(), "{e}");
+            assert!(
+                e.to_string().contains("injected"),
+                "the commit's own failure: {e}"
+            );
+        }
+        assert_eq!(queue.send_commits(), 1, "only the send before the failure");
+
+        // redb refuses a database whose I/O failed: open what the memory holds afresh.
+        let db = Arc::downgrade(&queue.db);
+        drop(queue);
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while db.strong_count() > 0 {
+            assert!(Instant::now() < deadline, "the committer kept the database");
+            tokio::time::sleep(Duration::from_millis(1)).await;
+        }
+        fail.store(false, Ordering::SeqCst);
+        let reopened = flaky_queue(&memory, &fail);
+        let stored: Vec<Job> = drain(&reopened).await.into_values().flatten().collect();
+        assert_eq!(stored, vec![before], "none of the failed group");
     }
 }

@@ -8,9 +8,9 @@ pub mod records;
 
 pub use embedded::EmbeddedStore;
 pub use records::{
-    AccountStatus, DeltaCheckpoint, Destructive, GraphAccessDenied, GuestRecord, HeldChange,
-    LastSweep, PartnerRecord, PartnerStatus, PartnerWatermark, RecordedIdentity, SafetyGuard,
-    ScopeGroupRecord, SubscriptionRecord, Tripped,
+    AccountStatus, DeltaCheckpoint, DeltaResumePoint, Destructive, GraphAccessDenied, GuestRecord,
+    HeldChange, LastSweep, PartnerRecord, PartnerStatus, PartnerWatermark, RecordedIdentity,
+    SafetyGuard, ScopeGroupRecord, SubscriptionRecord, Tripped,
 };
 /// The redb version the embedded store uses, for crates sharing its database.
 pub use redb;

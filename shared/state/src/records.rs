@@ -17,6 +17,8 @@ pub const USERS_KEY: &str = "users";
 pub const CHECKPOINTS: &str = "checkpoints";
 /// Key of the users delta checkpoint in [`CHECKPOINTS`].
 pub const USERS_DELTA: &str = "users_delta";
+/// Key of the users delta round in progress ([`DeltaResumePoint`]) in [`CHECKPOINTS`].
+pub const USERS_DELTA_RESUME: &str = "users_delta_resume";
 /// Key of the last sweep's time in [`CHECKPOINTS`].
 pub const LAST_SWEEP: &str = "last_sweep";
 /// Key of [`GraphAccessDenied`] in [`CHECKPOINTS`].
@@ -197,6 +199,42 @@ pub struct DeltaCheckpoint {
     pub completed_at: DateTime<Utc>,
     /// When the last full round completed.
     pub full_sync_at: DateTime<Utc>,
+}
+
+/// A users delta round in progress ([`CHECKPOINTS`] / [`USERS_DELTA_RESUME`]): where it goes on
+/// after a deadline or a crash, and what it did so far; removed when the round completes. Kept
+/// beside [`DeltaCheckpoint`], not in it: a tenant's first round (the longest) has no deltaLink
+/// to keep yet, and the checkpoint stays what older hosts read.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeltaResumePoint {
+    /// The `@odata.nextLink` after the last page whose jobs were all sent.
+    pub next_link: String,
+    /// The round enumerates every user: its deltaLink marks a full sync.
+    pub full: bool,
+    /// Why the round is a full one, for its report.
+    #[serde(default)]
+    pub reason_for_full: Option<String>,
+    /// `completed_at` of the [`DeltaCheckpoint`] the round started from (`None`: there was
+    /// none). Another value there means the round is over (it completed, or another did).
+    pub checkpoint_at: Option<DateTime<Utc>>,
+    pub started_at: DateTime<Utc>,
+    pub saved_at: DateTime<Utc>,
+    /// The round's counts so far, earlier runs included.
+    pub pages: usize,
+    pub users_seen: usize,
+    pub jobs_enqueued: usize,
+    #[serde(default)]
+    pub removed: usize,
+    #[serde(default)]
+    pub skipped: usize,
+}
+
+impl DeltaResumePoint {
+    /// Whether the round still goes on from `checkpoint` (the one stored now). Otherwise it is
+    /// over (it completed, or another round did since it started) and this position is stale.
+    pub fn continues(&self, checkpoint: Option<&DeltaCheckpoint>) -> bool {
+        self.checkpoint_at == checkpoint.map(|cp| cp.completed_at)
+    }
 }
 
 /// When the managed OUs were last swept ([`CHECKPOINTS`] / [`LAST_SWEEP`]): recorded so that

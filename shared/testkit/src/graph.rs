@@ -98,6 +98,8 @@ struct World {
     duplicate_delta_items: bool,
     empty_delta_pages: bool,
     unreadable_delta_items: usize,
+    /// A clock each users delta call moves on, and by how much (see `set_delta_page_time`).
+    delta_page_time: Option<(Arc<ManualClock>, Duration)>,
     subscriptions: BTreeMap<String, Subscription>,
     reauthorizations: HashMap<String, usize>,
     faults: Faults<GraphOp, GraphError>,
@@ -155,6 +157,7 @@ impl FakeGraph {
                 duplicate_delta_items: false,
                 empty_delta_pages: false,
                 unreadable_delta_items: 0,
+                delta_page_time: None,
                 subscriptions: BTreeMap::new(),
                 reauthorizations: HashMap::new(),
                 faults: Faults::default(),
@@ -394,7 +397,15 @@ impl FakeGraph {
         lock(&self.world).unreadable_delta_items += 1;
     }
 
-    /// Forgets every delta token and nextLink: following one answers `410 syncStateNotFound`.
+    /// Every users delta call takes `per_call` of `clock`'s time (the application's clock, so
+    /// that a round reaches a deadline set on it). Calls that fail by an injected fault take
+    /// none.
+    pub fn set_delta_page_time(&self, clock: Arc<ManualClock>, per_call: Duration) {
+        lock(&self.world).delta_page_time = Some((clock, per_call));
+    }
+
+    /// Forgets every delta token and nextLink: following a deltaLink answers `410
+    /// syncStateNotFound`, a nextLink `400 Directory_ExpiredPageToken` (as the simulator).
     pub fn expire_delta_links(&self) {
         let mut w = lock(&self.world);
         w.delta_tokens.clear();
@@ -939,6 +950,9 @@ impl Graph for FakeGraph {
             DeltaCursor::Link(l) => l.clone(),
         };
         let mut w = self.begin(GraphOp::UsersDelta, arg)?;
+        if let Some((clock, per_call)) = &w.delta_page_time {
+            clock.advance(*per_call);
+        }
         let now = self.clock.now();
         match from {
             DeltaCursor::Start => {

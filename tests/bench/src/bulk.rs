@@ -133,8 +133,8 @@ async fn ldapadd(ctx: &Ctx, n: usize, label: &str) -> Result<Timed> {
 /// Which of shadowsync's sequences of LDAP operations a replay sends for a new account.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Sequence {
-    /// Today's: search by anchor, sAMAccountName and UPN; one add carrying the password and the
-    /// final flags; a read of the new DN.
+    /// Today's, on a schema with the indexed anchor: search by it, sAMAccountName and UPN; one
+    /// add carrying the password and the final flags; a read of the new DN.
     Current,
     /// Before this benchmark: the same searches; add disabled, set the password, enable; then a
     /// second search by anchor.
@@ -172,7 +172,11 @@ async fn replay_account(
         .map(|(_, v)| v.as_str())
         .unwrap_or_default();
     let by_anchor = match sequence {
-        Sequence::Current => shadowsync_directory::anchor_filter("adminDescription", anchor),
+        Sequence::Current => shadowsync_directory::indexed_anchor_filter(
+            shadowsync_directory::EXTERNAL_ID,
+            "adminDescription",
+            anchor,
+        ),
         Sequence::Previous => ldap::anchor_filter_by_class(anchor),
     };
     let found = ["objectGUID", "adminDescription"];
@@ -264,8 +268,9 @@ async fn replay(ctx: &Ctx, n: usize, sequence: Sequence) -> Result<Timed> {
     result
 }
 
-/// A full initial sync of `n` guests the way `serve` does it.
-async fn shadowsync_sync(ctx: &Ctx, n: usize, label: &str) -> Result<SyncRun> {
+/// A full initial sync of `n` guests the way `serve` does it; `indexed`: with the indexed
+/// anchor the test DC's schema has, else by `adminDescription` alone (an older schema's path).
+async fn shadowsync_sync(ctx: &Ctx, n: usize, label: &str, indexed: bool) -> Result<SyncRun> {
     let samba = ctx.samba;
     let ldap_conn = &mut ldap::connect(samba).await?;
     let sim = graph_sim::start(SimConfig::default(), "127.0.0.1:0".parse()?).await?;
@@ -296,7 +301,16 @@ async fn shadowsync_sync(ctx: &Ctx, n: usize, label: &str) -> Result<SyncRun> {
         let dir = tempfile::tempdir()?;
         let store = EmbeddedStore::open(dir.path().join("state.redb"))?;
         let queue = Arc::new(EmbeddedQueue::new(&store, 10)?);
-        let directory = LdapDirectory::connect(samba.directory_config(), &policy).await?;
+        let mut config = samba.directory_config();
+        config.indexed_anchor = indexed;
+        let directory = LdapDirectory::connect(config, &policy).await?;
+        ensure!(
+            directory
+                .anchor_lookup()
+                .is_some_and(|l| l.indexed == indexed),
+            "the anchor lookup is not the one asked for: {:?}",
+            directory.anchor_lookup()
+        );
         let app = Arc::new(App::from_parts(
             Parts::new(
                 Arc::new(shadowsync_e2e::graph_client(&sim)?),
@@ -398,13 +412,26 @@ fn dc_note(s: &Timed, b: &Timed) -> String {
     }
 }
 
+/// One schema's pair of runs, N and 4N.
+struct Schema<'a> {
+    name: &'static str,
+    n: &'a SyncRun,
+    four_n: &'a SyncRun,
+}
+
+impl Schema<'_> {
+    fn growth(&self) -> f64 {
+        self.four_n.timed.elapsed.as_secs_f64() / self.n.timed.elapsed.as_secs_f64()
+    }
+}
+
 pub async fn run(ctx: &Ctx) -> Result<Section> {
     let samba = ctx.samba;
     let n = ctx.guests();
     let mut section = Section::new(
         "bulk",
         format!(
-            "Bulk initial sync: {n} and {} guests into an empty managed OU",
+            "Bulk initial sync: {n} and {} guests into an empty managed OU, both schemas",
             4 * n
         ),
     );
@@ -412,23 +439,37 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let users_before = ldap::count_domain_users(&mut conn, &samba.base_dn).await?;
     let at_start = ldap::lookup_latency(&mut conn, &samba.base_dn, 15).await?;
 
-    // Each baseline runs next to the shadowsync run it is compared with (the machine's speed
-    // drifts), and the two shadowsync runs are adjacent: deleted accounts stay in the DC's
-    // objectClass index as tombstones and slow every later search by anchor a little, so the
-    // fewer deletions between N and 4N, the more the growth figure is shadowsync's own.
+    // Each baseline runs next to the shadowsync runs it is compared with (the machine's speed
+    // drifts). Deleted accounts stay in the DC as tombstones; the indexed lookups do not read
+    // them, the unindexed ones' objectCategory term leaves them out too.
     println!(
-        "    ldapadd {n}, shadowsync {n}, shadowsync {}, ldapadd {}",
+        "    ldapadd {n}; shadowsync {n} and {} (indexed anchor), {n} and {} (adminDescription); ldapadd {}",
+        4 * n,
         4 * n,
         4 * n
     );
     drop(conn);
     let b1 = ldapadd(ctx, n, "n").await?;
-    let s1 = shadowsync_sync(ctx, n, "n").await?;
-    let s4 = shadowsync_sync(ctx, 4 * n, "4n").await?;
+    let i1 = shadowsync_sync(ctx, n, "n", true).await?;
+    let i4 = shadowsync_sync(ctx, 4 * n, "4n", true).await?;
+    let u1 = shadowsync_sync(ctx, n, "un", false).await?;
+    let u4 = shadowsync_sync(ctx, 4 * n, "u4n", false).await?;
     let b4 = ldapadd(ctx, 4 * n, "4n").await?;
     println!("    shadowsync's LDAP operations replayed bare, {n} accounts: current, previous");
     let current = replay(ctx, n, Sequence::Current).await?;
     let previous = replay(ctx, n, Sequence::Previous).await?;
+    let schemas = [
+        Schema {
+            name: "indexed anchor (msDS-ExternalDirectoryObjectId)",
+            n: &i1,
+            four_n: &i4,
+        },
+        Schema {
+            name: "older schema (adminDescription)",
+            n: &u1,
+            four_n: &u4,
+        },
+    ];
 
     section.setup = format!(
         "shadowsync: {n} (then {}) accepted guests seeded in the simulator; \
@@ -436,68 +477,75 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          (a full round, a job per guest on the durable embedded queue) and a sweep, while \
          `shadowsync_provisioner::run` with {} workers (serve's default) drains the queue into \
          fresh managed OUs on the shared Samba DC; timed from the start of the round until the \
-         queue is empty, then every account checked enabled. Baseline: `ldapadd` of an LDIF of \
+         queue is empty, then every account checked enabled. Both schemas on the same DC: its \
+         schema has Windows Server 2016's msDS-ExternalDirectoryObjectId (tests/samba), and the \
+         older schema's path is `[directory] indexed_anchor = \"off\"` (adminDescription alone, \
+         what a schema without the attribute gets). Baseline: `ldapadd` of an LDIF of \
          the same number of accounts with the same object class and attributes (cn, \
-         sAMAccountName, adminDescription anchor, UPN, displayName, givenName, sn, mail, \
+         sAMAccountName, both anchors, UPN, displayName, givenName, sn, mail, \
          description, final userAccountControl and a random unicodePwd), one add per account, \
          over LDAPS into a fresh OU of the same DC. \"Replayed\": shadowsync's LDAP operations \
          for a new account sent bare with ldap3 ({} at a time on one connection, no Graph, queue \
-         or state), as converge makes them today and as it made them before this benchmark \
-         (three writes and a second search by anchor). Order: ldapadd N, \
-         shadowsync N, shadowsync 4N, ldapadd 4N, the replays; each OU is deleted after its \
-         run. \
-         The domain held {} live and {} deleted user objects at the start. \
-         The DC runs as one single-threaded process (`samba -M single`); its CPU time and its \
-         time waiting for a CPU come from /proc/<pid>/schedstat.",
+         or state), as converge makes them today and as it made them before the first \
+         benchmark (three writes and a second search by anchor). Order: ldapadd N, shadowsync \
+         N and 4N indexed, N and 4N by adminDescription, ldapadd 4N, the replays; each OU is \
+         deleted after its run. The domain held {} live and {} deleted user objects at the \
+         start. The DC runs as one single-threaded process (`samba -M single`); its CPU time \
+         and its time waiting for a CPU come from /proc/<pid>/schedstat.",
         4 * n,
         ctx.args.workers,
         ctx.args.workers,
         users_before.0,
         users_before.1,
     );
-    for (label, b, s) in [("N", &b1, &s1), ("4N", &b4, &s4)] {
-        let row = Row::new(
-            format!("{label} = {}: accounts/s", int(s.timed.n)),
-            Measure::rate(s.timed.rate(), "acct"),
-        )
-        .against("ldapadd", Measure::rate(b.rate(), "acct"))
-        .note(format!(
-            "{} for shadowsync, {} for ldapadd",
-            Measure::secs(s.timed.elapsed),
-            Measure::secs(b.elapsed)
-        ));
-        section.push(if label == "N" { row.headline() } else { row });
+    for (i, schema) in schemas.iter().enumerate() {
+        for (label, b, s) in [("N", &b1, schema.n), ("4N", &b4, schema.four_n)] {
+            let row = Row::new(
+                format!("{label} = {}, {}: accounts/s", int(s.timed.n), schema.name),
+                Measure::rate(s.timed.rate(), "acct"),
+            )
+            .against("ldapadd", Measure::rate(b.rate(), "acct"))
+            .note(format!(
+                "{} for shadowsync, {} for ldapadd",
+                Measure::secs(s.timed.elapsed),
+                Measure::secs(b.elapsed)
+            ));
+            section.push(if i == 0 { row.headline() } else { row });
+        }
+        section.push(
+            Row::new(
+                format!("growth N → 4N, {} (time ratio, 4 = linear)", schema.name),
+                Measure::times(schema.growth()),
+            )
+            .against(
+                "ldapadd",
+                Measure::times(b4.elapsed.as_secs_f64() / b1.elapsed.as_secs_f64()),
+            ),
+        );
     }
-    section.push(
-        Row::new(
-            "growth N → 4N (time ratio, 4 = linear)",
-            Measure::times(s4.timed.elapsed.as_secs_f64() / s1.timed.elapsed.as_secs_f64()),
-        )
-        .against(
-            "ldapadd",
-            Measure::times(b4.elapsed.as_secs_f64() / b1.elapsed.as_secs_f64()),
-        ),
-    );
-    for (label, b, s) in [("N", &b1, &s1.timed), ("4N", &b4, &s4.timed)] {
+    for (label, b, s) in [("N", &b1, &i1.timed), ("4N", &b4, &i4.timed)] {
         if let (Some((son, _, _)), Some((bon, _, _))) = (s.dc_split(), b.dc_split()) {
             section.push(
-                Row::new(format!("DC CPU per account ({label})"), Measure::ms_f(son))
-                    .against("ldapadd", Measure::ms_f(bon))
-                    .note(dc_note(s, b)),
+                Row::new(
+                    format!("DC CPU per account ({label}, indexed)"),
+                    Measure::ms_f(son),
+                )
+                .against("ldapadd", Measure::ms_f(bon))
+                .note(dc_note(s, b)),
             );
         }
     }
     section.push(
         Row::new(
-            "shadowsync's own CPU per account (N)",
-            Measure::ms_f(s1.own_cpu.as_secs_f64() * 1000.0 / n as f64),
+            "shadowsync's own CPU per account (N, indexed)",
+            Measure::ms_f(i1.own_cpu.as_secs_f64() * 1000.0 / n as f64),
         )
         .note("bench process: reconciler, provisioner, queue, and the simulator"),
     );
     section.push(
         Row::new(
             format!("full delta round enqueueing {} jobs", int(4 * n)),
-            Measure::secs(s4.enqueue),
+            Measure::secs(i4.enqueue),
         )
         .note("the first step of the 4N sync; the rest is the provisioner"),
     );
@@ -509,59 +557,55 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         .against("ldapadd", Measure::rate(b1.rate(), "acct"))
         .note(format!(
             "5 operations per account; shadowsync itself reached {:.0}% of this",
-            s1.timed.rate() / current.rate() * 100.0
+            i1.timed.rate() / current.rate() * 100.0
         )),
     );
     section.push(
         Row::new(
-            "the same replayed as before this benchmark (N): accounts/s",
+            "the same replayed as before the first benchmark (N): accounts/s",
             Measure::rate(previous.rate(), "acct"),
         )
         .against("today's, replayed", Measure::rate(current.rate(), "acct"))
         .note("add disabled, set password, enable; then a second search by anchor"),
     );
-    if let (Some((pon, _, _)), Some((con, _, _))) = (previous.dc_split(), current.dc_split()) {
-        section.push(
-            Row::new("DC CPU per account, as before (N)", Measure::ms_f(pon))
-                .against("today's, replayed", Measure::ms_f(con))
-                .note(dc_note(&previous, &current)),
-        );
-    }
     let users = |(live, deleted): (usize, usize)| {
         format!("{} live + {} deleted users", int(live), int(deleted))
     };
     section.push(
         Row::new(
-            format!("anchor search, {}", users(users_before)),
-            Measure::ms_f(at_start.anchor),
+            format!("indexed anchor search, {}", users(users_before)),
+            Measure::ms_f(at_start.indexed_anchor),
         )
         .against("UPN search (indexed)", Measure::ms_f(at_start.upn))
         .note("at the start; median of 15, for a value nobody holds"),
     );
     section.push(
         Row::new(
-            "the same with objectClass alone (as before)",
-            Measure::ms_f(at_start.anchor_by_class),
+            format!("adminDescription search, {}", users(users_before)),
+            Measure::ms_f(at_start.anchor),
         )
-        .against("objectCategory too (today)", Measure::ms_f(at_start.anchor))
-        .note("objectClass's index holds the deleted users too; objectCategory's does not"),
+        .against("UPN search (indexed)", Measure::ms_f(at_start.upn))
+        .note("at the start; the older schema's lookup"),
     );
-    for s in [&s1, &s4] {
+    for s in [&i4, &u4] {
         section.push(
             Row::new(
-                format!("anchor search, {}", users(s.domain_users)),
+                format!("adminDescription search, {}", users(s.domain_users)),
                 Measure::ms_f(s.lookups.anchor),
             )
-            .against("UPN search (indexed)", Measure::ms_f(s.lookups.upn))
+            .against(
+                "the indexed anchor's",
+                Measure::ms_f(s.lookups.indexed_anchor),
+            )
             .note(format!(
-                "after the {} sync, its accounts still in place",
+                "after a {} sync, its accounts still in place",
                 int(s.timed.n)
             )),
         );
     }
 
     let split = |t: &Timed| t.dc_split().unwrap_or_default();
-    let (s1_on, s1_wait, s1_other) = split(&s1.timed);
+    let (s1_on, s1_wait, s1_other) = split(&i1.timed);
     let (b1_on, b1_wait, b1_other) = split(&b1);
     section.bounds = format!(
         "The domain controller, one write at a time. Samba runs every LDAP operation in its one \
@@ -569,30 +613,22 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          per account: {b1_on:.1} ms of DC CPU (most of it deriving the password's hashes and \
          Kerberos keys), {b1_other:.1} ms blocked (the commit's fsync) or idle and {b1_wait:.1} \
          ms waiting for a CPU. shadowsync makes five operations per new account (converge \
-         searches by anchor, sAMAccountName and UPN; adds the account with its password and \
-         final flags, the same one commit as ldapadd; reads the new DN to record the result), \
-         and {s1_on:.1} ms of DC CPU, {s1_other:.1} ms blocked or idle \
-         and {s1_wait:.1} ms waiting for a CPU per account, against {} of its own CPU. The same \
-         operations replayed bare reach {}, so the pipeline around them (Graph reads, queue, \
-         state) costs little; the operations themselves are the bound, and more workers only \
-         queue at the DC. The growth: the anchor, `adminDescription`, is not indexed in AD's \
-         default schema (searchFlags 0), so every search by anchor reads every live user \
-         object of the domain (with objectClass alone it read the deleted ones too: \
-         {:.1} ms against {:.1} ms at the start): {:.1} ms with {}, {:.1} ms with {}, against \
-         {:.1} ms for the indexed UPN. That one search per account makes the cost per account \
-         rise with the domain, hence ×{:.2} from N to 4N where ldapadd grows ×{:.2}; indexing \
-         the anchor (README, \"Large domains\") removes it.",
-        Measure::ms_f(s1.own_cpu.as_secs_f64() * 1000.0 / n as f64),
-        Measure::rate(current.rate(), "acct"),
-        at_start.anchor_by_class,
-        at_start.anchor,
-        s1.lookups.anchor,
-        users(s1.domain_users),
-        s4.lookups.anchor,
-        users(s4.domain_users),
-        s4.lookups.upn,
-        s4.timed.elapsed.as_secs_f64() / s1.timed.elapsed.as_secs_f64(),
+         searches by anchor, sAMAccountName and UPN, all indexed with the indexed anchor; adds \
+         the account with its password and final flags, the same one commit as ldapadd; reads \
+         the new DN to record the result): {s1_on:.1} ms of DC CPU, {s1_other:.1} ms blocked or \
+         idle and {s1_wait:.1} ms waiting for a CPU per account, against {} of its own CPU. With \
+         the indexed anchor the cost per account stays flat as the domain grows (×{:.2} from N \
+         to 4N, ldapadd ×{:.2}): the search by anchor reads only its match ({:.1} ms with {}). \
+         On an older schema the search by `adminDescription` reads every live user object of \
+         the domain ({:.1} ms with {}), so the cost per account rises with the domain (×{:.2}).",
+        Measure::ms_f(i1.own_cpu.as_secs_f64() * 1000.0 / n as f64),
+        schemas[0].growth(),
         b4.elapsed.as_secs_f64() / b1.elapsed.as_secs_f64(),
+        i4.lookups.indexed_anchor,
+        users(i4.domain_users),
+        u4.lookups.anchor,
+        users(u4.domain_users),
+        schemas[1].growth(),
     );
     Ok(section)
 }

@@ -330,11 +330,12 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     section.bounds = "Start → ready is what a cold start adds before the first event. All four \
         functions read their secrets from Secrets Manager (one GetSecretValue each, here moto over \
         loopback) and build their SDK clients: that is the webhook's and the keeper's whole \
-        difference from the bare function. The provisioner and the reconciler also open their \
-        LDAPS connection at start (TCP, TLS handshake with certificate verification, simple bind, \
-        a rootDSE read for the naming context when no base DN is configured): that round trip to \
-        the DC is most of their time, so the DC's answer time bounds it, not shadowsync's code. \
-        Opening it lazily would only move the cost into the first invocation. Binary size is \
+        difference from the bare function. The provisioner opens its LDAPS connection when its \
+        first job needs AD (an invocation whose jobs need none, a Graph outage's retries say, \
+        never pays for it); the reconciler opens it at start (TCP, TLS handshake with \
+        certificate verification, simple bind, the rootDSE and the schema's anchor attribute): \
+        that round trip to the DC is most of its time, so the DC's answer time bounds it, not \
+        shadowsync's code. Binary size is \
         the AWS SDK (SQS, DynamoDB, Secrets Manager), rustls, ldap3 and the Graph client; it \
         affects only the package download of a cold start. Peak RSS of a provisioner invocation \
         is the tokio runtime, three SDK clients, the TLS sessions (AWS, Graph, LDAP) and one \
