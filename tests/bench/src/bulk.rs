@@ -412,6 +412,9 @@ fn dc_note(s: &Timed, b: &Timed) -> String {
     }
 }
 
+/// Accounts replayed the way converge made them before the first benchmark.
+const PREVIOUS_REPLAY: usize = 200;
+
 /// One schema's pair of runs, N and 4N.
 struct Schema<'a> {
     name: &'static str,
@@ -457,7 +460,9 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     let b4 = ldapadd(ctx, 4 * n, "4n").await?;
     println!("    shadowsync's LDAP operations replayed bare, {n} accounts: current, previous");
     let current = replay(ctx, n, Sequence::Current).await?;
-    let previous = replay(ctx, n, Sequence::Previous).await?;
+    // The old sequence searches by objectClass alone, which reads every tombstone the runs
+    // above left (thousands): a few hundred accounts give its rate.
+    let previous = replay(ctx, n.min(PREVIOUS_REPLAY), Sequence::Previous).await?;
     let schemas = [
         Schema {
             name: "indexed anchor (msDS-ExternalDirectoryObjectId)",
@@ -562,11 +567,14 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
     );
     section.push(
         Row::new(
-            "the same replayed as before the first benchmark (N): accounts/s",
+            "the same replayed as before the first benchmark: accounts/s",
             Measure::rate(previous.rate(), "acct"),
         )
         .against("today's, replayed", Measure::rate(current.rate(), "acct"))
-        .note("add disabled, set password, enable; then a second search by anchor"),
+        .note(format!(
+            "add disabled, set password, enable; then a second search by anchor; {} accounts",
+            int(previous.n)
+        )),
     );
     let users = |(live, deleted): (usize, usize)| {
         format!("{} live + {} deleted users", int(live), int(deleted))
