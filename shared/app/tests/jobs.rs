@@ -14,8 +14,6 @@ use shadowsync_testkit::GraphOp;
 use tokio_util::sync::CancellationToken;
 
 const VISIBILITY: std::time::Duration = std::time::Duration::from_secs(60);
-const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
 fn converge_job(w: &World, user_id: &ObjectId) -> Job {
     Job::Converge {
         user_id: user_id.clone(),

@@ -7,17 +7,9 @@ use common::*;
 use shadowsync_app::{AppError, Roles};
 use shadowsync_ports::GraphError;
 use shadowsync_queue::{ChangeType, Job, JobSource};
+use shadowsync_state::put_json;
 use shadowsync_state::records::{CHECKPOINTS, USERS_DELTA};
-use shadowsync_state::{get_json, put_json, DeltaCheckpoint, Versioned};
 use shadowsync_testkit::GraphOp;
-
-const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-async fn checkpoint(w: &World) -> Option<Versioned<DeltaCheckpoint>> {
-    get_json(w.store.as_ref(), CHECKPOINTS, USERS_DELTA)
-        .await
-        .unwrap()
-}
 
 /// `(user, change type)` of every converge job on the queue (taken off it), sorted.
 async fn jobs(w: &World) -> Vec<(shadowsync_core::ObjectId, Option<ChangeType>)> {
@@ -40,14 +32,6 @@ async fn jobs(w: &World) -> Vec<(shadowsync_core::ObjectId, Option<ChangeType>)>
         .collect();
     out.sort_by(|a, b| a.0.cmp(&b.0));
     out
-}
-
-fn server_error() -> GraphError {
-    GraphError::Server {
-        status: 503,
-        code: "serviceNotAvailable".into(),
-        message: "try later".into(),
-    }
 }
 
 #[tokio::test]

@@ -5,24 +5,15 @@ mod common;
 
 use chrono::{DateTime, Duration, Utc};
 use common::*;
+use shadowsync_app::reconcile::DeltaReport;
 use shadowsync_app::{admin, AppError, Roles};
 use shadowsync_core::ObjectId;
 use shadowsync_ports::GraphError;
 use shadowsync_queue::Job;
 use shadowsync_state::records::{CHECKPOINTS, USERS_DELTA, USERS_DELTA_RESUME};
-use shadowsync_state::{
-    get_json, put_json, DeltaCheckpoint, DeltaResumePoint, KeyValueStore, Versioned,
-};
+use shadowsync_state::{get_json, put_json, DeltaResumePoint, KeyValueStore};
 use shadowsync_testkit::GraphOp;
 use std::collections::BTreeMap;
-
-const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
-
-async fn checkpoint(w: &World) -> Option<Versioned<DeltaCheckpoint>> {
-    get_json(w.store.as_ref(), CHECKPOINTS, USERS_DELTA)
-        .await
-        .unwrap()
-}
 
 async fn resume_point(w: &World) -> Option<DeltaResumePoint> {
     get_json(w.store.as_ref(), CHECKPOINTS, USERS_DELTA_RESUME)
@@ -69,12 +60,12 @@ fn in_minutes(w: &World, minutes: i64) -> Option<DateTime<Utc>> {
     Some(now(w) + Duration::minutes(minutes))
 }
 
-fn server_error() -> GraphError {
-    GraphError::Server {
-        status: 503,
-        code: "serviceNotAvailable".into(),
-        message: "try later".into(),
-    }
+/// A delta round with its deadline `minutes` away.
+async fn run_for(w: &World, minutes: i64) -> Result<DeltaReport, AppError> {
+    w.app
+        .reconciler
+        .run_delta_until(in_minutes(w, minutes))
+        .await
 }
 
 #[tokio::test]
@@ -86,12 +77,7 @@ async fn a_full_round_stopped_by_its_deadline_goes_on_at_the_next_page_and_queue
     let started = now(&w);
 
     // Two pages fit before the deadline.
-    let r = w
-        .app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 2))
-        .await
-        .unwrap();
+    let r = run_for(&w, 2).await.unwrap();
     assert!(r.full && !r.complete && !r.resumed, "{r:?}");
     assert_eq!((r.pages, r.users_seen, r.jobs_enqueued), (2, 4, 3));
     assert!(
@@ -155,12 +141,7 @@ async fn a_round_too_long_for_one_run_completes_over_several() {
     // Each run has a minute: one page (the first page of a run is always read).
     let mut runs = Vec::new();
     loop {
-        let r = w
-            .app
-            .reconciler
-            .run_delta_until(in_minutes(&w, 1))
-            .await
-            .unwrap();
+        let r = run_for(&w, 1).await.unwrap();
         runs.push((r.pages, r.complete, r.resumed));
         if r.complete {
             assert!(r.full);
@@ -217,12 +198,7 @@ async fn a_saved_position_graph_refuses_or_too_old_starts_the_full_round_over() 
         w.graph.set_delta_page_size(1);
         let guests = tenant(&w, 3); // 4 users in 4 pages
         pages_take_a_minute(&w);
-        let r = w
-            .app
-            .reconciler
-            .run_delta_until(in_minutes(&w, 1))
-            .await
-            .unwrap();
+        let r = run_for(&w, 1).await.unwrap();
         assert_eq!((r.pages, r.complete), (1, false), "{case}");
         let first = jobs_per_user(&w).await;
         assert_eq!(first, once_each(&guests[..1]), "{case}");
@@ -279,12 +255,7 @@ async fn an_incremental_round_stopped_and_resumed_keeps_the_last_full_sync() {
     let before = checkpoint(&w).await.unwrap();
     pages_take_a_minute(&w);
 
-    let r = w
-        .app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 2))
-        .await
-        .unwrap();
+    let r = run_for(&w, 2).await.unwrap();
     assert!(!r.full && !r.complete, "{r:?}");
     assert_eq!((r.pages, r.jobs_enqueued), (2, 2));
     assert_eq!(checkpoint(&w).await.unwrap(), before, "not moved");
@@ -309,11 +280,7 @@ async fn an_incremental_round_whose_saved_position_is_refused_starts_again_from_
     let guests = tenant(&w, 3);
     let full = full_round_then_changes(&w, &guests).await;
     pages_take_a_minute(&w);
-    w.app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 1))
-        .await
-        .unwrap();
+    run_for(&w, 1).await.unwrap();
     w.drain().await;
 
     w.graph.fail(GraphOp::UsersDelta, 1, || {
@@ -337,11 +304,7 @@ async fn a_position_left_by_a_round_that_completed_is_not_resumed() {
     w.graph.set_delta_page_size(1);
     let guests = tenant(&w, 2);
     pages_take_a_minute(&w);
-    w.app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 1))
-        .await
-        .unwrap();
+    run_for(&w, 1).await.unwrap();
     let stale = resume_point(&w).await.unwrap();
     w.app.reconciler.run_delta().await.unwrap();
     // A crash between the checkpoint's write and the position's removal.
@@ -380,11 +343,7 @@ async fn two_reconcilers_cannot_both_move_a_round() {
     w.graph.set_delta_page_size(1);
     tenant(&w, 3);
     pages_take_a_minute(&w);
-    w.app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 1))
-        .await
-        .unwrap();
+    run_for(&w, 1).await.unwrap();
     let ours = resume_point(&w).await.unwrap();
 
     // Another reconciler resumes the same round and saves its next page first.
@@ -395,12 +354,7 @@ async fn two_reconcilers_cannot_both_move_a_round() {
         USERS_DELTA_RESUME,
         serde_json::to_vec(&theirs).unwrap(),
     );
-    let e = w
-        .app
-        .reconciler
-        .run_delta_until(in_minutes(&w, 1))
-        .await
-        .unwrap_err();
+    let e = run_for(&w, 1).await.unwrap_err();
     assert!(matches!(&e, AppError::State(s) if s.is_conflict()), "{e}");
     assert_eq!(resume_point(&w).await.unwrap(), theirs, "theirs stands");
 }

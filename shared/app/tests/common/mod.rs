@@ -25,6 +25,7 @@ pub const STAFF_OU: &str = "OU=Staff,DC=corp,DC=example,DC=test";
 pub const NOTIFICATION_URL: &str = "https://shadowsync.example.com/api/notifications";
 pub const LIFECYCLE_URL: &str = "https://shadowsync.example.com/api/lifecycle";
 pub const CLIENT_STATE: &str = "a-random-client-state-of-40-characters!!";
+pub const DAY: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 pub fn policy() -> Policy {
     Policy::new(GUESTS_OU, DISABLED_OU)
@@ -323,4 +324,24 @@ impl KeyValueStore for RacingStore {
 /// The local clock's time now.
 pub fn now(world: &World) -> chrono::DateTime<chrono::Utc> {
     world.clock.now()
+}
+
+/// The users delta checkpoint in state.
+pub async fn checkpoint(w: &World) -> Option<Versioned<shadowsync_state::DeltaCheckpoint>> {
+    shadowsync_state::get_json(
+        w.store.as_ref(),
+        shadowsync_state::records::CHECKPOINTS,
+        shadowsync_state::records::USERS_DELTA,
+    )
+    .await
+    .unwrap()
+}
+
+/// Graph down for a moment (503).
+pub fn server_error() -> shadowsync_ports::GraphError {
+    shadowsync_ports::GraphError::Server {
+        status: 503,
+        code: "serviceNotAvailable".into(),
+        message: "try later".into(),
+    }
 }
