@@ -92,11 +92,13 @@ pub async fn record_anchor_lookup(state: &dyn KeyValueStore, directory: &dyn Dir
         lookup,
         at: Utc::now(),
     };
-    let current = state.get(CHECKPOINTS, ANCHOR_LOOKUP).await;
-    let version = match &current {
-        Ok(current) => current.as_ref().map(|c| c.version),
-        Err(_) => None,
-    };
+    // The newest report wins: written over whatever version is there.
+    let version = state
+        .get(CHECKPOINTS, ANCHOR_LOOKUP)
+        .await
+        .ok()
+        .flatten()
+        .map(|c| c.version);
     if let Err(e) = put_json(state, CHECKPOINTS, ANCHOR_LOOKUP, &record, version).await {
         tracing::warn!(error = %e, "could not record the directory's anchor lookup for status");
     }

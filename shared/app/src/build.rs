@@ -144,10 +144,9 @@ impl App {
                     true => LdapDirectory::connect(config, policy).await?,
                     false => LdapDirectory::new(config, policy),
                 });
-                if connect_now {
-                    crate::admin::record_anchor_lookup(storage.state.as_ref(), directory.as_ref())
-                        .await;
-                }
+                // Only once AD was reached (not yet when deferred).
+                crate::admin::record_anchor_lookup(storage.state.as_ref(), directory.as_ref())
+                    .await;
                 partners = settings.partners.as_ref().map(|p| PartnerParts {
                     guests: graph.clone(),
                     directory: directory.clone(),

@@ -64,7 +64,7 @@ pub fn indexed_anchor_filter(indexed: &str, anchor_attribute: &str, anchor: &str
 }
 
 impl LdapDirectory {
-    /// The lookup, from the schema the connection `ldap` sees.
+    /// The lookup, from what the schema at `schema_naming_context` holds.
     pub(crate) async fn detect_lookup(
         &self,
         schema_naming_context: Option<&str>,

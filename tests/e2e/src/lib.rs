@@ -97,6 +97,22 @@ pub fn unique() -> String {
     uuid::Uuid::new_v4().simple().to_string()[..12].to_string()
 }
 
+/// An active guest as Graph returns one, with a unique address and a fresh objectId, for tests
+/// that drive the directory adapter without Graph.
+pub fn guest(local: &str, display: &str) -> shadowsync_core::GraphUser {
+    shadowsync_core::GraphUser {
+        id: ObjectId::parse(&uuid::Uuid::new_v4().to_string()).expect("a GUID"),
+        user_principal_name: Some(format!(
+            "{local}_{}.example.com#EXT#@contoso.onmicrosoft.com",
+            unique()
+        )),
+        display_name: Some(display.into()),
+        user_type: Some("Guest".into()),
+        account_enabled: Some(true),
+        ..Default::default()
+    }
+}
+
 /// Graph simulator + Samba + shadowsync's adapters and converge step.
 pub struct World {
     pub samba: &'static Samba,

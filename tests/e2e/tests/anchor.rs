@@ -3,9 +3,9 @@
 //! (`indexed_anchor = "off"`, which is what a schema without the attribute gets).
 
 use shadowsync_app::Hint;
-use shadowsync_core::{ObjectId, Policy, ShadowAccount};
+use shadowsync_core::{Policy, ShadowAccount};
 use shadowsync_directory::{LdapDirectory, EXTERNAL_ID};
-use shadowsync_e2e::{samba, text, unique, AdProbe, World};
+use shadowsync_e2e::{guest, samba, text, unique, AdProbe, World};
 use shadowsync_state::AccountStatus;
 
 async fn directory(indexed_anchor: bool) -> LdapDirectory {
@@ -27,19 +27,7 @@ async fn own_policy(probe: &mut AdProbe) -> Policy {
 }
 
 fn account(name: &str, policy: &Policy) -> ShadowAccount {
-    let id = ObjectId::parse(&uuid::Uuid::new_v4().to_string()).unwrap();
-    let user = shadowsync_core::GraphUser {
-        id,
-        user_principal_name: Some(format!(
-            "{name}_{}.example.com#EXT#@tenant.onmicrosoft.com",
-            unique()
-        )),
-        display_name: Some(format!("{name} {}", unique())),
-        user_type: Some("Guest".into()),
-        account_enabled: Some(true),
-        ..Default::default()
-    };
-    ShadowAccount::for_user(&user, policy)
+    ShadowAccount::for_user(&guest(name, &format!("{name} {}", unique())), policy)
 }
 
 /// The entry at `dn` with every attribute.

@@ -2,23 +2,9 @@
 //! errors, escaping, ownership and paging.
 
 use secrecy::SecretString;
-use shadowsync_core::{dn, GraphUser, Operation, ShadowAccount};
+use shadowsync_core::{dn, Operation, ShadowAccount};
 use shadowsync_directory::{DirectoryError, LdapDirectory};
-use shadowsync_e2e::{samba, text, unique, AdProbe};
-
-fn guest(local: &str, display: &str) -> GraphUser {
-    GraphUser {
-        id: shadowsync_core::ObjectId::parse(&uuid::Uuid::new_v4().to_string()).unwrap(),
-        user_principal_name: Some(format!(
-            "{local}_{}.example.com#EXT#@contoso.onmicrosoft.com",
-            unique()
-        )),
-        display_name: Some(display.into()),
-        user_type: Some("Guest".into()),
-        account_enabled: Some(true),
-        ..Default::default()
-    }
-}
+use shadowsync_e2e::{guest, samba, text, unique, AdProbe};
 
 async fn directory() -> LdapDirectory {
     LdapDirectory::connect(samba().directory_config(), &samba().policy())
