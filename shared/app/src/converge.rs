@@ -87,6 +87,15 @@ pub struct Converger {
     pub safety: Arc<Safety>,
 }
 
+/// Who finds out that the `sAMAccountName` a new account needs is held by another object.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Checks {
+    /// AD, by refusing the add (see [`Converger::converge`]).
+    ByDirectory,
+    /// Converge, by searching before it plans (after a refusal, and in a dry run).
+    Searched,
+}
+
 /// Everything read for one guest, before deciding.
 struct Situation {
     lookup: UserLookup,
@@ -131,12 +140,29 @@ impl Situation {
 
 impl Converger {
     /// Makes AD agree with Graph for `user_id` and records the outcome.
+    ///
+    /// A new account is added under its first `sAMAccountName` candidate without searching for
+    /// a holder first: every DC refuses a name in use (68), and only then does converge search,
+    /// take the next free candidate or report the conflict. Where the account already exists,
+    /// nothing is searched but its anchor, unless its UPN changes. A new guest costs four LDAP
+    /// operations (anchor, UPN, add, base read), a converged one a single search.
     pub async fn converge(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
-        match self.converge_once(user_id, hint).await {
+        match self.converge_once(user_id, hint, Checks::ByDirectory).await {
+            Err(AppError::Directory(DirectoryError::AlreadyExists(text))) => {
+                tracing::debug!(%user_id, %text, "AD refused the name; looking for its holder");
+                self.converge_checked(user_id, hint).await
+            }
+            other => other,
+        }
+    }
+
+    /// Converges with every holder looked for before writing.
+    async fn converge_checked(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
+        match self.converge_once(user_id, hint, Checks::Searched).await {
             // Someone took the name between our check and our create: look again, once.
             Err(AppError::Directory(DirectoryError::AlreadyExists(text))) => {
                 tracing::info!(%user_id, %text, "name taken concurrently; converging again");
-                match self.converge_once(user_id, hint).await {
+                match self.converge_once(user_id, hint, Checks::Searched).await {
                     // Still taken: not a race but an object we do not own at the name the account
                     // needs (its DN, say). Retrying cannot help; a person must look.
                     Err(AppError::Directory(DirectoryError::AlreadyExists(text))) => {
@@ -188,7 +214,8 @@ impl Converger {
 
     /// What converging `user_id` would do, changing nothing.
     pub async fn dry_run(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
-        let situation = self.observe(user_id, hint).await?;
+        // Nothing is written, so AD cannot refuse anything: every holder is looked for.
+        let situation = self.observe(user_id, hint, Checks::Searched).await?;
         let plan = situation.decide(&self.policy);
         let account = situation.observation.accounts.first();
         let held = match destructive(&plan) {
@@ -209,8 +236,13 @@ impl Converger {
         })
     }
 
-    async fn converge_once(&self, user_id: &ObjectId, hint: Hint) -> Result<Outcome, AppError> {
-        let situation = self.observe(user_id, hint).await?;
+    async fn converge_once(
+        &self,
+        user_id: &ObjectId,
+        hint: Hint,
+        checks: Checks,
+    ) -> Result<Outcome, AppError> {
+        let situation = self.observe(user_id, hint, checks).await?;
         let account = situation.observation.accounts.first();
         let plan = situation.decide(&self.policy);
         self.confirm_not_found(user_id, hint, &situation, &plan)
@@ -387,7 +419,12 @@ impl Converger {
     }
 
     /// Reads Graph, state and AD, and decides what AD should hold.
-    async fn observe(&self, user_id: &ObjectId, hint: Hint) -> Result<Situation, AppError> {
+    async fn observe(
+        &self,
+        user_id: &ObjectId,
+        hint: Hint,
+        checks: Checks,
+    ) -> Result<Situation, AppError> {
         let lookup = self.graph.user(user_id).await.doing("reading the user")?;
         let in_scope_group = match (&self.policy.scope_group_id, &lookup) {
             (Some(group), UserLookup::Active(user)) if user.is_guest() => self
@@ -467,12 +504,23 @@ impl Converger {
             let own = observation.accounts.first();
             if own.is_none() {
                 let candidates = sam_account_name_candidates(user_id, upn(&lookup).as_deref());
-                match self.first_free_sam_account_name(&candidates).await? {
-                    Some(sam) => account.sam_account_name = sam,
-                    None => names_taken = Some(candidates),
+                match checks {
+                    Checks::ByDirectory => account.sam_account_name = candidates[0].clone(),
+                    Checks::Searched => {
+                        match self.first_free_sam_account_name(&candidates).await? {
+                            Some(sam) => account.sam_account_name = sam,
+                            None => names_taken = Some(candidates),
+                        }
+                    }
                 }
             }
-            if let Some(upn) = &account.attributes.user_principal_name {
+            // Another object holding the UPN matters only where the plan writes it. AD is not
+            // left to refuse it: a DC before Windows Server 2012 R2, or a forest whose
+            // dsHeuristics turn the check off, accepts a second holder.
+            let writes_upn = own.is_none_or(|a| {
+                a.attributes.user_principal_name != account.attributes.user_principal_name
+            });
+            if let (true, Some(upn)) = (writes_upn, &account.attributes.user_principal_name) {
                 if let Some(holder) = self.directory.find_by_user_principal_name(upn).await? {
                     let ours = own.is_some_and(|a| {
                         (a.object_guid.is_some() && a.object_guid == holder.object_guid)

@@ -82,10 +82,22 @@ pub struct SweepReport {
     pub jobs_enqueued: usize,
     /// DNs of objects in the managed OUs without a valid anchor: not ours, never touched.
     pub unmanaged: Vec<String>,
-    /// Guests enumerated from Graph (only with a scope group).
+    /// Guests enumerated from Graph.
     pub guests_checked: usize,
+    /// Guests were not enumerated: a full delta round completed since the last sweep had
+    /// already queued a job for every user (the sweep that round makes due would queue every
+    /// guest a second time).
+    pub guests_covered_by_full_round: bool,
     /// Accounts of ours that gained the indexed anchor (see [`Directory::stamp_indexed_anchors`]).
     pub anchors_stamped: usize,
+}
+
+/// Whether a sweep lists the tenant's guests.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GuestSweep {
+    Enumerate,
+    /// A full delta round since the last sweep has queued every user.
+    CoveredByFullRound,
 }
 
 /// Which parts of reconciliation a host does: delta rounds need Graph, sweeps need AD.
@@ -623,9 +635,13 @@ impl Reconciler {
         Ok(())
     }
 
-    /// Converge jobs for every anchored account in the managed OUs and, with a scope group, for
-    /// every guest without one; see the module docs.
+    /// Converge jobs for every anchored account in the managed OUs and for every guest without
+    /// one; see the module docs.
     pub async fn sweep(&self) -> Result<SweepReport, AppError> {
+        self.sweep_accounts_and(GuestSweep::Enumerate).await
+    }
+
+    async fn sweep_accounts_and(&self, guests: GuestSweep) -> Result<SweepReport, AppError> {
         let Some(ManagedDirectory { directory, policy }) = &self.managed else {
             return Err(AppError::Missing(
                 "the directory (the sweep runs where AD is)",
@@ -671,6 +687,17 @@ impl Reconciler {
         // nested group) changes nothing on the user, so delta never reports it; and a guest
         // invited while AD was down, whose jobs failed after the delta checkpoint moved on, is
         // reported by nothing else either. Converge checks the scope.
+        if guests == GuestSweep::CoveredByFullRound {
+            report.guests_covered_by_full_round = true;
+            report.jobs_enqueued = jobs.finish().await?;
+            info!(
+                accounts = report.accounts,
+                jobs = report.jobs_enqueued,
+                unmanaged = report.unmanaged.len(),
+                "sweep complete (guests: the full delta round queued them)"
+            );
+            return Ok(report);
+        }
         let mut guests = Guests::new(self.graph.as_ref());
         while let Some(page) = guests.next_page().await? {
             for id in page {
@@ -809,7 +836,13 @@ impl Reconciler {
             info!("a sweep is due, but the run's deadline has passed; a later run sweeps");
             return no_sweep(delta);
         }
-        let sweep = self.sweep().await?;
+        // Every user a full round since the last sweep listed has a job already.
+        let guests = match (&last, full_round_at) {
+            (None, Some(_)) => GuestSweep::CoveredByFullRound,
+            (Some(last), Some(full)) if full > last.value.at => GuestSweep::CoveredByFullRound,
+            _ => GuestSweep::Enumerate,
+        };
+        let sweep = self.sweep_accounts_and(guests).await?;
         put_json(
             self.state.as_ref(),
             CHECKPOINTS,

@@ -707,6 +707,27 @@ async fn a_name_taken_between_the_check_and_the_add_converges_again() {
 }
 
 #[tokio::test]
+async fn a_new_guest_costs_four_ldap_operations_and_a_converged_one_a_search() {
+    let w = World::new();
+    let id = alice(&w);
+    let out = w.converge(&id).await;
+    assert_eq!(out.status, AccountStatus::Enabled);
+    // The anchor and UPN searches and the base read of the new account; no search for a
+    // holder of the name: AD refuses that itself (the tests above).
+    assert_eq!(w.directory.read_count(), 3);
+    assert_eq!(w.directory.write_count(), 1);
+    w.converge(&id).await;
+    assert_eq!(w.directory.read_count(), 4, "only the anchor search");
+    // A new UPN is looked for before it is written.
+    w.graph.update_user(&id, |u| {
+        u.user_principal_name = Some("alice.new_fabrikam.com#EXT#@contoso.onmicrosoft.com".into())
+    });
+    w.converge(&id).await;
+    assert_eq!(w.directory.read_count(), 7, "anchor, UPN, the read back");
+    assert_eq!(w.directory.write_count(), 2);
+}
+
+#[tokio::test]
 async fn throttling_is_retryable_and_writes_nothing() {
     let w = World::new();
     let id = alice(&w);

@@ -388,7 +388,12 @@ async fn scheduled_runs_sweep_when_due_and_after_a_full_round() {
 
     let r = reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
     assert!(r.delta.unwrap().full);
-    assert!(r.sweep.is_some(), "never swept");
+    let sweep = r.sweep.expect("never swept");
+    // The full round queued every user: the sweep does not list the guests again.
+    assert!(sweep.guests_covered_by_full_round);
+    assert_eq!((sweep.guests_checked, sweep.jobs_enqueued), (0, 0));
+    assert_eq!(w.graph.call_count(GraphOp::Guests), 0);
+    assert_eq!(jobs(&w).await.len(), 1, "one job for the one guest");
 
     w.clock.advance(Duration::hours(1));
     let r = reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
@@ -400,13 +405,16 @@ async fn scheduled_runs_sweep_when_due_and_after_a_full_round() {
     assert!(r.sweep.is_none(), "not yet");
     w.clock.advance(Duration::seconds(1));
     let r = reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
-    assert!(r.sweep.is_some(), "a day since the last sweep");
+    let sweep = r.sweep.expect("a day since the last sweep");
+    assert!(!sweep.guests_covered_by_full_round, "no full round since");
+    assert_eq!(sweep.guests_checked, 1);
 
     w.clock.advance(Duration::hours(1));
     w.graph.expire_delta_links();
     let r = reconciler.scheduled_run(Roles::ALL, DAY).await.unwrap();
     assert!(r.delta.unwrap().full);
-    assert!(r.sweep.is_some(), "after a full round");
+    let sweep = r.sweep.expect("after a full round");
+    assert!(sweep.guests_covered_by_full_round);
 }
 
 #[tokio::test]
