@@ -113,7 +113,7 @@ async fn raw_user(State(sim): State<Arc<Sim>>, Path(id): Path<String>) -> GraphR
         .users
         .get(&id)
         .ok_or_else(|| GraphError::resource_not_found(&id))?;
-    let mut props = u.props.clone();
+    let mut props = crate::state::full_props(&u.props);
     props.insert(
         "visibleFrom".into(),
         json!(graph_time_precise(w.visible_from(u))),

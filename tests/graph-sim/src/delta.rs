@@ -21,8 +21,8 @@ use uuid::Uuid;
 use crate::error::{GraphError, GraphResult};
 use crate::query::{parse_id_filter, QueryOptions};
 use crate::state::{
-    project_delta_user, ChangeKind, Collection, DeltaScope, DeltaSession, DeltaToken,
-    GroupChangeKind, GroupRecord, StaleDeltaTokens, World, GROUP_PROPERTIES,
+    project_delta_user, ChangeKind, Collection, DeltaRemaining, DeltaScope, DeltaSession,
+    DeltaToken, GroupChangeKind, GroupRecord, StaleDeltaTokens, World, GROUP_PROPERTIES,
 };
 use crate::{chrono_duration, Sim};
 
@@ -218,7 +218,7 @@ fn delta_page(
         match opts.get("$deltatoken").filter(|t| !t.is_empty()) {
             Some(t) if t.eq_ignore_ascii_case("latest") => DeltaSession {
                 scope: requested,
-                remaining: VecDeque::new(),
+                remaining: DeltaRemaining::Items(VecDeque::new()),
                 end_seq: w.current_seq(),
                 start_seq: w.current_seq(),
                 select: requested_select,
@@ -260,7 +260,7 @@ fn delta_page(
                 };
                 DeltaSession {
                     scope: token.scope,
-                    remaining,
+                    remaining: DeltaRemaining::Items(remaining),
                     end_seq: end,
                     start_seq: token.seq,
                     select,
@@ -271,21 +271,17 @@ fn delta_page(
             None => {
                 let select = requested_select;
                 let remaining = match collection {
-                    Collection::Users => w
-                        .live_users_sorted()
-                        .into_iter()
-                        .map(|u| {
-                            Value::Object(project_delta_user(
-                                &u.props,
-                                select.as_deref(),
-                                None,
-                                partial,
-                            ))
-                        })
-                        .collect(),
-                    Collection::Groups => {
-                        current_groups(&w, &requested, select.as_deref(), partial)
-                    }
+                    // A cursor, not a copy of the tenant: pages are read as they are served.
+                    Collection::Users => DeltaRemaining::Users {
+                        after: 0,
+                        passes: if w.switches.delta_duplicates { 2 } else { 1 },
+                    },
+                    Collection::Groups => DeltaRemaining::Items(current_groups(
+                        &w,
+                        &requested,
+                        select.as_deref(),
+                        partial,
+                    )),
                 };
                 DeltaSession {
                     scope: requested,
@@ -301,10 +297,13 @@ fn delta_page(
     };
 
     let fresh = opts.get("$skiptoken").is_none();
-    if fresh && w.switches.delta_duplicates {
+    if let (true, true, DeltaRemaining::Items(items)) =
+        (fresh, w.switches.delta_duplicates, &mut session.remaining)
+    {
         // Every item comes again later in the round: on the same page or a following one.
-        let copies: Vec<Value> = session.remaining.iter().cloned().collect();
-        session.remaining.extend(copies);
+        // (A first round of users does the same with a second pass of its cursor.)
+        let copies: Vec<Value> = items.iter().cloned().collect();
+        items.extend(copies);
     }
     let segment = collection.segment();
     let context = match &session.select {
@@ -318,16 +317,47 @@ fn delta_page(
         Vec::new()
     } else {
         session.empty_page_due = true;
-        let take = sim
-            .config
-            .delta_page_size
-            .max(1)
-            .min(session.remaining.len());
-        session.remaining.drain(..take).collect()
+        let size = sim.config.delta_page_size.max(1);
+        match &mut session.remaining {
+            DeltaRemaining::Items(items) => {
+                let take = size.min(items.len());
+                items.drain(..take).collect()
+            }
+            DeltaRemaining::Users { after, passes } => {
+                let select = session.select.as_deref();
+                let mut page = Vec::new();
+                while page.len() < size && *passes > 0 {
+                    match w.next_live_user(*after, session.end_seq) {
+                        Some(u) => {
+                            page.push(Value::Object(project_delta_user(
+                                &u.props, select, None, partial,
+                            )));
+                            *after = u.created_seq;
+                        }
+                        None => {
+                            *passes -= 1;
+                            *after = 0;
+                        }
+                    }
+                }
+                page
+            }
+        }
+    };
+    let done = match &mut session.remaining {
+        DeltaRemaining::Items(items) => items.is_empty(),
+        DeltaRemaining::Users { after, passes } => {
+            // Whether a user is left in this pass or a following one.
+            while *passes > 0 && w.next_live_user(*after, session.end_seq).is_none() {
+                *passes -= 1;
+                *after = 0;
+            }
+            *passes == 0
+        }
     };
     let mut body = json!({ "@odata.context": context, "value": page });
     let token = new_token();
-    if !empty_page && session.remaining.is_empty() {
+    if !empty_page && done {
         body["@odata.deltaLink"] = json!(delta_url(sim, &session.scope, "$deltatoken", &token));
         w.delta_tokens.insert(
             token,
@@ -347,6 +377,18 @@ fn delta_page(
     Ok(body)
 }
 
+/// The entries of a change log (in sequence order) with a sequence number in (since, end],
+/// found by binary search: an incremental round reads only what changed since its token.
+fn log_since<T>(
+    log: &[T],
+    seq: impl Fn(&T) -> u64,
+    since: u64,
+    end: u64,
+) -> impl Iterator<Item = &T> {
+    let start = log.partition_point(|c| seq(c) <= since);
+    log[start..].iter().take_while(move |c| seq(c) <= end)
+}
+
 /// The users that changed in (since, end], each once, in the order of their latest change,
 /// in their current state: the object (selected properties), or `@removed` with `changed`
 /// (soft-deleted, restorable) or `deleted` (gone for good). With `$select`, updates touching
@@ -364,7 +406,7 @@ fn changes_since(
     let mut last_seq: HashMap<&str, u64> = HashMap::new();
     // Properties changed per user; `None` = everything (creation, restore).
     let mut changed: HashMap<&str, Option<HashSet<String>>> = HashMap::new();
-    for c in w.changes.iter().filter(|c| c.seq > since && c.seq <= end) {
+    for c in log_since(&w.changes, |c| c.seq, since, end) {
         let counts = match (&c.kind, select) {
             (ChangeKind::Upsert(props), Some(sel)) => props.iter().any(|p| sel.contains(p)),
             _ => true,
@@ -376,7 +418,8 @@ fn changes_since(
             .or_insert_with(|| Some(HashSet::new()));
         match (&c.kind, entry) {
             (ChangeKind::Upsert(props), Some(set)) => set.extend(props.iter().cloned()),
-            (ChangeKind::Restored, e) => *e = None,
+            // Everything is new: as if every property had changed.
+            (ChangeKind::Created | ChangeKind::Restored, e) => *e = None,
             _ => {}
         }
     }
@@ -499,10 +542,8 @@ fn group_changes_since(
     // Per group and member: whether it was a member before the interval (known from its first
     // change in the interval), and its type.
     let mut touched: HashMap<&str, Vec<(&str, bool, &str)>> = HashMap::new();
-    for c in w
-        .group_changes
-        .iter()
-        .filter(|c| c.seq > since && c.seq <= end && scope.includes(&c.group_id))
+    for c in
+        log_since(&w.group_changes, |c| c.seq, since, end).filter(|c| scope.includes(&c.group_id))
     {
         let group = c.group_id.as_str();
         let (member, was_member, odata_type) = match &c.kind {

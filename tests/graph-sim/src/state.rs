@@ -3,7 +3,7 @@
 //! test fixture, and a single lock makes every operation atomic (a change and the notification
 //! it triggers are recorded together, as in Graph's own change feed).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 
 use chrono::{DateTime, Duration as ChronoDuration, Utc};
 use serde_json::{json, Map, Value};
@@ -212,6 +212,42 @@ pub fn no_extension_attributes() -> Map<String, Value> {
         .collect()
 }
 
+const EXTENSION_ATTRIBUTES: &str = "onPremisesExtensionAttributes";
+
+/// The stored form of a new user's properties: those never set (null, and the fifteen null
+/// extension attributes) are left out, which [`stored_value`] and [`full_props`] put back. A
+/// user is then a fraction of its full map: a simulated tenant of a million users fits in a
+/// few GiB.
+pub fn compact_props(props: &mut Map<String, Value>) {
+    props.retain(|k, v| match v {
+        Value::Null => false,
+        Value::Object(o) if k == EXTENSION_ATTRIBUTES => o.values().any(|a| !a.is_null()),
+        _ => true,
+    });
+}
+
+/// A stored property as the full map has it: null when left out, the fifteen null extension
+/// attributes for `onPremisesExtensionAttributes`.
+pub fn stored_value(props: &Map<String, Value>, name: &str) -> Value {
+    match props.get(name) {
+        Some(v) => v.clone(),
+        None if name == EXTENSION_ATTRIBUTES => Value::Object(no_extension_attributes()),
+        None => Value::Null,
+    }
+}
+
+/// Every property of a stored user, those left out by [`compact_props`] put back: what the
+/// user's full map was before it was stored.
+pub fn full_props(props: &Map<String, Value>) -> Map<String, Value> {
+    let mut out = props.clone();
+    for p in USER_ALL_PROPERTIES {
+        if !out.contains_key(*p) {
+            out.insert((*p).to_string(), stored_value(props, p));
+        }
+    }
+    out
+}
+
 /// Projects a user for a response: `$select`ed properties (plus `id`, which Graph always
 /// returns) or the default set.
 pub fn project_user(props: &Map<String, Value>, select: Option<&[String]>) -> Map<String, Value> {
@@ -219,15 +255,12 @@ pub fn project_user(props: &Map<String, Value>, select: Option<&[String]>) -> Ma
     match select {
         Some(fields) => {
             for f in fields {
-                out.insert(f.clone(), props.get(f).cloned().unwrap_or(Value::Null));
+                out.insert(f.clone(), stored_value(props, f));
             }
         }
         None => {
             for f in USER_DEFAULT_PROPERTIES {
-                out.insert(
-                    (*f).to_string(),
-                    props.get(*f).cloned().unwrap_or(Value::Null),
-                );
+                out.insert((*f).to_string(), stored_value(props, f));
             }
         }
     }
@@ -334,7 +367,10 @@ pub const GROUP_ODATA_TYPE: &str = "#microsoft.graph.group";
 /// What happened to a user, as recorded in the change log that delta queries read.
 #[derive(Debug, Clone, PartialEq)]
 pub enum ChangeKind {
-    /// Created or updated; the names of the properties that changed (all of them on creation).
+    /// Created: every property is new (kept apart from `Upsert` so a creation does not store
+    /// every property name: a tenant of a million users would hold a million such lists).
+    Created,
+    /// Updated; the names of the properties that changed.
     Upsert(Vec<String>),
     SoftDeleted,
     Restored,
@@ -378,11 +414,27 @@ pub struct DeltaToken {
     pub epoch: u64,
 }
 
+/// What a delta round in progress has left to serve.
+#[derive(Debug, Clone)]
+pub enum DeltaRemaining {
+    /// Items worked out when the round started: incremental rounds (as many as changed since
+    /// the token) and the first round of `groups/delta`.
+    Items(VecDeque<Value>),
+    /// The first round of `users/delta`, read from the tenant page by page rather than copied
+    /// when it starts, so a page costs O(page) whatever the tenant's size: the live users
+    /// created up to the session's `end_seq` ([`World::user_order`]), in creation order, after
+    /// the one created at `after` (0: from the start). `passes` is how many times the round
+    /// goes through them still, this pass included: 2 with `deltaDuplicates` (every item comes
+    /// again later in the round), else 1; 0 once the round is done. Users are read as they are
+    /// when their page is served.
+    Users { after: u64, passes: u8 },
+}
+
 /// Server-side state behind an opaque `$skiptoken` of a delta round in progress.
 #[derive(Debug, Clone)]
 pub struct DeltaSession {
     pub scope: DeltaScope,
-    pub remaining: VecDeque<Value>,
+    pub remaining: DeltaRemaining,
     pub end_seq: u64,
     pub start_seq: u64,
     pub select: Option<Vec<String>>,
@@ -526,6 +578,12 @@ pub struct Switches {
 #[derive(Debug, Default)]
 pub struct World {
     pub users: HashMap<String, UserRecord>,
+    /// Every user's id by its `created_seq` (soft-deleted users too, until purged): the order
+    /// of listings and of the first delta round, which pages through it with a cursor.
+    pub user_order: BTreeMap<u64, String>,
+    /// Ids of the soft-deleted users (kept by [`World::record_change`]): what housekeeping,
+    /// which runs on every lock of the tenant, looks through, rather than every user.
+    pub soft_deleted: HashSet<String>,
     pub groups: HashMap<String, GroupRecord>,
     pub next_seq: u64,
     pub changes: Vec<ChangeEntry>,
@@ -566,23 +624,38 @@ impl World {
     }
 
     pub fn live_users_sorted(&self) -> Vec<&UserRecord> {
-        let mut v: Vec<&UserRecord> = self
-            .users
+        self.user_order
             .values()
+            .filter_map(|id| self.users.get(id))
             .filter(|u| u.soft_deleted_at.is_none())
-            .collect();
-        v.sort_by_key(|u| u.created_seq);
-        v
+            .collect()
+    }
+
+    /// Adds a new user (its `created_seq` set by the caller) to the tenant and its order.
+    pub fn insert_user(&mut self, id: String, user: UserRecord) {
+        self.user_order.insert(user.created_seq, id.clone());
+        if let Some(old) = self.users.insert(id, user) {
+            self.user_order.remove(&old.created_seq);
+        }
+    }
+
+    /// The first live user created in (`after`, `end`], in creation order.
+    pub fn next_live_user(&self, after: u64, end: u64) -> Option<&UserRecord> {
+        if after >= end {
+            return None;
+        }
+        self.user_order
+            .range(after + 1..=end)
+            .filter_map(|(_, id)| self.users.get(id))
+            .find(|u| u.soft_deleted_at.is_none())
     }
 
     pub fn deleted_users_sorted(&self) -> Vec<&UserRecord> {
-        let mut v: Vec<&UserRecord> = self
-            .users
+        self.user_order
             .values()
+            .filter_map(|id| self.users.get(id))
             .filter(|u| u.soft_deleted_at.is_some())
-            .collect();
-        v.sort_by_key(|u| u.created_seq);
-        v
+            .collect()
     }
 
     /// Records a change for delta queries and queues change notifications for every matching,
@@ -596,6 +669,15 @@ impl World {
         tenant_id: &str,
     ) {
         self.touch_user(user_id, now);
+        match kind {
+            ChangeKind::SoftDeleted => {
+                self.soft_deleted.insert(user_id.to_string());
+            }
+            ChangeKind::Restored | ChangeKind::Purged => {
+                self.soft_deleted.remove(user_id);
+            }
+            ChangeKind::Created | ChangeKind::Upsert(_) => {}
+        }
         let seq = self.bump_seq();
         self.changes.push(ChangeEntry {
             seq,
@@ -803,12 +885,15 @@ impl World {
     /// purged after the retention period (30 days in Entra ID), which is a permanent deletion.
     pub fn housekeeping(&mut self, now: DateTime<Utc>, retention: ChronoDuration, tenant_id: &str) {
         self.subscriptions.retain(|_, s| s.expiration > now);
-        let expired: Vec<String> = self
-            .users
-            .values()
+        let mut expired: Vec<String> = self
+            .soft_deleted
+            .iter()
+            .filter_map(|id| self.users.get(id))
             .filter(|u| u.soft_deleted_at.is_some_and(|t| t + retention <= now))
             .map(|u| u.id().to_string())
             .collect();
+        // In creation order, so purges (and their recorded changes) come in a stable order.
+        expired.sort_by_key(|id| self.users.get(id).map(|u| u.created_seq));
         for id in expired {
             self.purge_user(&id, now, tenant_id);
         }
@@ -821,7 +906,9 @@ impl World {
             for group_id in self.groups_with_member(id) {
                 self.remove_member(&group_id, id, now, tenant_id);
             }
-            self.users.remove(id);
+            if let Some(u) = self.users.remove(id) {
+                self.user_order.remove(&u.created_seq);
+            }
             self.record_change(id, ChangeKind::Purged, now, tenant_id);
         }
     }

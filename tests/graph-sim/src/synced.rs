@@ -213,7 +213,7 @@ pub fn apply_sync_update(sim: &Sim, id: &str, changes: &Map<String, Value>) -> G
             .insert("onPremisesLastSyncDateTime".into(), json!(graph_time(now)));
         changed.push("onPremisesLastSyncDateTime".into());
     }
-    let props = user.props.clone();
+    let props = crate::state::full_props(&user.props);
     if !changed.is_empty() {
         w.record_change(
             &uid,

@@ -14,8 +14,9 @@ use crate::clock::graph_time;
 use crate::error::{GraphError, GraphResult};
 use crate::query::{parse_filter, FilterExpr, QueryOptions};
 use crate::state::{
-    blank_user, project_user, ChangeKind, GroupChangeKind, GroupRecord, UserRecord, World,
-    USER_ALL_PROPERTIES, USER_SYNC_MASTERED_PROPERTIES, USER_WRITABLE_PROPERTIES,
+    blank_user, compact_props, full_props, project_user, stored_value, ChangeKind, GroupChangeKind,
+    GroupRecord, UserRecord, World, USER_ALL_PROPERTIES, USER_SYNC_MASTERED_PROPERTIES,
+    USER_WRITABLE_PROPERTIES,
 };
 use crate::Sim;
 
@@ -121,19 +122,16 @@ pub(crate) fn new_guest(
     props
 }
 
-fn all_property_names() -> Vec<String> {
-    USER_ALL_PROPERTIES.iter().map(|s| s.to_string()).collect()
-}
-
 pub(crate) fn insert_user(
     w: &mut World,
-    props: Map<String, Value>,
+    mut props: Map<String, Value>,
     now: chrono::DateTime<chrono::Utc>,
     tenant_id: &str,
 ) {
     let id = props["id"].as_str().unwrap_or_default().to_string();
+    compact_props(&mut props);
     let seq = w.bump_seq();
-    w.users.insert(
+    w.insert_user(
         id.clone(),
         UserRecord {
             props,
@@ -142,12 +140,7 @@ pub(crate) fn insert_user(
             changed_at: now,
         },
     );
-    w.record_change(
-        &id,
-        ChangeKind::Upsert(all_property_names()),
-        now,
-        tenant_id,
-    );
+    w.record_change(&id, ChangeKind::Created, now, tenant_id);
 }
 
 /// What `POST /_sim/users/bulk` creates: many users at once, for benchmarks (creating them one
@@ -245,7 +238,7 @@ pub fn accept_invitation(sim: &Sim, id: &str) -> GraphResult<Value> {
         "externalUserStateChangeDateTime".into(),
         json!(graph_time(now)),
     );
-    let props = user.props.clone();
+    let props = full_props(&user.props);
     w.record_change(
         &uid,
         ChangeKind::Upsert(vec![
@@ -524,7 +517,8 @@ async fn patch_user(
 pub(crate) fn set_properties(user: &mut UserRecord, updates: Vec<(String, Value)>) -> Vec<String> {
     let mut changed = Vec::new();
     for (k, mut v) in updates {
-        if let (Some(Value::Object(current)), Value::Object(given)) = (user.props.get(&k), &v) {
+        let current = stored_value(&user.props, &k);
+        if let (Value::Object(current), Value::Object(given)) = (&current, &v) {
             let mut merged = current.clone();
             for (name, value) in given {
                 if let Some(n) = extension_attribute_number(name) {
@@ -533,7 +527,7 @@ pub(crate) fn set_properties(user: &mut UserRecord, updates: Vec<(String, Value)
             }
             v = Value::Object(merged);
         }
-        if user.props.get(&k) != Some(&v) {
+        if current != v {
             user.props.insert(k.clone(), v);
             changed.push(k);
         }
