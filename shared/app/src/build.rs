@@ -104,12 +104,12 @@ impl Storage {
         let store = EmbeddedStore::open(path)?;
         let queue = Arc::new(EmbeddedQueue::new(&store, max_attempts)?);
         // One process holds the webhook and the workers: the marks need no disk (a crash loses
-        // them with the starts they record, which costs at most a duplicate).
-        let marks = EmbeddedStore::in_memory()?;
+        // them with the starts they record, which costs at most a duplicate), nor transactions:
+        // a map in this process's memory.
         let storage = Self {
             state: Arc::new(store),
             queue: queue.clone(),
-            pending: Arc::new(PendingJobs::new(Arc::new(marks))),
+            pending: Arc::new(PendingJobs::in_process()),
         };
         Ok((storage, queue))
     }

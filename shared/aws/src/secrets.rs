@@ -55,24 +55,23 @@ pub fn region_of_secrets(env: &[(String, String)]) -> Option<String> {
         .map(str::to_string)
 }
 
-/// Swaps every `SHADOWSYNC_*_SECRET_ARN` in `env` for the secret's value.
+/// Swaps every `SHADOWSYNC_*_SECRET_ARN` in `env` for the secret's value. The names are checked
+/// first (nothing is fetched for an environment that names an unknown secret); the secrets are
+/// then fetched concurrently, so a cold start waits for one round trip to Secrets Manager, not
+/// one per secret.
 pub async fn resolve(
     client: &aws_sdk_secretsmanager::Client,
     env: Vec<(String, String)>,
 ) -> Result<Resolved, AwsError> {
-    let mut out = Vec::with_capacity(env.len());
-    let mut graph_certificate = None;
-    for (name, value) in env {
-        let arn = value.trim();
-        if !(name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX)) || arn.is_empty() {
-            out.push((name, value));
-            continue;
-        }
-        let target = SECRET_VARIABLES
-            .iter()
-            .find(|(variable, _)| *variable == name)
-            .map(|(_, target)| *target);
-        if target.is_none() && name != GRAPH_CERTIFICATE {
+    let is_secret = |name: &str, value: &str| {
+        name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX) && !value.trim().is_empty()
+    };
+    for (name, _) in env.iter().filter(|(name, value)| is_secret(name, value)) {
+        let known = name == GRAPH_CERTIFICATE
+            || SECRET_VARIABLES
+                .iter()
+                .any(|(variable, _)| variable == name);
+        if !known {
             return Err(AwsError::BadEnv {
                 name: "SHADOWSYNC_*_SECRET_ARN",
                 reason: format!(
@@ -81,12 +80,28 @@ pub async fn resolve(
                 ),
             });
         }
-        let secret = fetch(client, &name, arn).await?;
+    }
+    let fetched = futures::future::try_join_all(
+        env.iter()
+            .filter(|(name, value)| is_secret(name, value))
+            .map(|(name, arn)| fetch(client, name, arn.trim())),
+    )
+    .await?;
+
+    let mut fetched = fetched.into_iter();
+    let mut out = Vec::with_capacity(env.len());
+    let mut graph_certificate = None;
+    for (name, value) in env {
+        if !is_secret(&name, &value) {
+            out.push((name, value));
+            continue;
+        }
+        let secret = fetched.next().expect("one value per secret variable");
         if name == GRAPH_CERTIFICATE {
             let parsed: CertificateSecret =
                 serde_json::from_str(&secret).map_err(|_| AwsError::Secret {
                     variable: name.clone(),
-                    arn: arn.to_string(),
+                    arn: value.trim().to_string(),
                     // serde's message could quote the key material: say what is expected instead.
                     reason:
                         "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
@@ -97,7 +112,10 @@ pub async fn resolve(
                 certificate_pem: parsed.certificate_pem,
                 private_key_pem: SecretString::from(parsed.private_key_pem),
             });
-        } else if let Some(target) = target {
+        } else if let Some((_, target)) = SECRET_VARIABLES
+            .iter()
+            .find(|(variable, _)| *variable == name)
+        {
             out.push((target.to_string(), secret));
         }
     }

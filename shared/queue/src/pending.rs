@@ -23,7 +23,7 @@
 use crate::{Job, JobSource, Queue, QueueError};
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
-use shadowsync_state::{KeyValueStore, StateError};
+use shadowsync_state::{KeyValueStore, MemoryStore, StateError};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -81,6 +81,13 @@ impl PendingJobs {
             store,
             window: FOLD_WINDOW,
         }
+    }
+
+    /// The marks in this process's memory ([`MemoryStore`]), for a host whose webhook and
+    /// workers are one process (`serve`): a mark costs a map operation under a lock, where a
+    /// store with transactions would cost two of them per job.
+    pub fn in_process() -> Self {
+        Self::new(Arc::new(MemoryStore::new()))
     }
 
     /// Stores `jobs` in `queue`, except those an identical waiting job already covers. On
@@ -254,97 +261,110 @@ mod tests {
     const U1: &str = "00000000-0000-4000-8000-000000000001";
     const U2: &str = "00000000-0000-4000-8000-000000000002";
 
-    fn setup() -> (PendingJobs, EmbeddedQueue, Arc<EmbeddedStore>) {
-        let store = EmbeddedStore::in_memory().unwrap();
-        let queue = EmbeddedQueue::new(&store, 5).unwrap();
-        let store = Arc::new(store);
-        (PendingJobs::new(store.clone()), queue, store)
+    /// Each test runs over both kinds of mark store: a store with transactions (as DynamoDB
+    /// is for the AWS deployment, here the embedded one) and the in-process map `serve` uses.
+    fn setups() -> Vec<(PendingJobs, EmbeddedQueue, Arc<dyn KeyValueStore>)> {
+        let stores: [Arc<dyn KeyValueStore>; 2] = [
+            Arc::new(EmbeddedStore::in_memory().unwrap()),
+            Arc::new(MemoryStore::new()),
+        ];
+        stores
+            .into_iter()
+            .map(|store| {
+                let queue = EmbeddedQueue::new(&EmbeddedStore::in_memory().unwrap(), 5).unwrap();
+                (PendingJobs::new(store.clone()), queue, store)
+            })
+            .collect()
     }
 
     #[tokio::test]
     async fn a_repeat_folds_into_the_waiting_job_until_it_starts() {
-        let (pending, queue, _) = setup();
-        let first = pending
-            .send(&queue, vec![notification(U1, ChangeType::Updated)])
-            .await
-            .unwrap();
-        assert_eq!(first, Sent { sent: 1, folded: 0 });
-        let again = pending
-            .send(
-                &queue,
-                vec![
-                    notification(U1, ChangeType::Updated),
-                    notification(U1, ChangeType::Deleted),
-                    notification(U2, ChangeType::Updated),
-                    notification(U2, ChangeType::Updated),
-                ],
-            )
-            .await
-            .unwrap();
-        // U1 updated folds; U1 deleted says something else; U2's second copy folds into the first.
-        assert_eq!(again, Sent { sent: 2, folded: 2 });
-        assert_eq!(queue.stats().await.unwrap().depth, 3);
+        for (pending, queue, _) in setups() {
+            let first = pending
+                .send(&queue, vec![notification(U1, ChangeType::Updated)])
+                .await
+                .unwrap();
+            assert_eq!(first, Sent { sent: 1, folded: 0 });
+            let again = pending
+                .send(
+                    &queue,
+                    vec![
+                        notification(U1, ChangeType::Updated),
+                        notification(U1, ChangeType::Deleted),
+                        notification(U2, ChangeType::Updated),
+                        notification(U2, ChangeType::Updated),
+                    ],
+                )
+                .await
+                .unwrap();
+            // U1 updated folds; U1 deleted says something else; U2's second copy folds into
+            // the first.
+            assert_eq!(again, Sent { sent: 2, folded: 2 });
+            assert_eq!(queue.stats().await.unwrap().depth, 3);
 
-        let delivered = queue.receive(1, Duration::from_secs(30)).await.unwrap();
-        pending.started(&delivered[0].job).await.unwrap();
-        let after_start = pending
-            .send(&queue, vec![notification(U1, ChangeType::Updated)])
-            .await
-            .unwrap();
-        assert_eq!(
-            after_start,
-            Sent { sent: 1, folded: 0 },
-            "a change after the read"
-        );
+            let delivered = queue.receive(1, Duration::from_secs(30)).await.unwrap();
+            pending.started(&delivered[0].job).await.unwrap();
+            let after_start = pending
+                .send(&queue, vec![notification(U1, ChangeType::Updated)])
+                .await
+                .unwrap();
+            assert_eq!(
+                after_start,
+                Sent { sent: 1, folded: 0 },
+                "a change after the read"
+            );
+        }
     }
 
     #[tokio::test]
     async fn jobs_not_made_from_notifications_are_never_folded() {
-        let (pending, queue, _) = setup();
-        let sweep = Job::Converge {
-            user_id: U1.parse().unwrap(),
-            change_type: None,
-            subscription_id: None,
-            received_at: Utc::now(),
-            source: JobSource::Reconciler,
-        };
-        pending.send(&queue, vec![sweep.clone()]).await.unwrap();
-        let again = pending.send(&queue, vec![sweep]).await.unwrap();
-        assert_eq!(again, Sent { sent: 1, folded: 0 });
+        for (pending, queue, _) in setups() {
+            let sweep = Job::Converge {
+                user_id: U1.parse().unwrap(),
+                change_type: None,
+                subscription_id: None,
+                received_at: Utc::now(),
+                source: JobSource::Reconciler,
+            };
+            pending.send(&queue, vec![sweep.clone()]).await.unwrap();
+            let again = pending.send(&queue, vec![sweep]).await.unwrap();
+            assert_eq!(again, Sent { sent: 1, folded: 0 });
+        }
     }
 
     #[tokio::test]
     async fn an_old_or_unfinished_mark_folds_nothing() {
-        let (mut pending, queue, store) = setup();
-        pending.window = Duration::ZERO;
-        pending
-            .send(&queue, vec![notification(U1, ChangeType::Updated)])
-            .await
-            .unwrap();
-        let again = pending
-            .send(&queue, vec![notification(U1, ChangeType::Updated)])
-            .await
-            .unwrap();
-        assert_eq!(again.sent, 1, "past the window");
+        for (mut pending, queue, store) in setups() {
+            pending.window = Duration::ZERO;
+            pending
+                .send(&queue, vec![notification(U1, ChangeType::Updated)])
+                .await
+                .unwrap();
+            let again = pending
+                .send(&queue, vec![notification(U1, ChangeType::Updated)])
+                .await
+                .unwrap();
+            assert_eq!(again.sent, 1, "past the window");
 
-        pending.window = FOLD_WINDOW;
-        let key = notification(U2, ChangeType::Updated).fold_key().unwrap();
-        let sending = serde_json::to_vec(&Mark {
-            phase: Phase::Sending,
-            at: Utc::now(),
-        })
-        .unwrap();
-        store.put(PENDING, &key, sending, None).await.unwrap();
-        let racing = pending
-            .send(&queue, vec![notification(U2, ChangeType::Updated)])
-            .await
+            pending.window = FOLD_WINDOW;
+            let key = notification(U2, ChangeType::Updated).fold_key().unwrap();
+            let sending = serde_json::to_vec(&Mark {
+                phase: Phase::Sending,
+                at: Utc::now(),
+            })
             .unwrap();
-        assert_eq!(racing.sent, 1, "another request still storing its job");
+            store.put(PENDING, &key, sending, None).await.unwrap();
+            let racing = pending
+                .send(&queue, vec![notification(U2, ChangeType::Updated)])
+                .await
+                .unwrap();
+            assert_eq!(racing.sent, 1, "another request still storing its job");
 
-        let damaged = notification(U1, ChangeType::Created);
-        let key = damaged.fold_key().unwrap();
-        store.put(PENDING, &key, b"{".to_vec(), None).await.unwrap();
-        let over = pending.send(&queue, vec![damaged]).await.unwrap();
-        assert_eq!(over.sent, 1, "an unreadable mark folds nothing");
+            let damaged = notification(U1, ChangeType::Created);
+            let key = damaged.fold_key().unwrap();
+            store.put(PENDING, &key, b"{".to_vec(), None).await.unwrap();
+            let over = pending.send(&queue, vec![damaged]).await.unwrap();
+            assert_eq!(over.sent, 1, "an unreadable mark folds nothing");
+        }
     }
 }

@@ -4,9 +4,11 @@
 
 pub mod conformance;
 mod embedded;
+mod memory;
 pub mod records;
 
 pub use embedded::EmbeddedStore;
+pub use memory::MemoryStore;
 pub use records::{
     AccountStatus, DeltaCheckpoint, DeltaResumePoint, Destructive, GraphAccessDenied, GuestRecord,
     HeldChange, LastSweep, PartnerRecord, PartnerStatus, PartnerWatermark, RecordedIdentity,

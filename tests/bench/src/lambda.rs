@@ -21,16 +21,20 @@ use std::time::{Duration, Instant};
 pub const FUNCTIONS: [&str; 4] = ["webhook", "provisioner", "subscriptions", "reconciler"];
 pub const BASELINE: &str = "shadowsync-lambda-baseline";
 
-/// Where the binaries are: the cargo-lambda artefacts (release, what deploys), or, in a smoke
-/// run, the debug builds next to this binary.
+/// Where the binaries are: the cargo-lambda artefacts (release, what deploys) under
+/// `$CARGO_TARGET_DIR` (default `target`), or, in a smoke run, the debug builds next to this
+/// binary.
 fn binary(ctx: &Ctx, name: &str) -> PathBuf {
     if ctx.args.smoke {
         std::env::current_exe()
             .expect("current exe")
             .with_file_name(name)
     } else {
-        shadowsync_e2e::repo_root()
-            .join("target/lambda")
+        // cargo-lambda puts its artefacts under the cargo target directory.
+        std::env::var_os("CARGO_TARGET_DIR")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| shadowsync_e2e::repo_root().join("target"))
+            .join("lambda")
             .join(name)
             .join("bootstrap")
     }
