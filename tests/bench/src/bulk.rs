@@ -571,7 +571,7 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         )
         .against("ldapadd", Measure::rate(b1.rate(), "acct"))
         .note(format!(
-            "5 operations per account; shadowsync itself reached {:.0}% of this",
+            "4 operations per account; shadowsync itself reached {:.0}% of this",
             i1.timed.rate() / current.rate() * 100.0
         )),
     );

@@ -392,8 +392,9 @@ async fn measure(ctx: &Ctx, ldap: &mut Ldap, ous: &Ous) -> Result<Section> {
         "The DC. From POST to account takes {} (p50); the converge step alone takes {}, and \
          the one add that creates the enabled account takes {} when made bare (made in three \
          writes, as before this benchmark, it takes {}); the rest of converge is one Graph \
-         read, three indexed LDAP searches (the anchor, msDS-ExternalDirectoryObjectId on the \
-         test DC's schema, the sAMAccountName, the UPN), a read of the new DN and a state write. \
+         read, two indexed LDAP searches (the anchor, msDS-ExternalDirectoryObjectId on the \
+         test DC's schema, and the UPN; a name in use is left to AD to refuse), a read of the \
+         new DN and a state write. \
          End to end is about {} longer than converge alone: the webhook's durable enqueue ({} \
          p50 to answer), the provisioner's poll of an empty queue (every 50 ms, so 25 ms on \
          average) and this bench's {} ms AD polling, less converge's last read and state write, \
