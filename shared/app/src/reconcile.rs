@@ -687,23 +687,17 @@ impl Reconciler {
         // nested group) changes nothing on the user, so delta never reports it; and a guest
         // invited while AD was down, whose jobs failed after the delta checkpoint moved on, is
         // reported by nothing else either. Converge checks the scope.
-        if guests == GuestSweep::CoveredByFullRound {
-            report.guests_covered_by_full_round = true;
-            report.jobs_enqueued = jobs.finish().await?;
-            info!(
-                accounts = report.accounts,
-                jobs = report.jobs_enqueued,
-                unmanaged = report.unmanaged.len(),
-                "sweep complete (guests: the full delta round queued them)"
-            );
-            return Ok(report);
-        }
-        let mut guests = Guests::new(self.graph.as_ref());
-        while let Some(page) = guests.next_page().await? {
-            for id in page {
-                report.guests_checked += 1;
-                if !anchored.contains(&id) {
-                    jobs.push(self.job(id, None)).await?;
+        match guests {
+            GuestSweep::CoveredByFullRound => report.guests_covered_by_full_round = true,
+            GuestSweep::Enumerate => {
+                let mut guests = Guests::new(self.graph.as_ref());
+                while let Some(page) = guests.next_page().await? {
+                    for id in page {
+                        report.guests_checked += 1;
+                        if !anchored.contains(&id) {
+                            jobs.push(self.job(id, None)).await?;
+                        }
+                    }
                 }
             }
         }
@@ -713,6 +707,7 @@ impl Reconciler {
             jobs = report.jobs_enqueued,
             unmanaged = report.unmanaged.len(),
             guests_checked = report.guests_checked,
+            guests_covered_by_full_round = report.guests_covered_by_full_round,
             "sweep complete"
         );
         Ok(report)
@@ -817,12 +812,17 @@ impl Reconciler {
                 .ok()
                 .flatten()
                 .map(|cp| cp.value.full_sync_at);
+        // A full round (here or elsewhere) completed since the last sweep, or before the first.
+        let full_round_since = match &last {
+            None => full_round_at.is_some(),
+            Some(last) => full_round_at.is_some_and(|full| full > last.value.at),
+        };
         let due = match &last {
             None => true,
             Some(last) => {
                 let elapsed = (now - last.value.at).to_std().unwrap_or_default();
                 elapsed >= sweep_interval
-                    || full_round_at.is_some_and(|full| full > last.value.at)
+                    || full_round_since
                     // A full round stopped for its deadline has not enumerated everyone yet.
                     || delta.as_ref().is_some_and(|d| d.full && d.complete)
             }
@@ -836,11 +836,10 @@ impl Reconciler {
             info!("a sweep is due, but the run's deadline has passed; a later run sweeps");
             return no_sweep(delta);
         }
-        // Every user a full round since the last sweep listed has a job already.
-        let guests = match (&last, full_round_at) {
-            (None, Some(_)) => GuestSweep::CoveredByFullRound,
-            (Some(last), Some(full)) if full > last.value.at => GuestSweep::CoveredByFullRound,
-            _ => GuestSweep::Enumerate,
+        // Every user that full round listed has a job already.
+        let guests = match full_round_since {
+            true => GuestSweep::CoveredByFullRound,
+            false => GuestSweep::Enumerate,
         };
         let sweep = self.sweep_accounts_and(guests).await?;
         put_json(

@@ -63,60 +63,72 @@ pub async fn resolve(
     client: &aws_sdk_secretsmanager::Client,
     env: Vec<(String, String)>,
 ) -> Result<Resolved, AwsError> {
-    let is_secret = |name: &str, value: &str| {
-        name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX) && !value.trim().is_empty()
-    };
-    for (name, _) in env.iter().filter(|(name, value)| is_secret(name, value)) {
-        let known = name == GRAPH_CERTIFICATE
-            || SECRET_VARIABLES
-                .iter()
-                .any(|(variable, _)| variable == name);
-        if !known {
-            return Err(AwsError::BadEnv {
-                name: "SHADOWSYNC_*_SECRET_ARN",
-                reason: format!(
-                    "{name} is not a secret shadowsync reads (expected one of {}, {GRAPH_CERTIFICATE})",
-                    SECRET_VARIABLES.map(|(v, _)| v).join(", ")
-                ),
-            });
-        }
+    // Where each variable's value goes: as it is, or a secret's value to a configuration
+    // variable or to the Graph certificate. Every name is checked before anything is fetched.
+    enum Target {
+        Plain,
+        Variable(&'static str),
+        GraphCertificate,
     }
+    let targets = env
+        .iter()
+        .map(|(name, value)| {
+            if !(name.starts_with("SHADOWSYNC_") && name.ends_with(SUFFIX))
+                || value.trim().is_empty()
+            {
+                return Ok(Target::Plain);
+            }
+            if name == GRAPH_CERTIFICATE {
+                return Ok(Target::GraphCertificate);
+            }
+            match SECRET_VARIABLES.iter().find(|(variable, _)| variable == name) {
+                Some((_, target)) => Ok(Target::Variable(target)),
+                None => Err(AwsError::BadEnv {
+                    name: "SHADOWSYNC_*_SECRET_ARN",
+                    reason: format!(
+                        "{name} is not a secret shadowsync reads (expected one of {}, {GRAPH_CERTIFICATE})",
+                        SECRET_VARIABLES.map(|(v, _)| v).join(", ")
+                    ),
+                }),
+            }
+        })
+        .collect::<Result<Vec<_>, _>>()?;
     let fetched = futures::future::try_join_all(
         env.iter()
-            .filter(|(name, value)| is_secret(name, value))
-            .map(|(name, arn)| fetch(client, name, arn.trim())),
+            .zip(&targets)
+            .filter(|(_, target)| !matches!(target, Target::Plain))
+            .map(|((name, arn), _)| fetch(client, name, arn.trim())),
     )
     .await?;
 
     let mut fetched = fetched.into_iter();
     let mut out = Vec::with_capacity(env.len());
     let mut graph_certificate = None;
-    for (name, value) in env {
-        if !is_secret(&name, &value) {
-            out.push((name, value));
-            continue;
-        }
-        let secret = fetched.next().expect("one value per secret variable");
-        if name == GRAPH_CERTIFICATE {
-            let parsed: CertificateSecret =
-                serde_json::from_str(&secret).map_err(|_| AwsError::Secret {
-                    variable: name.clone(),
-                    arn: value.trim().to_string(),
-                    // serde's message could quote the key material: say what is expected instead.
-                    reason:
-                        "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
-                            .into(),
-                    source: None,
-                })?;
-            graph_certificate = Some(GraphCredential::Certificate {
-                certificate_pem: parsed.certificate_pem,
-                private_key_pem: SecretString::from(parsed.private_key_pem),
-            });
-        } else if let Some((_, target)) = SECRET_VARIABLES
-            .iter()
-            .find(|(variable, _)| *variable == name)
-        {
-            out.push((target.to_string(), secret));
+    for ((name, value), target) in env.into_iter().zip(targets) {
+        match target {
+            Target::Plain => out.push((name, value)),
+            Target::Variable(target) => {
+                let secret = fetched.next().expect("one value per secret variable");
+                out.push((target.to_string(), secret));
+            }
+            Target::GraphCertificate => {
+                let secret = fetched.next().expect("one value per secret variable");
+                let parsed: CertificateSecret =
+                    serde_json::from_str(&secret).map_err(|_| AwsError::Secret {
+                        variable: name.clone(),
+                        arn: value.trim().to_string(),
+                        // serde's message could quote the key material: say what is expected
+                        // instead.
+                        reason:
+                            "expected JSON {\"certificate_pem\": \"...\", \"private_key_pem\": \"...\"}"
+                                .into(),
+                        source: None,
+                    })?;
+                graph_certificate = Some(GraphCredential::Certificate {
+                    certificate_pem: parsed.certificate_pem,
+                    private_key_pem: SecretString::from(parsed.private_key_pem),
+                });
+            }
         }
     }
     Ok(Resolved {

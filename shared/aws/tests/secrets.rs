@@ -117,3 +117,32 @@ async fn a_missing_secret_is_an_error_naming_the_variable() {
         other => panic!("{other:?}"),
     }
 }
+
+#[tokio::test]
+async fn an_unknown_secret_variable_is_refused_before_anything_is_fetched() {
+    let client = aws_sdk_secretsmanager::Client::new(&aws::sdk_config().await);
+    let missing = format!(
+        "arn:aws:secretsmanager:{}:{}:secret:does-not-exist-{}",
+        aws::REGION,
+        aws::ACCOUNT,
+        unique()
+    );
+    // The missing secret comes first: fetched, it would be the error.
+    let error = resolve(
+        &client,
+        vec![
+            var("SHADOWSYNC_DIRECTORY_BIND_PASSWORD_SECRET_ARN", &missing),
+            var("SHADOWSYNC_GRAPH_TYPO_SECRET_ARN", &missing),
+        ],
+    )
+    .await
+    .err()
+    .expect("refused");
+    match &error {
+        AwsError::BadEnv { reason, .. } => assert!(
+            reason.contains("SHADOWSYNC_GRAPH_TYPO_SECRET_ARN is not a secret shadowsync reads"),
+            "{reason}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}

@@ -116,14 +116,6 @@ fn storage(e: impl std::error::Error + Send + Sync + 'static) -> StateError {
     }
 }
 
-fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
-    StateError::Conflict {
-        table: table.into(),
-        key: key.into(),
-        expected,
-    }
-}
-
 /// A failed conditional write is a lost compare-and-set; anything else is a storage error.
 fn write_error<E, R>(e: SdkError<E, R>, table: &str, key: &str, expected: Option<u64>) -> StateError
 where
@@ -131,7 +123,7 @@ where
     R: std::fmt::Debug + Send + Sync + 'static,
 {
     if e.code() == Some("ConditionalCheckFailedException") {
-        conflict(table, key, expected)
+        StateError::conflict(table, key, expected)
     } else {
         storage(e)
     }

@@ -133,14 +133,6 @@ fn owner_only(_: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
-    StateError::Conflict {
-        table: table.into(),
-        key: key.into(),
-        expected,
-    }
-}
-
 type ValueTable<'a> = TableDefinition<'a, &'static str, &'static [u8]>;
 
 /// A read-only view of `table`, or `None` when it was never written.
@@ -176,7 +168,7 @@ fn write_checked<T>(
             .map_err(storage)?
             .map(|v| decode(v.value()).version);
         if current != expected {
-            return Err(conflict(table, key, expected));
+            return Err(StateError::conflict(table, key, expected));
         }
         change(&mut t, current)?
     };

@@ -59,6 +59,15 @@ pub enum StateError {
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
 impl StateError {
+    /// A lost compare-and-set on `table`/`key`.
+    pub fn conflict(table: &str, key: &str, expected: Option<u64>) -> Self {
+        Self::Conflict {
+            table: table.into(),
+            key: key.into(),
+            expected,
+        }
+    }
+
     /// A storage failure, described by the cause's own message.
     pub fn storage(source: impl Into<BoxError>) -> Self {
         let source = source.into();

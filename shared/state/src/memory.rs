@@ -28,14 +28,6 @@ impl MemoryStore {
     }
 }
 
-fn conflict(table: &str, key: &str, expected: Option<u64>) -> StateError {
-    StateError::Conflict {
-        table: table.into(),
-        key: key.into(),
-        expected,
-    }
-}
-
 #[async_trait]
 impl KeyValueStore for MemoryStore {
     async fn get(&self, table: &str, key: &str) -> Result<Option<Versioned<Vec<u8>>>, StateError> {
@@ -56,7 +48,7 @@ impl KeyValueStore for MemoryStore {
         };
         let current = t.get(key).map(|v| v.version);
         if current != expected {
-            return Err(conflict(table, key, expected));
+            return Err(StateError::conflict(table, key, expected));
         }
         let version = current.unwrap_or(0) + 1;
         t.insert(key.to_string(), Versioned { value, version });
@@ -73,11 +65,11 @@ impl KeyValueStore for MemoryStore {
         let Some(t) = tables.get_mut(table) else {
             return match expected {
                 None => Ok(()),
-                Some(_) => Err(conflict(table, key, expected)),
+                Some(_) => Err(StateError::conflict(table, key, expected)),
             };
         };
         if t.get(key).map(|v| v.version) != expected {
-            return Err(conflict(table, key, expected));
+            return Err(StateError::conflict(table, key, expected));
         }
         t.remove(key);
         Ok(())

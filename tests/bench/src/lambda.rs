@@ -337,10 +337,10 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
         three) and build their SDK clients, whose HTTPS client loads the system's root \
         certificates (on this Debian machine the bundle and the 292 files of /etc/ssl/certs, \
         4 to 7 ms; measured with strace): that is the webhook's and the keeper's whole \
-        difference from the bare function, and every invocation needs both. The provisioner opens its LDAPS connection when its \
-        first job needs AD (an invocation whose jobs need none, a Graph outage's retries say, \
-        never pays for it); the reconciler opens it at start (TCP, TLS handshake with \
-        certificate verification, simple bind, the rootDSE and the schema's anchor attribute): \
+        difference from the bare function, and every invocation needs both. The provisioner \
+        opens its LDAPS connection when its first job needs AD (an invocation whose jobs need \
+        none, a Graph outage's retries say, never pays for it); the reconciler opens it at \
+        start (TCP, TLS handshake with certificate verification, simple bind, the rootDSE and the schema's anchor attribute): \
         that round trip to the DC is most of its time, so the DC's answer time bounds it, not \
         shadowsync's code. Binary size is \
         the AWS SDK (SQS, DynamoDB, Secrets Manager), rustls, ldap3 and the Graph client; it \
