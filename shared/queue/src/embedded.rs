@@ -4,8 +4,17 @@
 //! Every operation is one redb write transaction, so it is atomic, durable once it returns, and
 //! serialised against every other operation (redb has one writer at a time). `send_batch` calls
 //! that arrive while the writer is busy share one transaction and its fsync (group commit, see
-//! [`Sends`]): each caller is still answered only once that commit is durable. Tables:
+//! [`Sends`]): each caller is still answered only once that commit is durable.
 //!
+//! A send only appends to `queue_inbox`, at the right edge of one B-tree: a commit then writes a
+//! few pages, where filing each job in the tables below (its group, the ready heads, the dedup
+//! keys, several of them random leaves) wrote tens of pages per commit and cost four times as
+//! much fsync'd. Jobs are filed from the inbox, in the order they were sent, by the next
+//! operation that needs them: `receive` and `stats`, up to [`FILED_PER_RECEIVE`] per call, so
+//! that a burst never makes one transaction long. Tables:
+//!
+//! - `queue_inbox`: sent jobs not filed yet, in sending order (keys order sends only: they
+//!   restart when the inbox is empty). Dedup is applied when they are filed.
 //! - `queue_jobs`: seq → job record (JSON). `seq` comes from a persistent counter that is never
 //!   reused, so it is the global FIFO order and receipts of deleted jobs can never match new ones.
 //! - `queue_groups`: (group, seq) → (): each group's jobs in order; the first is the group's head.
@@ -48,11 +57,16 @@ const DEDUP_EXPIRY: TableDefinition<(i64, &str), ()> = TableDefinition::new("que
 const DEAD: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_dead");
 const UNREADABLE: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_unreadable");
 const META: TableDefinition<&str, u64> = TableDefinition::new("queue_meta");
+const INBOX: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_inbox");
 
 const NEXT_SEQ: &str = "next_seq";
 
 /// How long a dedup key suppresses a resend (SQS's deduplication interval).
 pub const DEDUP_WINDOW: Duration = Duration::from_secs(5 * 60);
+
+/// How many sent jobs one `receive` files at most: enough to keep up with any burst the webhook
+/// takes (workers receive many times a second), small enough that one transaction stays short.
+pub const FILED_PER_RECEIVE: usize = 1024;
 
 fn storage(e: impl Into<crate::BoxError>) -> QueueError {
     QueueError::storage(e)
@@ -90,6 +104,16 @@ struct Record {
     receipt: Option<String>,
 }
 
+/// A sent job in `queue_inbox`, not filed yet.
+#[derive(Debug, Serialize, Deserialize)]
+struct Sent {
+    job: Job,
+    sent_at: DateTime<Utc>,
+    /// Filed even if its dedup key was sent within the window: an administrator's redrive.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    redriven: bool,
+}
+
 fn micros(t: DateTime<Utc>) -> i64 {
     t.timestamp_micros()
 }
@@ -120,6 +144,7 @@ struct Tables<'t> {
     dead: Table<'t, u64, &'static [u8]>,
     unreadable: Table<'t, u64, &'static [u8]>,
     meta: Table<'t, &'static str, u64>,
+    inbox: Table<'t, u64, &'static [u8]>,
 }
 
 /// A stored job that cannot be read, as kept in `queue_unreadable`.
@@ -143,6 +168,7 @@ impl<'t> Tables<'t> {
             dead: tx.open_table(DEAD)?,
             unreadable: tx.open_table(UNREADABLE)?,
             meta: tx.open_table(META)?,
+            inbox: tx.open_table(INBOX)?,
         })
     }
 
@@ -164,7 +190,6 @@ impl<'t> Tables<'t> {
         let stored = raw.value().to_vec();
         drop(raw);
         let reason = format!("the stored job cannot be read: {error}");
-        tracing::error!(seq, %reason, "an unreadable job is set aside; it blocks nothing");
         let group = self
             .groups
             .iter()?
@@ -182,14 +207,27 @@ impl<'t> Tables<'t> {
                 self.ready.insert(next, ())?;
             }
         }
+        self.set_aside(seq, &reason, &stored, now)?;
+        Ok(None)
+    }
+
+    /// Keeps bytes that cannot be read as a job in `queue_unreadable`, with the reason.
+    fn set_aside(
+        &mut self,
+        seq: u64,
+        reason: &str,
+        stored: &[u8],
+        now: DateTime<Utc>,
+    ) -> Result<(), QueueError> {
+        tracing::error!(seq, %reason, "an unreadable job is set aside; it blocks nothing");
         let kept = Unreadable {
-            reason,
-            stored: String::from_utf8_lossy(&stored).into_owned(),
+            reason: reason.to_string(),
+            stored: String::from_utf8_lossy(stored).into_owned(),
             dead_at: now,
         };
         self.unreadable
             .insert(seq, serde_json::to_vec(&kept)?.as_slice())?;
-        Ok(None)
+        Ok(())
     }
 
     fn load(&self, seq: u64) -> Result<Option<Record>, QueueError> {
@@ -246,22 +284,51 @@ impl<'t> Tables<'t> {
         Ok(())
     }
 
-    /// Stores one caller's batch, in order, except jobs whose dedup key was sent within the
-    /// window (by this batch, an earlier caller of the same transaction, or before).
-    fn send(&mut self, jobs: Vec<Job>, now: DateTime<Utc>) -> Result<(), QueueError> {
-        let now_us = micros(now);
-        self.purge_dedup(now_us)?;
-        for job in jobs {
-            let key = job.dedup_key();
-            // Purged above, so any key still present was sent within the window.
-            if self.dedup.get(key.as_str())?.is_some() {
-                continue;
-            }
-            self.dedup.insert(key.as_str(), now_us)?;
-            self.dedup_expiry.insert((now_us, key.as_str()), ())?;
-            self.push(job, now)?;
+    /// Files up to `max` sent jobs from the inbox, in the order they were sent, except jobs whose
+    /// dedup key was sent within the window (by an earlier job of the inbox, or before). A sent
+    /// job that cannot be read is set aside in `queue_unreadable`. Returns how many were taken
+    /// from the inbox.
+    fn file(&mut self, max: usize, now: DateTime<Utc>) -> Result<usize, QueueError> {
+        let sent = self
+            .inbox
+            .extract_if(|_, _| true)?
+            .take(max)
+            .map(|entry| entry.map(|(_, v)| v.value().to_vec()))
+            .collect::<Result<Vec<_>, _>>()?;
+        if sent.is_empty() {
+            return Ok(0);
         }
-        Ok(())
+        self.purge_dedup(micros(now))?;
+        let window = later(0, DEDUP_WINDOW);
+        for raw in &sent {
+            let sent = match serde_json::from_slice::<Sent>(raw) {
+                Ok(sent) => sent,
+                Err(error) => {
+                    let seq = self.next_seq()?;
+                    self.set_aside(
+                        seq,
+                        &format!("the sent job cannot be read: {error}"),
+                        raw,
+                        now,
+                    )?;
+                    continue;
+                }
+            };
+            // The window counts from when the jobs were sent, not filed (as SQS's does).
+            let key = sent.job.dedup_key();
+            let sent_us = micros(sent.sent_at);
+            let before = self.dedup.get(key.as_str())?.map(|v| v.value());
+            if let Some(before) = before {
+                if !sent.redriven && before.saturating_add(window) > sent_us {
+                    continue;
+                }
+                self.dedup_expiry.remove((before, key.as_str()))?;
+            }
+            self.dedup.insert(key.as_str(), sent_us)?;
+            self.dedup_expiry.insert((sent_us, key.as_str()), ())?;
+            self.push(sent.job, sent.sent_at)?;
+        }
+        Ok(sent.len())
     }
 
     /// Makes a head invisible until `visible_at` (in flight or delayed).
@@ -412,20 +479,39 @@ impl Sends {
     }
 }
 
-/// Stores the batches of one group, in order, in `tx`, and commits.
+/// Appends the batches of one group, in order, to the inbox in `tx`, and commits.
 fn write_group(
     tx: WriteTransaction,
     batches: Vec<Vec<Job>>,
     clock: &dyn Clock,
 ) -> Result<(), QueueError> {
     {
-        let mut tables = Tables::open(&tx)?;
+        let mut inbox = tx.open_table(INBOX)?;
         let now = clock.now();
         for jobs in batches {
-            tables.send(jobs, now)?;
+            append(&mut inbox, jobs, now, false)?;
         }
     }
     tx.commit()?;
+    Ok(())
+}
+
+/// Appends jobs to the inbox, after whatever it holds.
+fn append(
+    inbox: &mut Table<'_, u64, &'static [u8]>,
+    jobs: Vec<Job>,
+    sent_at: DateTime<Utc>,
+    redriven: bool,
+) -> Result<(), QueueError> {
+    let next = inbox.last()?.map_or(0, |(k, _)| k.value() + 1);
+    for (key, job) in (next..).zip(jobs) {
+        let sent = Sent {
+            job,
+            sent_at,
+            redriven,
+        };
+        inbox.insert(key, serde_json::to_vec(&sent)?.as_slice())?;
+    }
     Ok(())
 }
 
@@ -591,6 +677,7 @@ impl Queue for EmbeddedQueue {
         let max_attempts = self.max_attempts;
         self.write(move |t, now| {
             let now_us = micros(now);
+            t.file(FILED_PER_RECEIVE, now)?;
             t.wake(now_us)?;
             let mut out = Vec::new();
             // Oldest ready head first; a delivered head moves to `queue_waiting`, so the loop
@@ -682,6 +769,10 @@ impl Queue for EmbeddedQueue {
     }
 
     async fn stats(&self) -> Result<QueueStats, QueueError> {
+        // Sent jobs are filed first (a resent one is no job), as many as a receive files: the
+        // count is exact unless a burst left more, whose resent ones are then counted too, until
+        // filed. A status never holds the writer long.
+        self.write(|t, now| t.file(FILED_PER_RECEIVE, now)).await?;
         self.read(|tx, now| {
             let jobs = tx.open_table(JOBS)?;
             let waiting = tx.open_table(WAITING)?;
@@ -697,7 +788,7 @@ impl Queue for EmbeddedQueue {
                 }
             }
             Ok(QueueStats {
-                depth: jobs.len()?,
+                depth: jobs.len()? + tx.open_table(INBOX)?.len()?,
                 in_flight,
                 dead_letters: tx.open_table(DEAD)?.len()? + tx.open_table(UNREADABLE)?.len()?,
             })
@@ -723,9 +814,9 @@ impl Queue for EmbeddedQueue {
             let raw = t.dead.remove(seq)?.ok_or_else(unknown)?;
             let dead: DeadLetter = serde_json::from_slice(raw.value())?;
             drop(raw);
-            // A fresh job at the end of its group; not subject to dedup, since the administrator
-            // asked for it explicitly.
-            t.push(dead.job, now)
+            // A fresh job at the end of its group, after every job sent before; not subject to
+            // dedup, since the administrator asked for it explicitly.
+            append(&mut t.inbox, vec![dead.job], now, true)
         })
         .await
     }

@@ -9,7 +9,7 @@ pub mod conformance;
 mod embedded;
 mod pending;
 
-pub use embedded::{EmbeddedQueue, DEDUP_WINDOW};
+pub use embedded::{EmbeddedQueue, DEDUP_WINDOW, FILED_PER_RECEIVE};
 pub use pending::{PendingJobs, Sent, FOLD_WINDOW, PENDING};
 
 use async_trait::async_trait;

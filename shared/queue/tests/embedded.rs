@@ -362,7 +362,9 @@ async fn an_unreadable_job_is_set_aside_and_blocks_nothing() {
     q.send_batch(vec![job("a", 0), job("a", 1), job("b", 0)])
         .await
         .unwrap();
-    // The head of a's group becomes unreadable (a later version's kind of job, or damage).
+    // Filed from the inbox (what the next receive would do), then the head of a's group
+    // becomes unreadable (a later version's kind of job, or damage).
+    assert_eq!(q.stats().await.unwrap().depth, 3);
     let jobs: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_jobs");
     let db = store.database();
     let tx = db.begin_write().unwrap();
@@ -389,5 +391,137 @@ async fn an_unreadable_job_is_set_aside_and_blocks_nothing() {
         (stats.depth, stats.dead_letters),
         (0, 1),
         "kept and counted"
+    );
+}
+
+/// The tables of the queue, as stored: how many entries each holds.
+fn stored(store: &EmbeddedStore, table: &str) -> u64 {
+    use shadowsync_state::redb::{ReadableTableMetadata, TableDefinition};
+    let definition: TableDefinition<u64, &[u8]> = TableDefinition::new(table);
+    let db = store.database();
+    let tx = db.begin_read().unwrap();
+    tx.open_table(definition).unwrap().len().unwrap()
+}
+
+#[tokio::test]
+async fn a_send_only_appends_to_the_inbox_and_survives_until_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("q.redb");
+    {
+        let (store, q) = open(&path, 5);
+        q.send_batch(vec![job("a", 0), job("b", 0)]).await.unwrap();
+        q.send_batch(vec![job("a", 1)]).await.unwrap();
+        // What makes a send's commit cheap: one B-tree, appended to.
+        assert_eq!(stored(&store, "queue_inbox"), 3);
+        assert_eq!(stored(&store, "queue_jobs"), 0);
+    } // the process dies before anything filed them
+      // The committer lets go of the file just after answering.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let store = loop {
+        match EmbeddedStore::open(&path) {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                eprintln!("still open: {e}");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let q = EmbeddedQueue::new(&store, 5).unwrap();
+    let first = q.receive(10, LONG).await.unwrap();
+    assert_eq!(stored(&store, "queue_inbox"), 0, "filed by the receive");
+    let jobs: Vec<Job> = first.iter().map(|d| d.job.clone()).collect();
+    assert_eq!(
+        jobs,
+        vec![job("a", 0), job("b", 0)],
+        "one per group, in order"
+    );
+    for d in first {
+        q.ack(&d.receipt).await.unwrap();
+    }
+    let next = q.receive(10, LONG).await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].job, job("a", 1), "the group's order across sends");
+}
+
+#[tokio::test]
+async fn a_receive_files_a_bounded_number_of_sent_jobs_in_sending_order() {
+    use shadowsync_queue::FILED_PER_RECEIVE;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, q) = open(&dir.path().join("q.redb"), 5);
+    let total = FILED_PER_RECEIVE + 10;
+    let jobs: Vec<Job> = (0..total).map(|k| job(&format!("u{k}"), 0)).collect();
+    q.send_batch(jobs.clone()).await.unwrap();
+    let first = q.receive(total, LONG).await.unwrap();
+    assert_eq!(
+        first.len(),
+        FILED_PER_RECEIVE,
+        "one receive files at most so many"
+    );
+    assert_eq!(stored(&store, "queue_inbox"), 10);
+    let second = q.receive(total, LONG).await.unwrap();
+    let delivered: Vec<Job> = first.iter().chain(&second).map(|d| d.job.clone()).collect();
+    assert_eq!(delivered, jobs, "every job once, oldest first");
+}
+
+#[tokio::test]
+async fn the_dedup_window_counts_from_sending_however_late_jobs_are_filed() {
+    let dir = tempfile::tempdir().unwrap();
+    let (_store, queue, clock) = manual(&dir.path().join("s.redb"), 3);
+    let window = chrono::Duration::from_std(DEDUP_WINDOW).unwrap();
+    queue.send_batch(vec![job("a", 1)]).await.unwrap();
+    clock.advance(window - chrono::Duration::seconds(1));
+    queue.send_batch(vec![job("a", 1)]).await.unwrap(); // within the window of the first
+    clock.advance(chrono::Duration::seconds(2));
+    queue.send_batch(vec![job("a", 1)]).await.unwrap(); // after it
+    clock.advance(window);
+    // Nothing filed them until now, long after every window.
+    assert_eq!(queue.stats().await.unwrap().depth, 2);
+}
+
+#[tokio::test]
+async fn a_sent_job_that_cannot_be_read_is_set_aside_when_filed() {
+    use shadowsync_state::redb::TableDefinition;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, q) = open(&dir.path().join("q.redb"), 5);
+    q.send_batch(vec![job("a", 0)]).await.unwrap();
+    // Sent by a later version (a kind of job this one does not know), or damaged.
+    let inbox: TableDefinition<u64, &[u8]> = TableDefinition::new("queue_inbox");
+    let db = store.database();
+    let tx = db.begin_write().unwrap();
+    tx.open_table(inbox)
+        .unwrap()
+        .insert(0, br#"{"job":{"kind":"from_the_future"}}"#.as_slice())
+        .unwrap();
+    tx.commit().unwrap();
+    q.send_batch(vec![job("b", 0)]).await.unwrap();
+
+    let got = q.receive(10, LONG).await.expect("receive goes on");
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].job, job("b", 0));
+    let stats = q.stats().await.unwrap();
+    assert_eq!(
+        (stats.depth, stats.dead_letters),
+        (1, 1),
+        "kept and counted"
+    );
+}
+
+#[tokio::test]
+async fn stats_files_what_a_receive_would_and_counts_the_rest_as_sent() {
+    use shadowsync_queue::FILED_PER_RECEIVE;
+    let dir = tempfile::tempdir().unwrap();
+    let (store, q) = open(&dir.path().join("q.redb"), 5);
+    let total = FILED_PER_RECEIVE + 10;
+    let mut jobs: Vec<Job> = (0..total).map(|k| job(&format!("u{k}"), 0)).collect();
+    // A resend of the first job, past what one call files: counted until filed.
+    jobs.push(job("u0", 0));
+    q.send_batch(jobs).await.unwrap();
+    assert_eq!(q.stats().await.unwrap().depth, total as u64 + 1);
+    assert_eq!(stored(&store, "queue_inbox"), 11, "one bounded transaction");
+    assert_eq!(
+        q.stats().await.unwrap().depth,
+        total as u64,
+        "filed: a duplicate"
     );
 }

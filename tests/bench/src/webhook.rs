@@ -383,16 +383,23 @@ pub async fn run(ctx: &Ctx) -> Result<Section> {
          a commit runs together in the next transaction (group commit): at {concurrency} \
          clients {:.1} requests share a commit with 1-item bodies, and the fsync (a bare redb \
          commit costs {} with it and {} without) is paid once per group instead of once per \
-         request; a request that arrives alone still pays a commit of its own ({} for a \
-         send_batch of one job, one call at a time). Before the queue and after it, the handler \
+         request. A send only appends its jobs to the queue's inbox, one B-tree written at its \
+         right edge; the next receive files them into groups, ready heads and dedup keys (none \
+         runs here, so the inbox grows through the section, as in a burst). A request that \
+         arrives alone still pays a commit of its own ({} for a send_batch of one job, one call \
+         at a time). Before the queue and after it, the handler \
          marks each job so that a redelivered notification folds into the waiting job \
          (`PendingJobs`); `serve` keeps those marks in a map in its memory (no transaction), so \
          one call at a time, marks and queue cost {} for one job and {} for 20, where \
          send_batch alone costs {} and {}: what is left is the queue's commit ({:.1} requests \
          per commit with 20-item bodies). The webhook answers {:.2} of \
          the bare handler's rate with 1-item bodies and {} with 20-item ones ({}), on the two \
-         cores the load generator uses too. Either figure is far above what the provisioner \
-         can apply to AD (section 3), so the webhook is not the bottleneck.",
+         cores the load generator uses too. With {concurrency} clients each waiting for its \
+         answer, the rate is {concurrency} over the time to answer: a request waits for the \
+         commit under way and then its own, so what remains is the fsync'd redb commit itself \
+         (a write-ahead log of our own, fsync'd alone, would be the next step; its risk to the \
+         queue's durability is not worth it while either figure is far above what the \
+         provisioner can apply to AD, section 3).",
         per_commit[0],
         Measure::ms(durable.p50),
         Measure::ms(volatile.p50),
