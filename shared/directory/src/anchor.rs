@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 pub const EXTERNAL_ID: &str = "msDS-ExternalDirectoryObjectId";
 
 /// How often the managed OUs are checked again for accounts without the indexed anchor (an
-/// older shadowsync still running beside this one during an upgrade creates such accounts).
-const STAMP_INTERVAL: Duration = Duration::from_secs(3600);
+/// older shadowsync still running beside this one during an upgrade creates such accounts),
+/// unless [`LdapDirectory::with_stamp_interval`] says otherwise.
+pub const STAMP_INTERVAL: Duration = Duration::from_secs(3600);
 
 /// `searchFlags` bit 0 (fATTINDEX): the attribute is indexed.
 const INDEXED: u32 = 1;
@@ -95,7 +96,7 @@ impl LdapDirectory {
 
     /// Gives every account of ours in the managed OUs that lacks it the indexed anchor (accounts
     /// made before the schema had it, or by an older shadowsync): before the first lookup of
-    /// the process, then every [`STAMP_INTERVAL`] (`forced`: now, for a sweep). Until then the
+    /// the process, then every stamp interval (`forced`: now, for a sweep). Until then the
     /// indexed lookup would not find them. Returns how many were stamped.
     pub(crate) async fn stamp(
         &self,
@@ -106,7 +107,7 @@ impl LdapDirectory {
             return Ok(0);
         }
         let mut last = self.stamped_at.lock().await;
-        if !forced && last.is_some_and(|at| at.elapsed() < STAMP_INTERVAL) {
+        if !forced && last.is_some_and(|at| at.elapsed() < self.stamp_interval) {
             return Ok(0);
         }
         let anchor = &self.policy.anchor;

@@ -13,7 +13,7 @@ mod partners;
 mod password;
 mod tls;
 
-pub use anchor::{indexed_anchor_filter, EXTERNAL_ID};
+pub use anchor::{indexed_anchor_filter, EXTERNAL_ID, STAMP_INTERVAL};
 pub use error::DirectoryError;
 pub use partners::{escape_binary, partner_filter};
 pub use shadowsync_ports::partners::{PartnerChanges, PartnerDirectory};
@@ -106,8 +106,10 @@ pub struct LdapDirectory {
     policy: Policy,
     /// What the first connection read of the domain.
     site: OnceCell<Site>,
-    /// When the managed OUs were last checked for accounts without the indexed anchor.
+    /// When the managed OUs were last checked for accounts without the indexed anchor, and how
+    /// often they are.
     stamped_at: Mutex<Option<Instant>>,
+    stamp_interval: Duration,
     ldap: Mutex<Option<Ldap>>,
 }
 
@@ -140,8 +142,16 @@ impl LdapDirectory {
             policy: policy.clone(),
             site: OnceCell::new(),
             stamped_at: Mutex::new(None),
+            stamp_interval: anchor::STAMP_INTERVAL,
             ldap: Mutex::new(None),
         }
+    }
+
+    /// Checks the managed OUs for accounts without the indexed anchor every `interval` instead
+    /// of every [`STAMP_INTERVAL`] (a test's seconds).
+    pub fn with_stamp_interval(mut self, interval: Duration) -> Self {
+        self.stamp_interval = interval;
+        self
     }
 
     /// Connects, binds and reads the domain at once, so that a wrong URL, certificate or

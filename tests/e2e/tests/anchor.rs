@@ -101,6 +101,38 @@ async fn accounts_made_without_the_indexed_anchor_gain_it_and_are_found() {
 }
 
 #[tokio::test]
+async fn accounts_made_without_the_indexed_anchor_later_are_stamped_at_the_next_interval() {
+    // An older shadowsync still running beside this one during an upgrade keeps making
+    // accounts without the indexed anchor after this process's first stamp.
+    let mut probe = AdProbe::connect(samba()).await.unwrap();
+    let policy = own_policy(&mut probe).await;
+    let interval = std::time::Duration::from_secs(5);
+    let d = directory_for(true, &policy)
+        .await
+        .with_stamp_interval(interval);
+    let first = account("first", &policy);
+    d.create(&first).await.unwrap();
+    assert_eq!(d.find_by_anchor(&first.anchor).await.unwrap().len(), 1);
+
+    let old = directory_for(false, &policy).await;
+    let a = account("later", &policy);
+    let dn = old.create(&a).await.unwrap();
+    assert!(
+        d.find_by_anchor(&a.anchor).await.unwrap().is_empty(),
+        "within the interval the OUs are not checked again"
+    );
+    assert_eq!(text(&entry(&mut probe, &dn).await, EXTERNAL_ID), None);
+
+    tokio::time::sleep(interval).await;
+    let found = d.find_by_anchor(&a.anchor).await.unwrap();
+    assert_eq!(found.len(), 1, "stamped at the next interval, then found");
+    assert_eq!(
+        text(&entry(&mut probe, &dn).await, EXTERNAL_ID).unwrap(),
+        a.anchor
+    );
+}
+
+#[tokio::test]
 async fn objects_anchored_by_another_tool_or_outside_the_managed_ous_are_not_ours() {
     let s = samba();
     let mut probe = AdProbe::connect(s).await.unwrap();
