@@ -91,15 +91,20 @@ async fn a_certificate_secret_becomes_an_in_memory_credential() {
     );
 }
 
-#[tokio::test]
-async fn a_missing_secret_is_an_error_naming_the_variable() {
-    let client = aws_sdk_secretsmanager::Client::new(&aws::sdk_config().await);
-    let arn = format!(
+/// The ARN of a secret that does not exist, in moto's account and region.
+fn missing_secret_arn() -> String {
+    format!(
         "arn:aws:secretsmanager:{}:{}:secret:does-not-exist-{}",
         aws::REGION,
         aws::ACCOUNT,
         unique()
-    );
+    )
+}
+
+#[tokio::test]
+async fn a_missing_secret_is_an_error_naming_the_variable() {
+    let client = aws_sdk_secretsmanager::Client::new(&aws::sdk_config().await);
+    let arn = missing_secret_arn();
     let error = resolve(
         &client,
         vec![var("SHADOWSYNC_DIRECTORY_BIND_PASSWORD_SECRET_ARN", &arn)],
@@ -121,12 +126,7 @@ async fn a_missing_secret_is_an_error_naming_the_variable() {
 #[tokio::test]
 async fn an_unknown_secret_variable_is_refused_before_anything_is_fetched() {
     let client = aws_sdk_secretsmanager::Client::new(&aws::sdk_config().await);
-    let missing = format!(
-        "arn:aws:secretsmanager:{}:{}:secret:does-not-exist-{}",
-        aws::REGION,
-        aws::ACCOUNT,
-        unique()
-    );
+    let missing = missing_secret_arn();
     // The missing secret comes first: fetched, it would be the error.
     let error = resolve(
         &client,

@@ -106,7 +106,7 @@ struct Record {
 
 /// A sent job in `queue_inbox`, not filed yet.
 #[derive(Debug, Serialize, Deserialize)]
-struct Sent {
+struct Unfiled {
     job: Job,
     sent_at: DateTime<Utc>,
     /// Filed even if its dedup key was sent within the window: an administrator's redrive.
@@ -289,19 +289,19 @@ impl<'t> Tables<'t> {
     /// job that cannot be read is set aside in `queue_unreadable`. Returns how many were taken
     /// from the inbox.
     fn file(&mut self, max: usize, now: DateTime<Utc>) -> Result<usize, QueueError> {
-        let sent = self
+        let taken = self
             .inbox
             .extract_if(|_, _| true)?
             .take(max)
             .map(|entry| entry.map(|(_, v)| v.value().to_vec()))
             .collect::<Result<Vec<_>, _>>()?;
-        if sent.is_empty() {
+        if taken.is_empty() {
             return Ok(0);
         }
         self.purge_dedup(micros(now))?;
         let window = later(0, DEDUP_WINDOW);
-        for raw in &sent {
-            let sent = match serde_json::from_slice::<Sent>(raw) {
+        for raw in &taken {
+            let sent = match serde_json::from_slice::<Unfiled>(raw) {
                 Ok(sent) => sent,
                 Err(error) => {
                     let seq = self.next_seq()?;
@@ -328,7 +328,7 @@ impl<'t> Tables<'t> {
             self.dedup_expiry.insert((sent_us, key.as_str()), ())?;
             self.push(sent.job, sent.sent_at)?;
         }
-        Ok(sent.len())
+        Ok(taken.len())
     }
 
     /// Makes a head invisible until `visible_at` (in flight or delayed).
@@ -505,7 +505,7 @@ fn append(
 ) -> Result<(), QueueError> {
     let next = inbox.last()?.map_or(0, |(k, _)| k.value() + 1);
     for (key, job) in (next..).zip(jobs) {
-        let sent = Sent {
+        let sent = Unfiled {
             job,
             sent_at,
             redriven,
@@ -771,8 +771,12 @@ impl Queue for EmbeddedQueue {
     async fn stats(&self) -> Result<QueueStats, QueueError> {
         // Sent jobs are filed first (a resent one is no job), as many as a receive files: the
         // count is exact unless a burst left more, whose resent ones are then counted too, until
-        // filed. A status never holds the writer long.
-        self.write(|t, now| t.file(FILED_PER_RECEIVE, now)).await?;
+        // filed. A status never holds the writer long, and takes it (a commit) only when there
+        // is something to file.
+        let unfiled = self.read(|tx, _| Ok(tx.open_table(INBOX)?.len()?)).await?;
+        if unfiled > 0 {
+            self.write(|t, now| t.file(FILED_PER_RECEIVE, now)).await?;
+        }
         self.read(|tx, now| {
             let jobs = tx.open_table(JOBS)?;
             let waiting = tx.open_table(WAITING)?;
